@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class BillingConfig(AppConfig):
+    """Money: the nano unit today; prices, wallet, ledger and packs arrive with the wallet."""
+
+    name = "billing"
+    verbose_name = _("Billing")

@@ -1,0 +1,13 @@
+import os
+
+from celery import Celery
+
+from console.schedule import BEAT_SCHEDULE
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+app = Celery("console")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# All periodic schedules live in one file: console/schedule.py.
+app.conf.beat_schedule = BEAT_SCHEDULE
+app.autodiscover_tasks()

@@ -1,0 +1,103 @@
+import zoneinfo
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import password_validation
+from django.utils.translation import gettext_lazy as _
+
+from console.models import Account, User
+from console.roles import Role
+
+# Sorted once; the list of IANA zones does not change while the process runs.
+TIME_ZONE_CHOICES = [(zone, zone) for zone in sorted(zoneinfo.available_timezones())]
+
+
+class SignupForm(forms.Form):
+    email = forms.EmailField(label=_("Email address"), max_length=254)
+    name = forms.CharField(label=_("Your name"), max_length=150, required=False)
+    password = forms.CharField(
+        label=_("Password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+    )
+    account_name = forms.CharField(
+        label=_("Account name"),
+        max_length=100,
+        help_text=_("Your company or team; you can change it later."),
+    )
+    currency = forms.ChoiceField(
+        label=_("Currency"),
+        choices=settings.CURRENCIES,
+        initial=settings.DEFAULT_CURRENCY,
+        help_text=_("Balances and prices are in this currency. It is fixed once money moves."),
+    )
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError(
+                _("An account with this email address already exists. Sign in instead.")
+            )
+        return email
+
+    def clean(self):
+        cleaned = super().clean()
+        password = cleaned.get("password")
+        if password:
+            probe = User(email=cleaned.get("email", ""), name=cleaned.get("name", ""))
+            try:
+                password_validation.validate_password(password, probe)
+            except forms.ValidationError as error:
+                self.add_error("password", error)
+        return cleaned
+
+
+class AccountCreateForm(forms.Form):
+    name = forms.CharField(label=_("Account name"), max_length=100)
+    currency = forms.ChoiceField(
+        label=_("Currency"), choices=settings.CURRENCIES, initial=settings.DEFAULT_CURRENCY
+    )
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        choices=TIME_ZONE_CHOICES,
+        initial=settings.DEFAULT_ACCOUNT_TIME_ZONE,
+    )
+
+
+class AccountSettingsForm(forms.Form):
+    name = forms.CharField(label=_("Account name"), max_length=100)
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        choices=TIME_ZONE_CHOICES,
+        help_text=_("Monthly caps and statements follow this time zone."),
+    )
+    currency = forms.ChoiceField(label=_("Currency"), choices=settings.CURRENCIES)
+
+    def __init__(self, *args, account: Account, **kwargs):
+        super().__init__(*args, **kwargs)
+        if account.currency_locked:
+            self.fields["currency"].disabled = True
+            self.fields["currency"].help_text = _("Fixed: money has already moved in this account.")
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label=_("Email address"), max_length=254)
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.DEVELOPER)
+
+    def __init__(self, *args, roles: list[Role], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = [(role.value, role.label) for role in roles]
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices)
+
+
+class SwitchAccountForm(forms.Form):
+    account = forms.IntegerField(min_value=1)
+
+
+class LanguageForm(forms.Form):
+    language = forms.ChoiceField(choices=settings.LANGUAGES)
+    next = forms.CharField(required=False, max_length=2000)

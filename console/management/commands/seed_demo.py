@@ -1,0 +1,70 @@
+"""Demo data for `make run`: idempotent, created once through the same services as real use.
+
+Later capabilities extend `seed_demo` so the demo always shows a living console (backdated
+history created once, never new traffic at every start).
+"""
+
+import json
+import secrets
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from console.models import AuditEvent, User
+from console.services import invitation_create, user_signup
+from projects.models import Project
+from projects.services import project_create
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_TEAMMATE = "finance@example.com"
+
+
+def demo_password() -> str:
+    """Generated once per checkout and kept beside the other local secrets."""
+    path = settings.VAR_DIR / "demo-login.json"
+    if path.exists():
+        return json.loads(path.read_text())["password"]
+    settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+    password = "demo-" + secrets.token_urlsafe(9)
+    path.write_text(json.dumps({"email": DEMO_EMAIL, "password": password}))
+    path.chmod(0o600)
+    return password
+
+
+class Command(BaseCommand):
+    help = "Create the demo owner, account and projects once; print the demo login."
+
+    def handle(self, *args, **options):
+        password = demo_password()
+        user = User.objects.filter(email=DEMO_EMAIL).first()
+        if user is not None:
+            self.stdout.write("Demo data already present; nothing created.")
+        else:
+            with transaction.atomic():
+                user, account = user_signup(
+                    email=DEMO_EMAIL,
+                    password=password,
+                    name="Demo Owner",
+                    account_name="Demo Team",
+                    currency="CNY",
+                    email_verified=True,
+                    actor_kind=AuditEvent.ActorKind.SYSTEM,
+                )
+                project_create(
+                    account=account,
+                    name="Customer support bot",
+                    description="GLM-4.7 answering support tickets in Chinese and English.",
+                    actor=user,
+                    actor_kind=AuditEvent.ActorKind.SYSTEM,
+                )
+                owner = account.memberships.get(user=user)
+                invitation_create(
+                    account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"
+                )
+            projects = Project.objects.filter(account=account).count()
+            self.stdout.write(
+                f"Created demo account {account.name!r} (id {account.pk}) with "
+                f"{projects} projects and a pending invitation for {DEMO_TEAMMATE}."
+            )
+        self.stdout.write(f"Demo login: {DEMO_EMAIL} / {password}")

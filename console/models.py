@@ -1,0 +1,270 @@
+"""Accounts (the tenant), their members and roles, tiers, invitations and the audit trail."""
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from console.roles import Role
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create(self, email, password, **fields):
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **fields):
+        fields.setdefault("is_staff", False)
+        fields.setdefault("is_superuser", False)
+        return self._create(email, password, **fields)
+
+    def create_superuser(self, email, password=None, **fields):
+        fields.update(is_staff=True, is_superuser=True, email_verified=True)
+        return self._create(email, password, **fields)
+
+    def get_by_natural_key(self, username):
+        # Addresses are stored lower-cased; people type them any way they like.
+        return self.get(email__iexact=username)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person. Signs in with an email address; belongs to accounts through memberships."""
+
+    email = models.EmailField(_("email address"), max_length=254, unique=True)
+    name = models.CharField(_("name"), max_length=150, blank=True)
+    email_verified = models.BooleanField(_("email verified"), default=False)
+    language = models.CharField(
+        _("language"), max_length=10, blank=True, choices=settings.LANGUAGES
+    )
+    is_staff = models.BooleanField(_("staff status"), default=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+
+    objects = UserManager()
+
+    EMAIL_FIELD = "email"
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def get_full_name(self) -> str:
+        return self.name or self.email
+
+    def get_short_name(self) -> str:
+        return self.name or self.email.split("@")[0]
+
+
+class Tier(models.Model):
+    """A usage level (staff-editable). Limits apply per account, across models."""
+
+    slug = models.SlugField(_("slug"), unique=True, max_length=32)
+    name = models.CharField(_("name"), max_length=64)
+    rank = models.PositiveSmallIntegerField(
+        _("rank"), unique=True, help_text=_("Higher ranks are better tiers.")
+    )
+    retention_days = models.PositiveIntegerField(_("history retention (days)"))
+    requests_per_minute = models.PositiveIntegerField(_("requests per minute"))
+    concurrency = models.PositiveIntegerField(_("concurrent requests"))
+    # Cumulative paid recharge (in nano of the account's currency) that promotes an account
+    # to this tier; one threshold per currency, so no exchange rate enters a promotion.
+    promotion_threshold_cny_nano = models.BigIntegerField(
+        _("promotion threshold, CNY (nano)"), default=0
+    )
+    promotion_threshold_usd_nano = models.BigIntegerField(
+        _("promotion threshold, USD (nano)"), default=0
+    )
+
+    class Meta:
+        ordering = ["rank"]
+        verbose_name = _("tier")
+        verbose_name_plural = _("tiers")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(promotion_threshold_cny_nano__gte=0)
+                & models.Q(promotion_threshold_usd_nano__gte=0),
+                name="tier_thresholds_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def promotion_threshold_nano(self, currency: str) -> int:
+        return {
+            "CNY": self.promotion_threshold_cny_nano,
+            "USD": self.promotion_threshold_usd_nano,
+        }[currency]
+
+
+class Account(models.Model):
+    """The tenant and billing entity. Every piece of tenant data hangs off one."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspended")
+
+    name = models.CharField(_("name"), max_length=100)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, default=settings.DEFAULT_ACCOUNT_TIME_ZONE
+    )
+    currency = models.CharField(
+        _("currency"), max_length=3, choices=settings.CURRENCIES, default=settings.DEFAULT_CURRENCY
+    )
+    # Set by the wallet when the first ledger entry is written; from then on the currency
+    # cannot change (every amount in the ledger is in it).
+    money_moved_at = models.DateTimeField(_("first money movement"), null=True, blank=True)
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, verbose_name=_("tier"))
+    tier_pinned = models.BooleanField(
+        _("tier pinned by staff"),
+        default=False,
+        help_text=_("A pinned tier is not changed by automatic promotion."),
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(currency__in=["CNY", "USD"]), name="account_currency_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    @property
+    def currency_locked(self) -> bool:
+        return self.money_moved_at is not None
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == self.Status.SUSPENDED
+
+
+class Membership(models.Model):
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(_("joined"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "user"], name="membership_unique"),
+        ]
+        indexes = [
+            # The account switcher and the current-account lookup: a user's memberships.
+            models.Index(fields=["user", "account"], name="membership_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.account} as {self.role}"
+
+
+class Invitation(models.Model):
+    """An invitation by email. Only a hash of its token is stored; the link carries the token."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(_("email address"))
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("invitation")
+        verbose_name_plural = _("invitations")
+        constraints = [
+            # At most one open invitation per address and account: inviting again resends it.
+            models.UniqueConstraint(
+                "account",
+                Lower("email"),
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invitation_one_open_per_email",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.account}"
+
+    @property
+    def is_open(self) -> bool:
+        return (
+            self.accepted_at is None
+            and self.revoked_at is None
+            and self.expires_at > timezone.now()
+        )
+
+
+class AuditEvent(models.Model):
+    """One row per change to keys, caps, members, tiers and money. Never edited."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user", _("User")
+        STAFF = "staff", _("Staff")
+        SYSTEM = "system", _("System")
+        API_KEY = "api_key", _("API key")
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    action = models.CharField(max_length=64, help_text=_("Dotted, e.g. api_key.revoke"))
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        indexes = [
+            # An account's audit log, newest first (console page and admin filter).
+            models.Index(fields=["account", "-created_at"], name="audit_account_time_idx"),
+            # The admin's filter by action over all accounts.
+            models.Index(fields=["action", "-created_at"], name="audit_action_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_kind} at {self.created_at:%Y-%m-%d %H:%M}"

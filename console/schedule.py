@@ -1,0 +1,18 @@
+"""Every periodic job of the console, in one place. Crontab only; each entry has a comment
+and an `expires` (a run that could not start in time is dropped, not piled up: the next
+run does the same work, because every task is idempotent).
+
+Times are UTC (CELERY_TIMEZONE).
+"""
+
+from celery.schedules import crontab
+
+BEAT_SCHEDULE = {
+    # Delete invitations expired, accepted or revoked over 30 days ago (keeps the table small
+    # and old tokens unusable). Daily, quietly after midnight.
+    "purge-old-invitations": {
+        "task": "console.tasks.purge_old_invitations",
+        "schedule": crontab(minute=17, hour=3),
+        "options": {"expires": 3600},
+    },
+}

@@ -1,0 +1,436 @@
+"""Writes for accounts, members, invitations, tiers and the audit trail.
+
+Views, management commands, tasks and the admin all call these; none of them write these
+models directly.
+"""
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import models, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
+from console.roles import OWNER, Role, assignable_roles
+
+EMAIL_VERIFICATION_SALT = "console.email-verification"
+
+
+class ServiceError(Exception):
+    """A rule refused the change; the message is shown to the person as it is."""
+
+
+# --- Audit ----------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    action: str,
+    account: Account | None = None,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.USER,
+    target: models.Model | None = None,
+    reason: str = "",
+    ip: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Write one audit event. Call it inside the transaction of the change it records."""
+    return AuditEvent.objects.create(
+        account=account,
+        actor=actor,
+        actor_kind=actor_kind,
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        reason=reason,
+        ip=ip,
+        metadata=metadata or {},
+    )
+
+
+def lock_in_order(queryset: models.QuerySet) -> list[models.Model]:
+    """Lock rows in primary-key order, so two code paths can never deadlock each other."""
+    return list(queryset.select_for_update().order_by("pk"))
+
+
+# --- Accounts and users ---------------------------------------------------------------------
+
+
+def default_tier() -> Tier:
+    return Tier.objects.order_by("rank").first()
+
+
+def account_create(
+    *,
+    owner: User,
+    name: str,
+    currency: str = settings.DEFAULT_CURRENCY,
+    time_zone: str = settings.DEFAULT_ACCOUNT_TIME_ZONE,
+    tier: Tier | None = None,
+    actor_kind: str = AuditEvent.ActorKind.USER,
+) -> Account:
+    """A new account owned by `owner`, with its Default project."""
+    from projects.services import default_project_name, project_create
+
+    with transaction.atomic():
+        account = Account.objects.create(
+            name=name, currency=currency, time_zone=time_zone, tier=tier or default_tier()
+        )
+        Membership.objects.create(account=account, user=owner, role=OWNER)
+        audit_record(
+            action="account.create",
+            account=account,
+            actor=owner,
+            actor_kind=actor_kind,
+            target=account,
+            metadata={"currency": currency, "tier": account.tier.slug},
+        )
+        project_create(
+            account=account,
+            name=default_project_name(),
+            is_default=True,
+            actor=owner,
+            actor_kind=actor_kind,
+        )
+    return account
+
+
+def user_signup(
+    *,
+    email: str,
+    password: str,
+    name: str,
+    account_name: str,
+    currency: str,
+    time_zone: str = settings.DEFAULT_ACCOUNT_TIME_ZONE,
+    language: str = "",
+    email_verified: bool = False,
+    tier: Tier | None = None,
+    actor_kind: str = AuditEvent.ActorKind.USER,
+) -> tuple[User, Account]:
+    """A new user who owns a new account. Sends the verification email after commit."""
+    with transaction.atomic():
+        if User.objects.filter(email__iexact=email).exists():
+            raise ServiceError(_("An account with this email address already exists."))
+        user = User.objects.create_user(
+            email=email,
+            password=password,
+            name=name,
+            language=language,
+            email_verified=email_verified,
+        )
+        account = account_create(
+            owner=user,
+            name=account_name,
+            currency=currency,
+            time_zone=time_zone,
+            tier=tier,
+            actor_kind=actor_kind,
+        )
+        if not email_verified:
+            transaction.on_commit(lambda: email_verification_send(user=user))
+    return user, account
+
+
+def email_verification_token(user: User) -> str:
+    # The address is signed in, so a link stops working once the address changes.
+    return signing.dumps({"user": user.pk, "email": user.email}, salt=EMAIL_VERIFICATION_SALT)
+
+
+def email_verification_send(*, user: User) -> None:
+    link = settings.SITE_URL + reverse("verify_email", args=[email_verification_token(user)])
+    with translation.override(user.language or translation.get_language()):
+        send_mail(
+            subject=_("Verify your email address"),
+            message=render_to_string(
+                "console/email/verify_email.txt", {"user": user, "link": link}
+            ),
+            from_email=None,
+            recipient_list=[user.email],
+        )
+
+
+def email_verify(*, token: str) -> User:
+    try:
+        data = signing.loads(
+            token, salt=EMAIL_VERIFICATION_SALT, max_age=settings.EMAIL_VERIFICATION_MAX_AGE
+        )
+    except signing.SignatureExpired as error:
+        raise ServiceError(_("This verification link has expired. Send a new one.")) from error
+    except signing.BadSignature as error:
+        raise ServiceError(_("This verification link is not valid.")) from error
+    user = User.objects.filter(pk=data.get("user"), email=data.get("email")).first()
+    if user is None:
+        raise ServiceError(_("This verification link is not valid."))
+    if not user.email_verified:
+        User.objects.filter(pk=user.pk).update(email_verified=True)
+        user.email_verified = True
+    return user
+
+
+def user_set_language(*, user: User, language: str) -> None:
+    if language not in dict(settings.LANGUAGES):
+        raise ServiceError(_("Unknown language."))
+    User.objects.filter(pk=user.pk).update(language=language)
+    user.language = language
+
+
+def account_update(
+    *,
+    account: Account,
+    actor: User,
+    name: str,
+    time_zone: str,
+    currency: str,
+    ip: str | None = None,
+) -> Account:
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        if currency != locked.currency and locked.currency_locked:
+            raise ServiceError(
+                _("The currency cannot change once money has moved in this account.")
+            )
+        changes = {
+            field: [getattr(locked, field), value]
+            for field, value in (("name", name), ("time_zone", time_zone), ("currency", currency))
+            if getattr(locked, field) != value
+        }
+        if not changes:
+            return locked
+        for field, (_old, value) in changes.items():
+            setattr(locked, field, value)
+        locked.save(update_fields=list(changes))
+        audit_record(
+            action="account.update",
+            account=locked,
+            actor=actor,
+            target=locked,
+            ip=ip,
+            metadata={"changes": changes},
+        )
+    return locked
+
+
+def account_set_tier(
+    *,
+    account: Account,
+    tier: Tier,
+    pinned: bool | None = None,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+    reason: str = "",
+) -> Account:
+    """Change an account's tier (staff, or promotion with actor_kind=system)."""
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        before = (locked.tier_id, locked.tier_pinned)
+        locked.tier = tier
+        if pinned is not None:
+            locked.tier_pinned = pinned
+        if (locked.tier_id, locked.tier_pinned) == before:
+            return locked
+        locked.save(update_fields=["tier", "tier_pinned"])
+        audit_record(
+            action="account.tier_change",
+            account=locked,
+            actor=actor,
+            actor_kind=actor_kind,
+            target=locked,
+            reason=reason,
+            metadata={"from": before[0], "to": tier.pk, "pinned": locked.tier_pinned},
+        )
+    return locked
+
+
+# --- Members and invitations ----------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invitation_create(
+    *, account: Account, inviter: Membership, email: str, role: str, ip: str | None = None
+) -> Invitation:
+    """Invite `email` with `role`; re-inviting an open invitation sends a fresh link."""
+    email = email.strip().lower()
+    if role not in assignable_roles(inviter.role):
+        raise ServiceError(_("You cannot invite someone with this role."))
+    if Membership.objects.filter(account=account, user__email__iexact=email).exists():
+        raise ServiceError(_("This person is already a member of the account."))
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        Invitation.objects.filter(
+            account=account,
+            email__iexact=email,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+        ).update(revoked_at=timezone.now())
+        invitation = Invitation.objects.create(
+            account=account,
+            email=email,
+            role=role,
+            token_hash=_token_hash(token),
+            invited_by=inviter.user,
+            expires_at=timezone.now() + timedelta(days=settings.INVITATION_VALID_DAYS),
+        )
+        audit_record(
+            action="member.invite",
+            account=account,
+            actor=inviter.user,
+            target=invitation,
+            ip=ip,
+            metadata={"email": email, "role": role},
+        )
+        transaction.on_commit(lambda: _invitation_send(invitation=invitation, token=token))
+    return invitation
+
+
+def _invitation_send(*, invitation: Invitation, token: str) -> None:
+    link = settings.SITE_URL + reverse("invitation_accept", args=[token])
+    send_mail(
+        subject=_("You are invited to %(account)s on BigModel Console")
+        % {"account": invitation.account.name},
+        message=render_to_string(
+            "console/email/invitation.txt", {"invitation": invitation, "link": link}
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    return (
+        Invitation.objects.select_related("account", "invited_by")
+        .filter(token_hash=_token_hash(token))
+        .first()
+    )
+
+
+def invitation_accept(*, token: str, user: User) -> Membership:
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .select_related("account")
+            .filter(token_hash=_token_hash(token))
+            .first()
+        )
+        if invitation is None or not invitation.is_open:
+            raise ServiceError(_("This invitation is no longer valid. Ask for a new one."))
+        # The link may have been forwarded: only the invited address may use it.
+        if invitation.email.lower() != user.email.lower():
+            raise ServiceError(
+                _("This invitation was sent to %(email)s. Sign in with that address to accept.")
+                % {"email": invitation.email}
+            )
+        membership, created = Membership.objects.get_or_create(
+            account=invitation.account, user=user, defaults={"role": invitation.role}
+        )
+        invitation.accepted_at = timezone.now()
+        invitation.accepted_by = user
+        invitation.save(update_fields=["accepted_at", "accepted_by"])
+        if not user.email_verified:
+            # Receiving the link at that address proves it.
+            User.objects.filter(pk=user.pk).update(email_verified=True)
+        audit_record(
+            action="member.join",
+            account=invitation.account,
+            actor=user,
+            target=membership,
+            metadata={"role": membership.role, "invitation": invitation.pk, "new": created},
+        )
+    return membership
+
+
+def invitation_revoke(*, invitation: Invitation, actor: Membership, ip: str | None = None) -> None:
+    with transaction.atomic():
+        updated = Invitation.objects.filter(
+            pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+        if updated:
+            audit_record(
+                action="member.invite_revoke",
+                account=invitation.account,
+                actor=actor.user,
+                target=invitation,
+                ip=ip,
+                metadata={"email": invitation.email},
+            )
+
+
+def _lock_owners(account: Account) -> list[Membership]:
+    # Every change that can take away an owner locks all owner rows first, in key order:
+    # two concurrent demotions cannot both see "another owner remains".
+    return lock_in_order(Membership.objects.filter(account=account, role=OWNER))
+
+
+def _check_may_manage(actor: Membership, target: Membership, new_role: str | None) -> None:
+    allowed = assignable_roles(actor.role)
+    if target.role not in allowed or (new_role is not None and new_role not in allowed):
+        raise ServiceError(_("Only an owner can change owners."))
+
+
+def membership_change_role(
+    *, membership: Membership, role: str, actor: Membership, ip: str | None = None
+) -> Membership:
+    if role not in Role.values:
+        raise ServiceError(_("Unknown role."))
+    with transaction.atomic():
+        owners = _lock_owners(membership.account)
+        target = Membership.objects.select_for_update().get(pk=membership.pk)
+        if target.role == role:
+            return target
+        _check_may_manage(actor, target, role)
+        if target.role == OWNER and len(owners) == 1:
+            raise ServiceError(_("The last owner cannot be demoted. Make someone else owner."))
+        old_role = target.role
+        target.role = role
+        target.save(update_fields=["role"])
+        audit_record(
+            action="member.role_change",
+            account=target.account,
+            actor=actor.user,
+            target=target,
+            ip=ip,
+            metadata={"user": target.user.email, "from": old_role, "to": role},
+        )
+    return target
+
+
+def membership_remove(*, membership: Membership, actor: Membership, ip: str | None = None) -> None:
+    with transaction.atomic():
+        owners = _lock_owners(membership.account)
+        target = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+        leaving = target.user_id == actor.user_id
+        if not leaving:
+            _check_may_manage(actor, target, None)
+        if target.role == OWNER and len(owners) == 1:
+            raise ServiceError(_("The last owner cannot be removed. Make someone else owner."))
+        audit_record(
+            action="member.leave" if leaving else "member.remove",
+            account=target.account,
+            actor=actor.user,
+            target=target,
+            ip=ip,
+            metadata={"user": target.user.email, "role": target.role},
+        )
+        target.delete()
+
+
+def invitations_purge_expired(*, older_than_days: int = 30) -> int:
+    """Delete invitations that expired, were accepted or revoked over a month ago."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _details = Invitation.objects.filter(
+        models.Q(expires_at__lt=cutoff)
+        | models.Q(accepted_at__lt=cutoff)
+        | models.Q(revoked_at__lt=cutoff)
+    ).delete()
+    return deleted

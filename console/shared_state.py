@@ -1,0 +1,221 @@
+"""The small interface behind the gateway's shared, fast-changing state: rate-limit windows,
+concurrency slots and counters with a time to live (reservations, key-cache generations).
+
+Two implementations with one contract (tests run the same cases against both):
+- `RedisState`: one Lua script per operation, so each check-and-change is atomic across
+  every web process.
+- `LocalState`: in-process, behind a lock; correct only while one process serves the
+  gateway (the embedded default of `make run`).
+
+The database stays the only truth about money; what lives here may be lost (Redis keeps
+nothing on disk) and every entry expires by itself.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+class SharedState(Protocol):
+    def hit_window(self, key: str, *, limit: int, window_seconds: int) -> WindowResult:
+        """Count one event in the current fixed window; refused (and not counted) at `limit`."""
+
+    def slot_acquire(self, key: str, *, token: str, limit: int, ttl_seconds: float) -> bool:
+        """Take one of `limit` slots for `token`; a slot not released expires after the TTL."""
+
+    def slot_release(self, key: str, *, token: str) -> None:
+        """Give the slot back; releasing twice, or after expiry, is harmless."""
+
+    def slot_count(self, key: str) -> int:
+        """Slots held now (expired ones not counted)."""
+
+    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
+        """Add `amount` (may be negative) and refresh the TTL; returns the new value."""
+
+    def get_int(self, key: str) -> int:
+        """The counter's value, 0 when absent or expired."""
+
+    def delete(self, key: str) -> None: ...
+
+    def ping(self) -> None:
+        """Raise if the backing store cannot be reached."""
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+_HIT_WINDOW = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then ttl = tonumber(ARGV[2]) end
+if current >= tonumber(ARGV[1]) then
+  return {0, current, ttl}
+end
+current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {1, current, ttl}
+"""
+
+# Slot expiry uses the Redis server's clock, so web processes on different hosts agree.
+_NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+
+_SLOT_ACQUIRE = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000) + 1000)
+return 1
+"""
+)
+
+_SLOT_COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
+
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return value
+"""
+
+
+class RedisState:
+    def __init__(self, url: str, prefix: str = "console:state:"):
+        import redis
+
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
+        )
+        self.prefix = prefix
+        self._hit_window = self.client.register_script(_HIT_WINDOW)
+        self._slot_acquire = self.client.register_script(_SLOT_ACQUIRE)
+        self._slot_count = self.client.register_script(_SLOT_COUNT)
+        self._incr = self.client.register_script(_INCR)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def hit_window(self, key: str, *, limit: int, window_seconds: int) -> WindowResult:
+        window_ms = int(window_seconds * 1000)
+        allowed, count, ttl_ms = self._hit_window(keys=[self._key(key)], args=[limit, window_ms])
+        return WindowResult(
+            allowed=bool(allowed),
+            limit=limit,
+            remaining=max(limit - int(count), 0),
+            reset_seconds=int(ttl_ms) / 1000,
+        )
+
+    def slot_acquire(self, key: str, *, token: str, limit: int, ttl_seconds: float) -> bool:
+        return bool(self._slot_acquire(keys=[self._key(key)], args=[token, limit, ttl_seconds]))
+
+    def slot_release(self, key: str, *, token: str) -> None:
+        self.client.zrem(self._key(key), token)
+
+    def slot_count(self, key: str) -> int:
+        return int(self._slot_count(keys=[self._key(key)]))
+
+    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
+        return int(self._incr(keys=[self._key(key)], args=[amount, int(ttl_seconds * 1000)]))
+
+    def get_int(self, key: str) -> int:
+        value = self.client.get(self._key(key))
+        return int(value) if value is not None else 0
+
+    def delete(self, key: str) -> None:
+        self.client.delete(self._key(key))
+
+    def ping(self) -> None:
+        self.client.ping()
+
+
+# --- In-process -----------------------------------------------------------------------------
+
+
+class LocalState:
+    def __init__(self, clock=time.monotonic):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._counters: dict[str, tuple[int, float]] = {}  # key → (value, expires at)
+        self._slots: dict[str, dict[str, float]] = {}  # key → token → expires at
+
+    def _counter(self, key: str, now: float) -> tuple[int, float] | None:
+        entry = self._counters.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._counters[key]
+            return None
+        return entry
+
+    def hit_window(self, key: str, *, limit: int, window_seconds: int) -> WindowResult:
+        with self._lock:
+            now = self._clock()
+            entry = self._counter(key, now) or (0, now + window_seconds)
+            count, expires = entry
+            if count >= limit:
+                return WindowResult(False, limit, 0, expires - now)
+            self._counters[key] = (count + 1, expires)
+            return WindowResult(True, limit, limit - count - 1, expires - now)
+
+    def _live_slots(self, key: str, now: float) -> dict[str, float]:
+        slots = self._slots.setdefault(key, {})
+        for token in [token for token, expires in slots.items() if expires <= now]:
+            del slots[token]
+        return slots
+
+    def slot_acquire(self, key: str, *, token: str, limit: int, ttl_seconds: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            slots = self._live_slots(key, now)
+            if token in slots:
+                return True
+            if len(slots) >= limit:
+                return False
+            slots[token] = now + ttl_seconds
+            return True
+
+    def slot_release(self, key: str, *, token: str) -> None:
+        with self._lock:
+            self._slots.get(key, {}).pop(token, None)
+
+    def slot_count(self, key: str) -> int:
+        with self._lock:
+            return len(self._live_slots(key, self._clock()))
+
+    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
+        with self._lock:
+            now = self._clock()
+            value = (self._counter(key, now) or (0, 0))[0] + amount
+            self._counters[key] = (value, now + ttl_seconds)
+            return value
+
+    def get_int(self, key: str) -> int:
+        with self._lock:
+            entry = self._counter(key, self._clock())
+            return entry[0] if entry else 0
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._counters.pop(key, None)
+            self._slots.pop(key, None)
+
+    def ping(self) -> None:
+        return None
+
+
+@cache
+def shared_state() -> SharedState:
+    """The process's implementation, chosen by SHARED_STATE_BACKEND."""
+    if settings.SHARED_STATE_BACKEND == "redis":
+        return RedisState(settings.REDIS_URL)
+    return LocalState()

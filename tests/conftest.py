@@ -1,0 +1,124 @@
+"""Shared fixtures: real PostgreSQL and Redis when configured, the personas, the CI rule."""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from console.roles import Role
+from tests.factories import add_member, make_account, make_user
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config):
+    # Manifest storage 404s under live_server and needs collectstatic; tests serve from finders.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    # Hashing speed is not under test; MD5 keeps persona fixtures fast.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # sync Playwright + live_server
+    config._console_skips = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        pytest_runtest_logreport.config._console_skips.append((report.nodeid, reason))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    pytest_runtest_logreport.config = session.config
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true on PostgreSQL, a skipped test is a failure: CI must run everything."""
+    skips = session.config._console_skips
+    if IN_CI and connection.vendor == "postgresql" and skips and exitstatus == 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"CI=true on PostgreSQL: {len(skips)} skipped test(s) fail the run:")
+        for nodeid, reason in skips:
+            reporter.write_line(f"  {nodeid}: {reason}")
+        session.exitstatus = 1
+
+
+def needs(condition: bool, reason: str):
+    return pytest.mark.skipif(not condition, reason=reason)
+
+
+def is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+requires_postgres = needs(
+    is_postgres(), "needs PostgreSQL: set DATABASE_URL=postgres://... (make test does in CI)"
+)
+
+
+def redis_url() -> str | None:
+    return os.environ.get("REDIS_URL") or None
+
+
+@pytest.fixture
+def redis_client():
+    url = redis_url()
+    if not url:
+        pytest.skip("needs Redis: set REDIS_URL=redis://127.0.0.1:6379/15")
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        pytest.skip(f"Redis at {url} does not answer: {error}")
+    yield client
+
+
+# --- Personas -------------------------------------------------------------------------------
+
+
+class World:
+    """Account A with an owner, an admin, a developer, a finance member and a viewer; account B
+    with its own owner (the stranger who must get nothing of A)."""
+
+    def __init__(self):
+        self.owner_a = make_user("owner@a.example")
+        self.account_a = make_account(self.owner_a, name="Account A")
+        self.admin_a = add_member(self.account_a, Role.ADMIN, make_user("admin@a.example"))
+        self.developer_a = add_member(self.account_a, Role.DEVELOPER, make_user("dev@a.example"))
+        self.finance_a = add_member(self.account_a, Role.FINANCE, make_user("fin@a.example"))
+        self.viewer_a = add_member(self.account_a, Role.VIEWER, make_user("viewer@a.example"))
+        self.owner_b = make_user("owner@b.example")
+        self.account_b = make_account(self.owner_b, name="Account B")
+
+    def user(self, persona: str):
+        return {
+            "owner_a": self.owner_a,
+            "admin_a": self.admin_a.user,
+            "developer_a": self.developer_a.user,
+            "finance_a": self.finance_a.user,
+            "viewer_a": self.viewer_a.user,
+            "user_b": self.owner_b,
+            "anonymous": None,
+        }[persona]
+
+
+@pytest.fixture
+def world(db):
+    return World()
+
+
+@pytest.fixture
+def login(client):
+    """`login(user)` signs the test client in (None leaves it anonymous)."""
+
+    def _login(user):
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return _login
