@@ -78,6 +78,19 @@ def redis_client():
     yield client
 
 
+@pytest.fixture(autouse=True)
+def _reseed_after_flush(request):
+    """Transactional tests flush every table, including the tiers a migration seeded."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker and marker.kwargs.get("transaction"):
+        request.getfixturevalue("transactional_db")
+        import importlib
+
+        from django.apps import apps
+
+        importlib.import_module("console.migrations.0002_seed_tiers").seed(apps, None)
+
+
 # --- Personas -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,118 @@
+"""The Celery app, the one schedule file, and a real worker running the first job."""
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from celery.schedules import crontab
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from console.celery import app
+from console.models import Invitation
+from console.schedule import BEAT_SCHEDULE
+from console.services import invitations_purge_expired
+from tests.conftest import requires_postgres
+from tests.factories import make_account, make_user
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_schedule_is_a_crontab_with_expires_and_a_registered_task():
+    assert BEAT_SCHEDULE, "the schedule file has no jobs"
+    for name, entry in BEAT_SCHEDULE.items():
+        assert isinstance(entry["schedule"], crontab), name
+        assert entry["options"]["expires"] > 0, name
+        importlib.import_module(entry["task"].rsplit(".", 1)[0])
+        assert entry["task"] in app.tasks, f"{name}: {entry['task']} is not a registered task"
+
+
+def test_every_schedule_entry_has_a_comment():
+    source = (ROOT / "console" / "schedule.py").read_text()
+    for name in BEAT_SCHEDULE:
+        assert re.search(rf"#[^\n]*\n(?:\s*#[^\n]*\n)*\s*\"{re.escape(name)}\"", source), name
+
+
+def test_worker_settings_make_tasks_safe_to_redeliver():
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    # A task still running is never handed to a second worker.
+    assert visibility >= 2 * app.conf.task_time_limit
+
+
+def _old_invitation(account, email, **dates):
+    return Invitation.objects.create(
+        account=account,
+        email=email,
+        role="viewer",
+        token_hash=email,
+        expires_at=timezone.now() - timedelta(days=40),
+        **dates,
+    )
+
+
+@pytest.mark.django_db
+def test_the_purge_deletes_only_old_invitations_and_is_idempotent():
+    account = make_account(make_user())
+    _old_invitation(account, "old@example.com")
+    fresh = Invitation.objects.create(
+        account=account,
+        email="fresh@example.com",
+        role="viewer",
+        token_hash="fresh",
+        expires_at=timezone.now() + timedelta(days=3),
+    )
+    assert invitations_purge_expired() == 1
+    assert invitations_purge_expired() == 0
+    assert list(Invitation.objects.all()) == [fresh]
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_job_from_the_redis_broker(redis_client):
+    account = make_account(make_user())
+    _old_invitation(account, "stale@example.com")
+    db = connection.settings_dict
+    database_url = (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": os.environ["REDIS_URL"]}
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        app.send_task("console.tasks.purge_old_invitations")
+        deadline = time.monotonic() + 60
+        while Invitation.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Invitation.objects.exists(), "the worker did not run the job within 60 s"
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=30)[0]
+    assert "purge_old_invitations deleted=1" in output

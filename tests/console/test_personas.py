@@ -1,0 +1,166 @@
+"""Every URL of the console, for every persona.
+
+The URLconf is enumerated: a new URL pattern without an entry in EXPECTATIONS fails
+`test_every_url_has_persona_expectations`. Personas: anonymous; owner, developer and finance
+of account A; the owner of account B, who must get nothing of A (404 on A's objects).
+"""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from console.models import Invitation
+from console.services import invitation_create
+
+# Exempt by a short explicit list: Django's admin (staff only, its own permission system),
+# and the health probes (public by design, tested in test_health.py).
+EXEMPT_PREFIXES = ("admin:",)
+EXEMPT_NAMES = {"healthz", "readyz"}
+
+PERSONAS = ["anonymous", "owner_a", "developer_a", "finance_a", "user_b"]
+LOGIN = "login"  # a redirect to the sign-in page
+
+
+def _all(status):
+    return dict.fromkeys(PERSONAS, status)
+
+
+def _members_only(status, anonymous=LOGIN):
+    return {**_all(status), "anonymous": anonymous}
+
+
+# name → (method, kwargs builder, POST data, {persona: expected status or LOGIN})
+EXPECTATIONS = {
+    "overview": ("get", None, None, _members_only(200)),
+    "signup": ("get", None, None, {**_all(302), "anonymous": 200}),
+    "verify_email": ("get", lambda w: {"token": "not-a-token"}, None, _all(400)),
+    "verify_email_resend": ("post", None, None, _members_only(302)),
+    "login": ("get", None, None, {**_all(302), "anonymous": 200}),
+    "logout": ("post", None, None, _all(302)),
+    "password_change": ("get", None, None, _members_only(200)),
+    "password_change_done": ("get", None, None, _members_only(200)),
+    "password_reset": ("get", None, None, _all(200)),
+    "password_reset_done": ("get", None, None, _all(200)),
+    "password_reset_confirm": (
+        "get",
+        lambda w: {"uidb64": "MQ", "token": "set-password"},
+        None,
+        _all(200),
+    ),
+    "password_reset_complete": ("get", None, None, _all(200)),
+    "account_create": ("get", None, None, _members_only(200)),
+    # Switching to A: its members may, B's owner gets a 404 (not "forbidden").
+    "account_switch": (
+        "post",
+        None,
+        lambda w: {"account": w.account_a.pk},
+        {**_members_only(302), "user_b": 404},
+    ),
+    "account_settings": (
+        "get",
+        None,
+        None,
+        {**_members_only(200), "developer_a": 403, "finance_a": 403},
+    ),
+    "members": ("get", None, None, _members_only(200)),
+    "member_invite": (
+        "post",
+        None,
+        lambda w: {"email": "new@example.com", "role": "viewer"},
+        {**_members_only(302), "developer_a": 403, "finance_a": 403},
+    ),
+    # A's developer membership, as the object of every member URL.
+    "member_role": (
+        "post",
+        lambda w: {"membership_id": w.developer_a.pk},
+        lambda w: {"role": "viewer"},
+        {**_members_only(302), "developer_a": 403, "finance_a": 403, "user_b": 404},
+    ),
+    "member_remove": (
+        "get",
+        lambda w: {"membership_id": w.developer_a.pk},
+        None,
+        # The developer sees "leave"; finance may not remove others; B gets nothing.
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
+    "invitation_revoke": (
+        "post",
+        lambda w: {"invitation_id": w.invitation_a.pk},
+        None,
+        {**_members_only(302), "developer_a": 403, "finance_a": 403, "user_b": 404},
+    ),
+    # The token is the secret: whoever holds the link sees the invitation (and can only
+    # accept it as the invited address).
+    "invitation_accept": ("get", lambda w: {"token": w.invitation_token}, None, _all(200)),
+    "set_language": ("post", None, lambda w: {"language": "zh-hans", "next": "/"}, _all(302)),
+}
+
+
+def _named_patterns(resolver=None, namespace=""):
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from _named_patterns(pattern, inner)
+        elif isinstance(pattern, URLPattern):
+            yield f"{namespace}{pattern.name or f'<unnamed {pattern.pattern}>'}"
+
+
+def test_every_url_has_persona_expectations():
+    names = {
+        name
+        for name in _named_patterns()
+        if name not in EXEMPT_NAMES and not name.startswith(EXEMPT_PREFIXES)
+    }
+    missing = sorted(names - set(EXPECTATIONS))
+    assert not missing, f"URLs without persona expectations: {missing}"
+    stale = sorted(set(EXPECTATIONS) - names)
+    assert not stale, f"Expectations for URLs that no longer exist: {stale}"
+
+
+def token_from_mail(message) -> str:
+    """Invitation tokens travel only in the email; tests read them from its link."""
+    return message.body.split("/invitations/")[1].split("/")[0]
+
+
+@pytest.fixture
+def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
+    owner = world.account_a.memberships.get(user=world.owner_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        world.invitation_a = invitation_create(
+            account=world.account_a, inviter=owner, email="invitee@a.example", role="viewer"
+        )
+    world.invitation_token = token_from_mail(mailoutbox[-1])
+    return world
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("name", sorted(EXPECTATIONS))
+def test_persona_gets_expected_status(name, persona, persona_world, client):
+    world = persona_world
+    method, kwargs_for, data_for, expected = EXPECTATIONS[name]
+    url = reverse(name, kwargs=kwargs_for(world) if kwargs_for else None)
+    user = world.user(persona)
+    if user is not None:
+        client.force_login(user)
+    data = data_for(world) if data_for else {}
+    response = getattr(client, method)(url, data)
+    want = expected[persona]
+    if want == LOGIN:
+        assert response.status_code == 302, f"{name} as {persona}"
+        assert response["Location"].startswith(reverse("login")), f"{name} as {persona}"
+    else:
+        assert response.status_code == want, (
+            f"{method.upper()} {url} as {persona}: {response.status_code}, expected {want}"
+        )
+
+
+def test_user_b_changes_nothing_of_account_a(persona_world, client):
+    """The 404s above are not just status codes: nothing of A moved."""
+    world = persona_world
+    client.force_login(world.owner_b)
+    client.post(reverse("member_role", args=[world.developer_a.pk]), {"role": "owner"})
+    client.post(reverse("member_remove", args=[world.developer_a.pk]))
+    client.post(reverse("invitation_revoke", args=[world.invitation_a.pk]))
+    world.developer_a.refresh_from_db()
+    assert world.developer_a.role == "developer"
+    assert Invitation.objects.get(pk=world.invitation_a.pk).revoked_at is None

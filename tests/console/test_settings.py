@@ -1,0 +1,119 @@
+"""Settings come from the environment; no variables at all is the embedded default."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.embedded
+
+
+def _clean_env(**extra) -> dict:
+    keep = {"PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT"}
+    env = {key: value for key, value in os.environ.items() if key in keep}
+    env.update(CONSOLE_IGNORE_DOTENV="1", **extra)
+    return env
+
+
+def _python(code: str, env: dict) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_no_variables_at_all_is_the_embedded_default(tmp_path):
+    code = """
+import django, json
+django.setup()
+from django.conf import settings
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    journal = cursor.fetchone()[0]
+print(json.dumps({
+    "engine": settings.DATABASES["default"]["ENGINE"],
+    "journal": journal,
+    "transaction_mode": settings.DATABASES["default"]["OPTIONS"]["transaction_mode"],
+    "broker": settings.CELERY_BROKER_URL,
+    "state": settings.SHARED_STATE_BACKEND,
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "secret": settings.SECRET_KEY,
+}))
+"""
+    import json
+
+    env = _clean_env(DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_VAR_DIR=str(tmp_path))
+    first = json.loads(_python(code, env))
+    assert first["engine"] == "django.db.backends.sqlite3"
+    assert first["journal"] == "wal"
+    assert first["transaction_mode"] == "IMMEDIATE"
+    assert first["broker"] == "filesystem://"
+    assert first["state"] == "local"
+    assert first["cache"].endswith("LocMemCache")
+    # Generated once into an untracked file, then reused: sessions and keys survive restarts.
+    secrets_file = tmp_path / "local-secrets.json"
+    assert secrets_file.exists() and oct(secrets_file.stat().st_mode)[-3:] == "600"
+    assert json.loads(_python(code, env))["secret"] == first["secret"]
+
+
+def test_database_and_redis_urls_switch_to_postgres_pool_and_redis(tmp_path):
+    code = """
+import django, json
+django.setup()
+from django.conf import settings
+db = settings.DATABASES["default"]
+print(json.dumps({"engine": db["ENGINE"], "pool": db["OPTIONS"]["pool"]["max_size"],
+    "cache": settings.CACHES["default"]["BACKEND"], "broker": settings.CELERY_BROKER_URL,
+    "state": settings.SHARED_STATE_BACKEND}))
+"""
+    import json
+
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="console.settings",
+        CONSOLE_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgres://u:p@db.invalid:5432/console",
+        DATABASE_POOL_MAX_SIZE="7",
+        REDIS_URL="redis://cache.invalid:6379/0",
+    )
+    values = json.loads(_python(code, env))
+    assert values == {
+        "engine": "django.db.backends.postgresql",
+        "pool": 7,
+        "cache": "django.core.cache.backends.redis.RedisCache",
+        "broker": "redis://cache.invalid:6379/0",
+        "state": "redis",
+    }
+
+
+def test_the_production_example_passes_check_deploy(tmp_path):
+    example = ROOT / ".env.production.example"
+    values = dict(
+        line.split("=", 1)
+        for line in example.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    env = _clean_env(CONSOLE_VAR_DIR=str(tmp_path), **values)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_variable_read_by_settings_is_documented_in_env_example():
+    import re
+
+    source = (ROOT / "console" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', source))
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read - documented == set(), f"undocumented variables: {read - documented}"

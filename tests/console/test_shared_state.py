@@ -1,0 +1,110 @@
+"""One contract, two implementations: the in-process stand-in and Redis."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from console.shared_state import LocalState, RedisState
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["local", "redis"])
+def state(request):
+    if request.param == "local":
+        yield LocalState()
+        return
+    client = request.getfixturevalue("redis_client")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield RedisState(_url(client), prefix=prefix)
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+
+
+def _url(client) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_window_admits_up_to_its_limit_then_refuses_without_counting(state):
+    results = [state.hit_window("rpm:1", limit=3, window_seconds=60) for _ in range(5)]
+    assert [r.allowed for r in results] == [True, True, True, False, False]
+    assert [r.remaining for r in results] == [2, 1, 0, 0, 0]
+    assert 0 < results[-1].reset_seconds <= 60
+
+
+def test_windows_are_separate_per_key(state):
+    state.hit_window("rpm:a", limit=1, window_seconds=60)
+    assert state.hit_window("rpm:b", limit=1, window_seconds=60).allowed
+
+
+def test_slots_hold_a_limit_and_come_back_on_release(state):
+    assert state.slot_acquire("conc:1", token="a", limit=2, ttl_seconds=30)
+    assert state.slot_acquire("conc:1", token="b", limit=2, ttl_seconds=30)
+    assert not state.slot_acquire("conc:1", token="c", limit=2, ttl_seconds=30)
+    assert state.slot_count("conc:1") == 2
+    state.slot_release("conc:1", token="a")
+    state.slot_release("conc:1", token="a")  # twice is harmless
+    assert state.slot_count("conc:1") == 1
+    assert state.slot_acquire("conc:1", token="c", limit=2, ttl_seconds=30)
+
+
+def test_acquiring_the_same_token_twice_takes_one_slot(state):
+    assert state.slot_acquire("conc:2", token="a", limit=1, ttl_seconds=30)
+    assert state.slot_acquire("conc:2", token="a", limit=1, ttl_seconds=30)
+    assert state.slot_count("conc:2") == 1
+
+
+def test_counters_add_and_delete(state):
+    assert state.incr("reserve:1", 500, ttl_seconds=60) == 500
+    assert state.incr("reserve:1", -200, ttl_seconds=60) == 300
+    assert state.get_int("reserve:1") == 300
+    state.delete("reserve:1")
+    assert state.get_int("reserve:1") == 0
+
+
+def test_concurrent_acquires_never_exceed_the_limit(state):
+    granted = []
+    barrier = threading.Barrier(16)
+
+    def grab(index):
+        barrier.wait()
+        if state.slot_acquire("conc:race", token=str(index), limit=5, ttl_seconds=30):
+            granted.append(index)
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 5
+
+
+def test_local_entries_expire_with_their_ttl():
+    clock = FakeClock()
+    state = LocalState(clock=clock)
+    state.slot_acquire("conc", token="crashed-worker", limit=1, ttl_seconds=30)
+    state.incr("reserve", 10, ttl_seconds=30)
+    state.hit_window("rpm", limit=1, window_seconds=60)
+    clock.now += 31
+    assert state.slot_acquire("conc", token="next", limit=1, ttl_seconds=30)
+    assert state.get_int("reserve") == 0
+    assert not state.hit_window("rpm", limit=1, window_seconds=60).allowed
+    clock.now += 30
+    assert state.hit_window("rpm", limit=1, window_seconds=60).allowed
+
+
+def test_redis_slots_expire_with_their_ttl(redis_client):
+    state = RedisState(_url(redis_client), prefix=f"test:{uuid.uuid4().hex}:")
+    assert state.slot_acquire("conc", token="crashed", limit=1, ttl_seconds=0.2)
+    assert not state.slot_acquire("conc", token="next", limit=1, ttl_seconds=0.2)
+    time.sleep(0.3)
+    assert state.slot_acquire("conc", token="next", limit=1, ttl_seconds=0.2)
