@@ -34,6 +34,10 @@ def test_invite_a_member_with_htmx(page, live_server, console_errors):
     page.wait_for_url(f"{live_server.url}/")
 
     page.get_by_role("link", name="Members", exact=True).click()
+    # A refused invitation (422) is shown in place, and nothing is sent.
+    page.get_by_label("Email address").fill("not-an-address")
+    page.get_by_role("button", name="Send invitation").click()
+    page.get_by_text("Enter a valid email address.").wait_for()
     page.get_by_label("Email address").fill("teammate@example.com")
     page.get_by_label("Role").last.select_option("finance")
     page.get_by_role("button", name="Send invitation").click()

@@ -58,3 +58,11 @@ def test_htmx_is_served_from_this_site():
     base = (ROOT / "templates" / "base.html").read_text()
     assert "{% htmx_script %}" in base
     assert "includeIndicatorStyles" in base  # htmx would otherwise inject a <style>
+
+
+def test_template_comments_are_single_line():
+    """`{# #}` spans one line only; a multi-line one is printed into the page as text."""
+    for template in (ROOT / "templates").rglob("*.html"):
+        for number, line in enumerate(template.read_text().splitlines(), 1):
+            if "{#" in line:
+                assert "#}" in line, f"{template}:{number}: use {{% comment %}} across lines"
