@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from django.utils.translation import gettext_lazy as _
 
@@ -61,6 +62,11 @@ def _parse_peppers(text: str) -> dict[int, str]:
     peppers = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         version, _sep, value = item.partition(":")
+        if not version.isdigit() or len(value) < 16:
+            raise ImproperlyConfigured(
+                "API_KEY_PEPPERS must look like '2:<new secret>,1:<old secret>' "
+                "(a number, a colon, at least 16 characters)."
+            )
         peppers[int(version)] = value
     return peppers
 

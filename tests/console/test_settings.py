@@ -117,3 +117,38 @@ def test_every_variable_read_by_settings_is_documented_in_env_example():
     read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', source))
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read - documented == set(), f"undocumented variables: {read - documented}"
+
+
+@pytest.mark.parametrize(
+    "value", ["secret-without-version", "x:long-enough-secret-value", "1:short"]
+)
+def test_a_malformed_pepper_list_stops_start_up_with_a_clear_message(tmp_path, value):
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="console.settings",
+        CONSOLE_VAR_DIR=str(tmp_path),
+        SECRET_KEY="x" * 50,
+        API_KEY_PEPPERS=value,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "API_KEY_PEPPERS must look like" in result.stderr
+
+
+def test_peppers_are_read_by_version(tmp_path):
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="console.settings",
+        CONSOLE_VAR_DIR=str(tmp_path),
+        SECRET_KEY="x" * 50,
+        API_KEY_PEPPERS="2:the-new-pepper-value,1:the-old-pepper-value",
+    )
+    code = "import django; django.setup(); from django.conf import settings; "
+    code += "print(sorted(settings.API_KEY_PEPPERS.items()))"
+    assert _python(code, env) == "[(1, 'the-old-pepper-value'), (2, 'the-new-pepper-value')]"
+    assert not (tmp_path / "local-secrets.json").exists()  # nothing generated when both are set
