@@ -43,7 +43,7 @@ format: $(VENV)/.deps-test
 
 ## make messages: refresh the translation catalogues (needs GNU gettext) and compile them.
 messages: $(VENV)/.deps-test
-	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete --ignore=.venv --ignore=var
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete --ignore=.venv --ignore=var --ignore=tests --ignore=bench
 	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 check-migrations: $(VENV)/.deps-test

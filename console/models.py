@@ -140,6 +140,14 @@ class Account(models.Model):
         help_text=_("A pinned tier is not changed by automatic promotion."),
     )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
+    # The optional account-wide monthly budget: works like a project cap, over all projects.
+    monthly_budget_nano = models.BigIntegerField(_("monthly budget (nano)"), null=True, blank=True)
+    budget_mode = models.CharField(
+        _("budget mode"),
+        max_length=8,
+        choices=[("block", _("Block requests")), ("alert", _("Alert only"))],
+        default="block",
+    )
 
     class Meta:
         verbose_name = _("account")
@@ -147,6 +155,11 @@ class Account(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(currency__in=["CNY", "USD"]), name="account_currency_known"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(monthly_budget_nano__isnull=True)
+                | models.Q(monthly_budget_nano__gt=0),
+                name="account_budget_positive",
             ),
         ]
 

@@ -36,9 +36,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Projects and API keys.
     "projects.view": frozenset({OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER}),
     "projects.manage": frozenset({OWNER, ADMIN, DEVELOPER}),
+    # Caps, the account budget and archiving a project (its keys stop working).
     "caps.manage": frozenset({OWNER, ADMIN}),
     "keys.view": frozenset({OWNER, ADMIN, DEVELOPER, VIEWER}),
     "keys.manage": frozenset({OWNER, ADMIN, DEVELOPER}),
+    # admin-read keys read usage and cost of the whole account.
+    "keys.admin_read": frozenset({OWNER, ADMIN}),
     # Usage numbers carry no content; prompt history does.
     "usage.view": frozenset({OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER}),
     "history.view": frozenset({OWNER, ADMIN, DEVELOPER}),

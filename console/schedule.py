@@ -15,4 +15,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=17, hour=3),
         "options": {"expires": 3600},
     },
+    # Move API keys' buffered last-used times from Redis into the database; the key list may
+    # lag by this minute. A no-op on the embedded default (the web process writes them).
+    "flush-api-key-last-used": {
+        "task": "keys.tasks.flush_last_used",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
 }

@@ -49,6 +49,12 @@ class SharedState(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def hash_set(self, key: str, field: str, value: str) -> None:
+        """Remember `value` under `field` (last write wins): buffered last-used times."""
+
+    def hash_drain(self, key: str) -> dict[str, str]:
+        """Take every field and empty the hash, atomically (a flush that loses nothing)."""
+
     def ping(self) -> None:
         """Raise if the backing store cannot be reached."""
 
@@ -84,6 +90,12 @@ return 1
 
 _SLOT_COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
 
+_HASH_DRAIN = """
+local values = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return values
+"""
+
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -103,6 +115,7 @@ class RedisState:
         self._slot_acquire = self.client.register_script(_SLOT_ACQUIRE)
         self._slot_count = self.client.register_script(_SLOT_COUNT)
         self._incr = self.client.register_script(_INCR)
+        self._hash_drain = self.client.register_script(_HASH_DRAIN)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -136,6 +149,13 @@ class RedisState:
     def delete(self, key: str) -> None:
         self.client.delete(self._key(key))
 
+    def hash_set(self, key: str, field: str, value: str) -> None:
+        self.client.hset(self._key(key), field, value)
+
+    def hash_drain(self, key: str) -> dict[str, str]:
+        flat = self._hash_drain(keys=[self._key(key)])
+        return {flat[index].decode(): flat[index + 1].decode() for index in range(0, len(flat), 2)}
+
     def ping(self) -> None:
         self.client.ping()
 
@@ -149,6 +169,7 @@ class LocalState:
         self._clock = clock
         self._counters: dict[str, tuple[int, float]] = {}  # key → (value, expires at)
         self._slots: dict[str, dict[str, float]] = {}  # key → token → expires at
+        self._hashes: dict[str, dict[str, str]] = {}
 
     def _counter(self, key: str, now: float) -> tuple[int, float] | None:
         entry = self._counters.get(key)
@@ -208,6 +229,15 @@ class LocalState:
         with self._lock:
             self._counters.pop(key, None)
             self._slots.pop(key, None)
+            self._hashes.pop(key, None)
+
+    def hash_set(self, key: str, field: str, value: str) -> None:
+        with self._lock:
+            self._hashes.setdefault(key, {})[field] = value
+
+    def hash_drain(self, key: str) -> dict[str, str]:
+        with self._lock:
+            return self._hashes.pop(key, {})
 
     def ping(self) -> None:
         return None

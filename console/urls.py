@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from console import health, views
 
@@ -61,6 +61,8 @@ urlpatterns = [
     ),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("language/", views.set_language, name="set_language"),
+    path("projects/", include("projects.urls")),
+    path("api-keys/", include("keys.urls")),
     # Operations.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -64,10 +64,10 @@ def signup(request):
                 _("Welcome! We sent a verification link to %(email)s.") % {"email": user.email},
             )
             return redirect("overview")
-    return render(request, "registration/signup.html", {"form": form}, status=_status(form))
+    return render(request, "registration/signup.html", {"form": form}, status=form_status(form))
 
 
-def _status(form) -> int:
+def form_status(form) -> int:
     """422 for a submitted form with errors, so htmx and tests can tell a refusal."""
     return 422 if form.is_bound and form.errors else 200
 
@@ -102,7 +102,7 @@ def account_create(request):
         switch_account(request, account.pk)
         messages.success(request, _("Account %(name)s created.") % {"name": account.name})
         return redirect("overview")
-    return render(request, "console/account_create.html", {"form": form}, status=_status(form))
+    return render(request, "console/account_create.html", {"form": form}, status=form_status(form))
 
 
 @login_required
@@ -140,7 +140,9 @@ def account_settings(request):
         else:
             messages.success(request, _("Account settings saved."))
             return redirect("account_settings")
-    return render(request, "console/account_settings.html", {"form": form}, status=_status(form))
+    return render(
+        request, "console/account_settings.html", {"form": form}, status=form_status(form)
+    )
 
 
 # --- Members --------------------------------------------------------------------------------

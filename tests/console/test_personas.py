@@ -10,6 +10,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from console.models import Invitation
 from console.services import invitation_create
+from keys.models import ApiKey
+from keys.services import api_key_create
+from projects.services import project_create
 
 # Exempt by a short explicit list: Django's admin (staff only, its own permission system),
 # and the health probes (public by design, tested in test_health.py).
@@ -92,6 +95,82 @@ EXPECTATIONS = {
     # accept it as the invited address).
     "invitation_accept": ("get", lambda w: {"token": w.invitation_token}, None, _all(200)),
     "set_language": ("post", None, lambda w: {"language": "zh-hans", "next": "/"}, _all(302)),
+    # Projects: A's "Support bot" project is the object.
+    "projects:list": ("get", None, None, _members_only(200)),
+    "projects:create": (
+        "post",
+        None,
+        lambda w: {"name": "New project"},
+        {**_members_only(302), "finance_a": 403},
+    ),
+    "projects:budget": (
+        "post",
+        None,
+        lambda w: {"amount": "100", "mode": "block"},
+        {**_members_only(302), "developer_a": 403, "finance_a": 403},
+    ),
+    "projects:detail": (
+        "get",
+        lambda w: {"project_id": w.project_a.pk},
+        None,
+        {**_members_only(200), "user_b": 404},
+    ),
+    "projects:edit": (
+        "post",
+        lambda w: {"project_id": w.project_a.pk},
+        lambda w: {"name": "Renamed"},
+        {**_members_only(302), "finance_a": 403, "user_b": 404},
+    ),
+    "projects:cap": (
+        "post",
+        lambda w: {"project_id": w.project_a.pk},
+        lambda w: {"amount": "10", "mode": "alert"},
+        {**_members_only(302), "developer_a": 403, "finance_a": 403, "user_b": 404},
+    ),
+    "projects:archive": (
+        "get",
+        lambda w: {"project_id": w.project_a.pk},
+        None,
+        {**_members_only(200), "developer_a": 403, "finance_a": 403, "user_b": 404},
+    ),
+    # API keys: A's key in that project is the object. Finance never manages keys.
+    "keys:list": ("get", None, None, {**_members_only(200), "finance_a": 403}),
+    "keys:create": (
+        "post",
+        None,
+        lambda w: {
+            "label": "k",
+            "project": w.project_a.pk,
+            "scope": "inference",
+            "environment": "test",
+        },
+        # B cannot pick A's project: the same "not a valid choice" as a missing one.
+        {**_members_only(200), "finance_a": 403, "user_b": 422},
+    ),
+    "keys:detail": (
+        "get",
+        lambda w: {"key_id": w.key_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
+    "keys:edit": (
+        "post",
+        lambda w: {"key_id": w.key_a.pk},
+        lambda w: {"label": "renamed", "environment": "staging"},
+        {**_members_only(302), "finance_a": 403, "user_b": 404},
+    ),
+    "keys:revoke": (
+        "get",
+        lambda w: {"key_id": w.key_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
+    "keys:rotate": (
+        "post",
+        lambda w: {"key_id": w.key_a.pk},
+        lambda w: {"grace_seconds": "0"},
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
 }
 
 
@@ -130,6 +209,10 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
             account=world.account_a, inviter=owner, email="invitee@a.example", role="viewer"
         )
     world.invitation_token = token_from_mail(mailoutbox[-1])
+    world.project_a = project_create(account=world.account_a, name="Support bot")
+    world.key_a = api_key_create(
+        account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
+    ).key
     return world
 
 
@@ -161,6 +244,22 @@ def test_user_b_changes_nothing_of_account_a(persona_world, client):
     client.post(reverse("member_role", args=[world.developer_a.pk]), {"role": "owner"})
     client.post(reverse("member_remove", args=[world.developer_a.pk]))
     client.post(reverse("invitation_revoke", args=[world.invitation_a.pk]))
+    project, key = world.project_a, world.key_a
+    client.post(reverse("projects:edit", args=[project.pk]), {"name": "Mine now"})
+    client.post(reverse("projects:cap", args=[project.pk]), {"amount": "1", "mode": "block"})
+    client.post(reverse("projects:archive", args=[project.pk]))
+    client.post(reverse("keys:edit", args=[key.pk]), {"label": "x", "environment": "test"})
+    client.post(reverse("keys:rotate", args=[key.pk]), {"grace_seconds": "0"})
+    client.post(reverse("keys:revoke", args=[key.pk]))
     world.developer_a.refresh_from_db()
     assert world.developer_a.role == "developer"
     assert Invitation.objects.get(pk=world.invitation_a.pk).revoked_at is None
+    project.refresh_from_db()
+    assert (project.name, project.monthly_cap_nano, project.archived_at) == (
+        "Support bot",
+        None,
+        None,
+    )
+    key.refresh_from_db()
+    assert (key.label, key.revoked_at, key.replaced_by_id) == ("bot", None, None)
+    assert ApiKey.objects.filter(account=world.account_a).count() == 1

@@ -17,6 +17,7 @@ projects.manage   y y y n n
 caps.manage       y y n n n
 keys.view         y y y n y
 keys.manage       y y y n n
+keys.admin_read   y y n n n
 usage.view        y y y y y
 history.view      y y y n n
 playground.use    y y y n n

@@ -108,3 +108,11 @@ def test_redis_slots_expire_with_their_ttl(redis_client):
     assert not state.slot_acquire("conc", token="next", limit=1, ttl_seconds=0.2)
     time.sleep(0.3)
     assert state.slot_acquire("conc", token="next", limit=1, ttl_seconds=0.2)
+
+
+def test_a_hash_keeps_the_last_write_and_drains_once(state):
+    state.hash_set("last-used", "key1", "100")
+    state.hash_set("last-used", "key1", "200")
+    state.hash_set("last-used", "key2", "150")
+    assert state.hash_drain("last-used") == {"key1": "200", "key2": "150"}
+    assert state.hash_drain("last-used") == {}

@@ -11,10 +11,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from billing.money import NANO_PER_UNIT
 from console.models import AuditEvent, User
 from console.services import invitation_create, user_signup
+from keys.services import api_key_create, api_key_revoke
 from projects.models import Project
-from projects.services import project_create
+from projects.services import account_set_budget, project_create, project_set_cap
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAMMATE = "finance@example.com"
@@ -51,13 +53,39 @@ class Command(BaseCommand):
                     email_verified=True,
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
-                project_create(
+                support = project_create(
                     account=account,
                     name="Customer support bot",
                     description="GLM-4.7 answering support tickets in Chinese and English.",
                     actor=user,
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
+                project_set_cap(
+                    project=support, cap_nano=500 * NANO_PER_UNIT, mode="block", actor=user
+                )
+                account_set_budget(
+                    account=account, budget_nano=2_000 * NANO_PER_UNIT, mode="alert", actor=user
+                )
+                # Demo keys whose full text nobody keeps (as in real life): create your own
+                # in the console to call the API.
+                for label, environment in (("support-bot", "production"), ("eval", "staging")):
+                    api_key_create(
+                        account=account,
+                        project=support,
+                        label=label,
+                        environment=environment,
+                        actor=user,
+                        actor_kind=AuditEvent.ActorKind.SYSTEM,
+                    )
+                old = api_key_create(
+                    account=account,
+                    project=support,
+                    label="old laptop",
+                    environment="test",
+                    actor=user,
+                    actor_kind=AuditEvent.ActorKind.SYSTEM,
+                )
+                api_key_revoke(key=old.key, actor=user, reason="demo: a key that was revoked")
                 owner = account.memberships.get(user=user)
                 invitation_create(
                     account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"
@@ -65,6 +93,7 @@ class Command(BaseCommand):
             projects = Project.objects.filter(account=account).count()
             self.stdout.write(
                 f"Created demo account {account.name!r} (id {account.pk}) with "
-                f"{projects} projects and a pending invitation for {DEMO_TEAMMATE}."
+                f"{projects} projects, 3 API keys (one revoked), a cap, a budget and a "
+                f"pending invitation for {DEMO_TEAMMATE}."
             )
         self.stdout.write(f"Demo login: {DEMO_EMAIL} / {password}")

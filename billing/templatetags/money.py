@@ -1,0 +1,13 @@
+from django import template
+
+from billing.money import format_amount
+
+register = template.Library()
+
+
+@register.filter
+def money(nano, currency=None):
+    """`{{ amount_nano|money:account.currency }}` → ¥1,234.50."""
+    if nano is None or nano == "":
+        return ""
+    return format_amount(int(nano), currency)

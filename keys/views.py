@@ -1,0 +1,161 @@
+"""API key pages. The full key is rendered in exactly one response (create or rotate), marked
+no-store, and never put in a message, the session or a redirect."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
+
+from console.roles import role_can
+from console.services import ServiceError
+from console.tenancy import account_object_or_404, account_view
+from console.views import client_ip, form_status
+from keys import selectors, services
+from keys.forms import ApiKeyCreateForm, ApiKeyEditForm, RotateForm
+from keys.models import ApiKey, Scope
+
+
+def _scopes(request) -> list[str]:
+    scopes = [Scope.INFERENCE]
+    if role_can(request.membership.role, "keys.admin_read"):
+        scopes.append(Scope.ADMIN_READ)
+    return scopes
+
+
+def _create_form(request, data=None):
+    return ApiKeyCreateForm(data, account=request.account, scopes=_scopes(request))
+
+
+def _page(request, *, form=None, status=200):
+    context = {
+        "keys": selectors.key_list(account=request.account),
+        "form": form or _create_form(request),
+    }
+    return render(request, "keys/list.html", context, status=status)
+
+
+def _shown_once(request, created, *, rotated_from=None):
+    """The one response that carries the full key."""
+    template = "keys/created.html#dialog" if request.htmx else "keys/created.html"
+    response = render(
+        request, template, {"created": created.key, "raw_key": created.raw, "old": rotated_from}
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@account_view("keys.view")
+@require_GET
+def key_list(request):
+    return _page(request)
+
+
+@account_view("keys.manage")
+@require_POST
+@never_cache
+def key_create(request):
+    form = _create_form(request, request.POST)
+    if form.is_valid():
+        try:
+            created = services.api_key_create(
+                account=request.account,
+                project=form.cleaned_data["project"],
+                label=form.cleaned_data["label"],
+                scope=form.cleaned_data["scope"],
+                environment=form.cleaned_data["environment"],
+                expires_at=form.expires_at,
+                actor=request.user,
+                ip=client_ip(request),
+            )
+        except ServiceError as error:
+            form.add_error(None, str(error))
+        else:
+            return _shown_once(request, created)
+    if request.htmx:
+        # The errors belong in the form, not in the dialog slot the success would fill.
+        response = render(request, "keys/list.html#create-form", {"form": form}, status=422)
+        return reswap(retarget(response, "#create-key"), "outerHTML")
+    return _page(request, form=form, status=422)
+
+
+@account_view("keys.view")
+@require_GET
+def key_detail(request, key_id: int):
+    key = account_object_or_404(
+        ApiKey.objects.select_related("project", "created_by", "replaced_by"),
+        request.account,
+        pk=key_id,
+    )
+    return render(
+        request,
+        "keys/detail.html",
+        {
+            "key": key,
+            "edit_form": ApiKeyEditForm(
+                initial={"label": key.label, "environment": key.environment}
+            ),
+            "rotate_form": RotateForm(),
+        },
+    )
+
+
+@account_view("keys.manage")
+@require_POST
+def key_edit(request, key_id: int):
+    key = account_object_or_404(ApiKey, request.account, pk=key_id)
+    form = ApiKeyEditForm(request.POST)
+    if not form.is_valid():
+        return render(
+            request,
+            "keys/detail.html",
+            {"key": key, "edit_form": form, "rotate_form": RotateForm()},
+            status=form_status(form),
+        )
+    services.api_key_update(key=key, actor=request.user, ip=client_ip(request), **form.cleaned_data)
+    messages.success(request, _("Key %(mask)s saved.") % {"mask": key.mask})
+    return redirect("keys:detail", key.pk)
+
+
+@account_view("keys.manage")
+@require_http_methods(["GET", "POST"])
+def key_revoke(request, key_id: int):
+    key = account_object_or_404(
+        ApiKey.objects.select_related("project"), request.account, pk=key_id
+    )
+    if request.method == "POST":
+        services.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
+        messages.success(
+            request,
+            _("Key %(label)s (%(mask)s) revoked: requests with it are refused from now on.")
+            % {"label": key.label, "mask": key.mask},
+        )
+        return redirect("keys:list")
+    return render(request, "keys/revoke.html", {"key": key})
+
+
+@account_view("keys.manage")
+@require_POST
+@never_cache
+def key_rotate(request, key_id: int):
+    key = account_object_or_404(
+        ApiKey.objects.select_related("project"), request.account, pk=key_id
+    )
+    form = RotateForm(request.POST)
+    if form.is_valid():
+        try:
+            created = services.api_key_rotate(
+                key=key,
+                actor=request.user,
+                grace_seconds=form.cleaned_data["grace_seconds"],
+                ip=client_ip(request),
+            )
+        except ServiceError as error:
+            messages.error(request, str(error))
+        else:
+            key.refresh_from_db()
+            return _shown_once(request, created, rotated_from=key)
+    else:
+        messages.error(request, _("Choose what happens to the old key."))
+    return redirect("keys:detail", key.pk)
