@@ -23,7 +23,7 @@ import django
 
 django.setup()
 
-from console.shared_state import LocalState, RedisState  # noqa: E402
+from console.shared_state import LocalState, RedisState
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 

@@ -1,10 +1,13 @@
 """Reads for API keys, including `api_key_authenticate`: the one function the gateway calls."""
 
+import functools
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -35,7 +38,7 @@ def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
     match = _KEY_SHAPE.fullmatch(raw_key or "")
     if match is None:
         return Refused("malformed")
-    key = ApiKey.objects.select_related("project", "account").filter(key_id=match["key_id"]).first()
+    key = _key_with_project_and_account(match["key_id"])
     if key is None:
         return Refused("unknown")
     # A key hashed with a pepper that was since retired cannot match.
@@ -53,6 +56,54 @@ def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
     if key.account.is_suspended:
         return Refused("account_suspended")
     return Authenticated(key=key, project=key.project, account=key.account)
+
+
+# The gateway calls the lookup on every request. A profile showed the ORM compiling the
+# three-table query (select_related) take longer than the database round trip, so the SQL is
+# built once from the models' own metadata and rows become model instances with from_db.
+_MODELS = (ApiKey, Project, Account)
+
+
+@functools.cache
+def _lookup_sql() -> tuple[str, tuple[tuple[str, ...], ...]]:
+    quote = connection.ops.quote_name
+    aliases = ("k", "p", "a")
+    columns, attnames = [], []
+    for alias, model in zip(aliases, _MODELS, strict=True):
+        fields = model._meta.concrete_fields
+        columns += [f"{alias}.{quote(field.column)}" for field in fields]
+        attnames.append(tuple(field.attname for field in fields))
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {quote(ApiKey._meta.db_table)} k "  # noqa: S608
+        f"JOIN {quote(Project._meta.db_table)} p ON p.{quote('id')} = k.{quote('project_id')} "
+        f"JOIN {quote(Account._meta.db_table)} a ON a.{quote('id')} = k.{quote('account_id')} "
+        f"WHERE k.{quote('key_id')} = %s"
+    )
+    return sql, tuple(attnames)
+
+
+def _aware(value):
+    # SQLite hands back naive UTC datetimes where PostgreSQL gives aware ones.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _key_with_project_and_account(key_id: str) -> ApiKey | None:
+    sql, attnames = _lookup_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instances, start = [], 0
+    for model, names in zip(_MODELS, attnames, strict=True):
+        values = [_aware(value) for value in row[start : start + len(names)]]
+        instances.append(model.from_db(connection.alias, names, values))
+        start += len(names)
+    key, project, account = instances
+    key.project, key.account, project.account = project, account, account
+    return key
 
 
 def key_list(*, account: Account, project: Project | None = None) -> QuerySet[ApiKey]:

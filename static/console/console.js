@@ -16,6 +16,14 @@
       event.stopPropagation();
     }
   }, true);
+  // A form marked data-reset-on-success empties itself once htmx reports success (the new
+  // key's dialog is showing; the form should not invite a double submit).
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (form && form.matches && form.matches("form[data-reset-on-success]") && event.detail.successful) {
+      form.reset();
+    }
+  });
   // Copy buttons: data-copy names the input to copy; the label confirms for a moment.
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-copy]");

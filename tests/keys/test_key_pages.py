@@ -227,3 +227,25 @@ def test_revoke_asks_first_then_takes_effect_on_the_next_call(client, world):
     assert isinstance(api_key_authenticate(raw), Authenticated)
     client.post(reverse("keys:revoke", args=[key.pk]))
     assert api_key_authenticate(raw) == Refused("revoked")
+
+
+def test_the_admin_shows_the_mask_and_never_the_hash(client, world):
+    from keys.services import api_key_create
+
+    created = api_key_create(
+        account=world.account_a,
+        project=world.account_a.projects.get(is_default=True),
+        label="admin-view",
+        actor=None,
+    )
+    staff = world.owner_b
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    page = client.get(reverse("admin:keys_apikey_change", args=[created.key.pk]))
+    body = page.content.decode()
+    assert page.status_code == 200 and created.key.mask in body
+    assert created.key.secret_hash not in body
+    assert created.raw.split(".")[1] not in body
+    listing = client.get(reverse("admin:keys_apikey_changelist")).content.decode()
+    assert created.key.secret_hash not in listing
