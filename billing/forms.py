@@ -39,3 +39,8 @@ class CapForm(forms.Form):
         label=_("When reached"),
         choices=[("block", _("Block requests")), ("alert", _("Alert only"))],
     )
+
+    def __init__(self, *args, amount_label=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if amount_label:
+            self.fields["amount"].label = amount_label

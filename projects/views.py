@@ -23,7 +23,10 @@ def _list_page(request, *, form=None, budget_form=None, status=200):
         "form": form or ProjectForm(),
         "budget": selectors.account_budget_usage(account=account),
         "budget_form": budget_form
-        or CapForm(initial={"amount": account.monthly_budget_nano, "mode": account.budget_mode}),
+        or CapForm(
+            initial={"amount": account.monthly_budget_nano, "mode": account.budget_mode},
+            amount_label=_("Monthly budget"),
+        ),
     }
     return render(request, "projects/list.html", context, status=status)
 
@@ -50,7 +53,7 @@ def project_create(request):
 @account_view("caps.manage")
 @require_POST
 def account_budget(request):
-    form = CapForm(request.POST)
+    form = CapForm(request.POST, amount_label=_("Monthly budget"))
     if not form.is_valid():
         return _list_page(request, budget_form=form, status=form_status(form))
     services.account_set_budget(
