@@ -2,6 +2,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from billing.money import AmountError, parse_amount, typed_text
+from projects.models import CapMode
 
 
 class AmountField(forms.CharField):
@@ -37,7 +38,7 @@ class CapForm(forms.Form):
     )
     mode = forms.ChoiceField(
         label=_("When reached"),
-        choices=[("block", _("Block requests")), ("alert", _("Alert only"))],
+        choices=CapMode.choices,
     )
 
     def __init__(self, *args, amount_label=None, **kwargs):

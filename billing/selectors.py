@@ -1,11 +1,13 @@
 """Reads of money: month-to-date spend from the counter rows (zero where none exist)."""
 
 import zoneinfo
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.utils import timezone
 
 from billing.models import AccountMonthSpend, ProjectMonthSpend
+from billing.money import decimal_string
 from console.models import Account
 
 
@@ -25,3 +27,110 @@ def account_month_spend(*, account: Account, month: date | None = None) -> int:
     month = month or current_month(account=account)
     row = AccountMonthSpend.objects.filter(account=account, month=month).first()
     return row.spent_nano if row else 0
+
+
+def price_for(*, model: str, currency: str, at: datetime | None = None):
+    """The price row in force for `model` at `at` (None: the model is unknown)."""
+    from billing.models import ModelPrice
+
+    return (
+        ModelPrice.objects.filter(
+            model=model, currency=currency, effective_from__lte=at or timezone.now()
+        )
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Balance:
+    currency: str
+    recharge_nano: int
+    bonus_nano: int
+    arrears_nano: int
+    packs: list  # open ResourcePacks, soonest expiry first
+
+    @property
+    def total_nano(self) -> int:
+        return self.recharge_nano + self.bonus_nano
+
+
+def open_packs(*, account: Account, now: datetime | None = None):
+    from billing.models import ResourcePack
+
+    return ResourcePack.objects.filter(
+        account=account,
+        closed_at__isnull=True,
+        expires_at__gt=now or timezone.now(),
+        tokens_remaining__gt=0,
+    ).order_by("expires_at", "pk")
+
+
+def balance(*, account: Account) -> Balance:
+    from billing.models import Wallet
+
+    wallet = Wallet.objects.filter(account=account).first()
+    return Balance(
+        currency=account.currency,
+        recharge_nano=wallet.recharge_nano if wallet else 0,
+        bonus_nano=wallet.bonus_nano if wallet else 0,
+        arrears_nano=wallet.arrears_nano if wallet else 0,
+        packs=list(open_packs(account=account)),
+    )
+
+
+def balance_json(*, account: Account) -> dict:
+    """DESIGN.md's `show_balance --json` shape."""
+    current = balance(account=account)
+    return {
+        "currency": current.currency,
+        "recharge": decimal_string(current.recharge_nano),
+        "bonus": decimal_string(current.bonus_nano),
+        "arrears": decimal_string(current.arrears_nano),
+        "packs": [
+            {
+                "id": pack.pk,
+                "model": pack.model or None,
+                "tokens_remaining": pack.tokens_remaining,
+                "expires_at": pack.expires_at.isoformat(),
+            }
+            for pack in current.packs
+        ],
+    }
+
+
+PAGE_SIZE = 50
+
+
+def ledger_page(
+    *,
+    account: Account,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: tuple[datetime, int] | None = None,
+    limit: int = PAGE_SIZE,
+):
+    """Entries newest first, keyset-paginated on (created_at, id): no OFFSET, so page 1,000
+    costs what page 1 does. Returns (entries, next cursor or None)."""
+    from django.db.models import Q
+
+    from billing.models import LedgerEntry
+
+    entries = LedgerEntry.objects.filter(account=account)
+    if kind:
+        entries = entries.filter(kind=kind)
+    if since:
+        entries = entries.filter(created_at__gte=since)
+    if until:
+        entries = entries.filter(created_at__lt=until)
+    if before:
+        at, pk = before
+        entries = entries.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=pk))
+    rows = list(
+        entries.select_related("project", "actor")
+        .prefetch_related("consumptions__pack")
+        .order_by("-created_at", "-id")[: limit + 1]
+    )
+    cursor = (rows[limit - 1].created_at, rows[limit - 1].pk) if len(rows) > limit else None
+    return rows[:limit], cursor

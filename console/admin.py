@@ -1,10 +1,12 @@
 """Django admin registrations. The full back-office (staff actions with reasons, read-only
 money) arrives with its own issue; here staff can browse and edit tiers."""
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 
+from console.forms import TIME_ZONE_CHOICES
 from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
 
 
@@ -32,9 +34,29 @@ class TierAdmin(admin.ModelAdmin):
 
 
 class MembershipInline(admin.TabularInline):
+    """Read-only: roles change through the members service (last-owner rule, audit)."""
+
     model = Membership
     extra = 0
-    raw_id_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AccountAdminForm(forms.ModelForm):
+    time_zone = forms.ChoiceField(choices=TIME_ZONE_CHOICES)
+
+    class Meta:
+        model = Account
+        fields = ["name", "time_zone"]
 
 
 @admin.register(Account)
@@ -44,7 +66,17 @@ class AccountAdmin(admin.ModelAdmin):
     search_fields = ["id", "name", "memberships__user__email"]
     # Status and tier change through services that write audit events (the back-office issue
     # adds them as admin actions with a reason); editing them here would skip the audit.
-    readonly_fields = ["status", "tier", "tier_pinned", "currency", "money_moved_at", "created_at"]
+    form = AccountAdminForm
+    readonly_fields = [
+        "status",
+        "tier",
+        "tier_pinned",
+        "currency",
+        "money_moved_at",
+        "monthly_budget_nano",
+        "budget_mode",
+        "created_at",
+    ]
     inlines = [MembershipInline]
 
 

@@ -8,13 +8,22 @@ from django.utils.translation import gettext_lazy as _
 from console.models import Account, User
 from console.roles import Role
 
+
+def no_control_characters(value: str) -> None:
+    """Names travel into email subjects and headers: no line breaks or other controls."""
+    if any(ord(character) < 32 or ord(character) == 127 for character in value):
+        raise forms.ValidationError(_("Use letters, digits and punctuation only (no line breaks)."))
+
+
 # Sorted once; the list of IANA zones does not change while the process runs.
 TIME_ZONE_CHOICES = [(zone, zone) for zone in sorted(zoneinfo.available_timezones())]
 
 
 class SignupForm(forms.Form):
     email = forms.EmailField(label=_("Email address"), max_length=254)
-    name = forms.CharField(label=_("Your name"), max_length=150, required=False)
+    name = forms.CharField(
+        label=_("Your name"), max_length=150, required=False, validators=[no_control_characters]
+    )
     password = forms.CharField(
         label=_("Password"),
         strip=False,
@@ -24,6 +33,7 @@ class SignupForm(forms.Form):
     account_name = forms.CharField(
         label=_("Account name"),
         max_length=100,
+        validators=[no_control_characters],
         help_text=_("Your company or team; you can change it later."),
     )
     currency = forms.ChoiceField(
@@ -54,7 +64,9 @@ class SignupForm(forms.Form):
 
 
 class AccountCreateForm(forms.Form):
-    name = forms.CharField(label=_("Account name"), max_length=100)
+    name = forms.CharField(
+        label=_("Account name"), max_length=100, validators=[no_control_characters]
+    )
     currency = forms.ChoiceField(
         label=_("Currency"), choices=settings.CURRENCIES, initial=settings.DEFAULT_CURRENCY
     )
@@ -66,7 +78,9 @@ class AccountCreateForm(forms.Form):
 
 
 class AccountSettingsForm(forms.Form):
-    name = forms.CharField(label=_("Account name"), max_length=100)
+    name = forms.CharField(
+        label=_("Account name"), max_length=100, validators=[no_control_characters]
+    )
     time_zone = forms.ChoiceField(
         label=_("Time zone"),
         choices=TIME_ZONE_CHOICES,
@@ -95,7 +109,7 @@ class RoleForm(forms.Form):
 
 
 class SwitchAccountForm(forms.Form):
-    account = forms.IntegerField(min_value=1)
+    account = forms.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
 class LanguageForm(forms.Form):

@@ -22,4 +22,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
+    # Close resource packs past their expiry, each with a ledger record of what was forfeited.
+    # charge_usage already skips expired packs, so this only keeps balances and pages tidy.
+    "expire-resource-packs": {
+        "task": "billing.tasks.expire_packs",
+        "schedule": crontab(minute="*/10"),
+        "options": {"expires": 540},
+    },
 }

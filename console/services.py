@@ -76,8 +76,10 @@ def account_create(
     time_zone: str = settings.DEFAULT_ACCOUNT_TIME_ZONE,
     tier: Tier | None = None,
     actor_kind: str = AuditEvent.ActorKind.USER,
+    starter_pack: bool = True,
 ) -> Account:
-    """A new account owned by `owner`, with its Default project."""
+    """A new account owned by `owner`, with its Default project, wallet and starter pack."""
+    from billing.services import wallet_open
     from projects.services import default_project_name, project_create
 
     with transaction.atomic():
@@ -100,6 +102,7 @@ def account_create(
             actor=owner,
             actor_kind=actor_kind,
         )
+        wallet_open(account=account, starter_pack=starter_pack)
     return account
 
 
@@ -115,6 +118,7 @@ def user_signup(
     email_verified: bool = False,
     tier: Tier | None = None,
     actor_kind: str = AuditEvent.ActorKind.USER,
+    starter_pack: bool = True,
 ) -> tuple[User, Account]:
     """A new user who owns a new account. Sends the verification email after commit."""
     with transaction.atomic():
@@ -134,9 +138,11 @@ def user_signup(
             time_zone=time_zone,
             tier=tier,
             actor_kind=actor_kind,
+            starter_pack=starter_pack,
         )
         if not email_verified:
-            transaction.on_commit(lambda: email_verification_send(user=user))
+            # robust: a mail server that is down must not turn a committed sign-up into a 500.
+            transaction.on_commit(lambda: email_verification_send(user=user), robust=True)
     return user, account
 
 
@@ -268,6 +274,8 @@ def invitation_create(
         raise ServiceError(_("This person is already a member of the account."))
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
+        # Serialise invitations per account: two clicks on "send" must not both insert.
+        Account.objects.select_for_update().filter(pk=account.pk).first()
         Invitation.objects.filter(
             account=account,
             email__iexact=email,
@@ -290,7 +298,9 @@ def invitation_create(
             ip=ip,
             metadata={"email": email, "role": role},
         )
-        transaction.on_commit(lambda: _invitation_send(invitation=invitation, token=token))
+        transaction.on_commit(
+            lambda: _invitation_send(invitation=invitation, token=token), robust=True
+        )
     return invitation
 
 
@@ -372,6 +382,23 @@ def _lock_owners(account: Account) -> list[Membership]:
     return lock_in_order(Membership.objects.filter(account=account, role=OWNER))
 
 
+def _lock_members(
+    account: Account, target: Membership, actor: Membership
+) -> tuple[int, Membership, Membership]:
+    """Lock the owner rows, then target and actor, in primary-key order; return the number of
+    owners and fresh copies (the actor's role was read before the locks and may have changed).
+    Every path locks the owners first, so they also serialise on them."""
+    owners = len(_lock_owners(account))
+    pks = [target.pk, actor.pk]
+    lock_in_order(Membership.objects.filter(pk__in=pks))
+    fresh = {m.pk: m for m in Membership.objects.select_related("user").filter(pk__in=pks)}
+    if target.pk not in fresh:
+        raise ServiceError(_("This member has already left the account."))
+    if actor.pk not in fresh:
+        raise ServiceError(_("You are no longer a member of this account."))
+    return owners, fresh[target.pk], fresh[actor.pk]
+
+
 def _check_may_manage(actor: Membership, target: Membership, new_role: str | None) -> None:
     allowed = assignable_roles(actor.role)
     if target.role not in allowed or (new_role is not None and new_role not in allowed):
@@ -384,12 +411,11 @@ def membership_change_role(
     if role not in Role.values:
         raise ServiceError(_("Unknown role."))
     with transaction.atomic():
-        owners = _lock_owners(membership.account)
-        target = Membership.objects.select_for_update().get(pk=membership.pk)
+        owners, target, actor = _lock_members(membership.account, membership, actor)
         if target.role == role:
             return target
         _check_may_manage(actor, target, role)
-        if target.role == OWNER and len(owners) == 1:
+        if target.role == OWNER and owners == 1:
             raise ServiceError(_("The last owner cannot be demoted. Make someone else owner."))
         old_role = target.role
         target.role = role
@@ -407,12 +433,11 @@ def membership_change_role(
 
 def membership_remove(*, membership: Membership, actor: Membership, ip: str | None = None) -> None:
     with transaction.atomic():
-        owners = _lock_owners(membership.account)
-        target = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+        owners, target, actor = _lock_members(membership.account, membership, actor)
         leaving = target.user_id == actor.user_id
         if not leaving:
             _check_may_manage(actor, target, None)
-        if target.role == OWNER and len(owners) == 1:
+        if target.role == OWNER and owners == 1:
             raise ServiceError(_("The last owner cannot be removed. Make someone else owner."))
         audit_record(
             action="member.leave" if leaving else "member.remove",

@@ -305,6 +305,9 @@ if env.bool("BEHIND_PROXY", default=False):
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- Product settings -----------------------------------------------------------------------
+# The reference's "20 million free tokens on registration": a pack for any model.
+STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
+STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
 CURRENCIES = [("CNY", _("Chinese yuan (CNY)")), ("USD", _("US dollar (USD)"))]
 DEFAULT_CURRENCY = "CNY"
 

@@ -11,6 +11,7 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 
@@ -59,6 +60,8 @@ def switch_account(request, account_id: int) -> Membership:
 
 def account_object_or_404(model_or_queryset: type[Model] | QuerySet, account: Account, **lookup):
     """Fetch one object of `account`, or 404 — whether it is missing or someone else's."""
+    if any(isinstance(value, int) and not 0 < value < 2**63 for value in lookup.values()):
+        raise Http404  # no row has such an id (and SQLite cannot even bind it)
     queryset = (
         model_or_queryset
         if isinstance(model_or_queryset, QuerySet)

@@ -71,8 +71,11 @@ class ApiKeyCreateForm(forms.Form):
         if day is None:
             return None
         zone = zoneinfo.ZoneInfo(self.account.time_zone)
-        if day < timezone.now().astimezone(zone).date():
+        today = timezone.now().astimezone(zone).date()
+        if day < today:
             raise forms.ValidationError(_("The expiry must be today or later."))
+        if day > today.replace(year=today.year + 10):
+            raise forms.ValidationError(_("The expiry must be within 10 years."))
         return day
 
     @property

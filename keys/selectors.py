@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from console.models import Account
 from keys.models import ApiKey
@@ -32,6 +33,7 @@ class Refused:
     reason: str
 
 
+@sensitive_variables("raw_key", "match")
 def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
     """Check a presented key. One indexed query (key, project and account joined); no cache,
     so a revocation is seen by the very next request in every process."""

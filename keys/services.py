@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -31,7 +31,9 @@ GRACE_PERIODS = [0, 3600, 24 * 3600, 7 * 24 * 3600]
 @dataclass(frozen=True)
 class CreatedKey:
     key: ApiKey
-    raw: str  # `<key_id>.<secret>`: hand it to the person once, then forget it
+    # `<key_id>.<secret>`: hand it to the person once, then forget it. Kept out of repr so
+    # no traceback, log line or error report can print it.
+    raw: str = field(repr=False)
 
 
 def secret_hash(secret: str, pepper_version: int) -> str:
@@ -270,6 +272,14 @@ def _write_last_used(times: dict[int, datetime]) -> int:
 
 def api_keys_flush_last_used() -> int:
     """Move buffered last-used times into the database (the periodic task calls this)."""
-    drained = shared_state().hash_drain(LAST_USED_HASH)
+    state = shared_state()
+    drained = state.hash_drain(LAST_USED_HASH)
     times = {int(pk): datetime.fromtimestamp(float(stamp), tz=UTC) for pk, stamp in drained.items()}
-    return _write_last_used(times)
+    try:
+        return _write_last_used(times)
+    except Exception:
+        # Put the batch back for the retry (a newer time written meanwhile may be replaced
+        # by this older one; the next request with that key sets it again).
+        for pk, stamp in drained.items():
+            state.hash_set(LAST_USED_HASH, pk, stamp)
+        raise

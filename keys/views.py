@@ -2,11 +2,14 @@
 no-store, and never put in a message, the session or a redirect."""
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from console.roles import role_can
 from console.services import ServiceError
@@ -15,6 +18,19 @@ from console.views import client_ip, form_status
 from keys import selectors, services
 from keys.forms import ApiKeyCreateForm, ApiKeyEditForm, RotateForm
 from keys.models import ApiKey, Scope
+
+
+def _manageable_key(request, key_id: int, queryset=None) -> ApiKey:
+    """A key of this account the member may change: admin-read keys need keys.admin_read
+    (otherwise rotating one would hand a developer a fresh admin-read key)."""
+    key = account_object_or_404(
+        queryset if queryset is not None else ApiKey.objects.select_related("project"),
+        request.account,
+        pk=key_id,
+    )
+    if key.scope == Scope.ADMIN_READ and not role_can(request.membership.role, "keys.admin_read"):
+        raise PermissionDenied
+    return key
 
 
 def _scopes(request) -> list[str]:
@@ -36,6 +52,7 @@ def _page(request, *, form=None, status=200):
     return render(request, "keys/list.html", context, status=status)
 
 
+@sensitive_variables("created")
 def _shown_once(request, created, *, rotated_from=None):
     """The one response that carries the full key."""
     template = "keys/created.html#dialog" if request.htmx else "keys/created.html"
@@ -55,6 +72,7 @@ def key_list(request):
 @account_view("keys.manage")
 @require_POST
 @never_cache
+@sensitive_variables("created")
 def key_create(request):
     form = _create_form(request, request.POST)
     if form.is_valid():
@@ -104,7 +122,7 @@ def key_detail(request, key_id: int):
 @account_view("keys.manage")
 @require_POST
 def key_edit(request, key_id: int):
-    key = account_object_or_404(ApiKey, request.account, pk=key_id)
+    key = _manageable_key(request, key_id)
     form = ApiKeyEditForm(request.POST)
     if not form.is_valid():
         return render(
@@ -121,9 +139,7 @@ def key_edit(request, key_id: int):
 @account_view("keys.manage")
 @require_http_methods(["GET", "POST"])
 def key_revoke(request, key_id: int):
-    key = account_object_or_404(
-        ApiKey.objects.select_related("project"), request.account, pk=key_id
-    )
+    key = _manageable_key(request, key_id)
     if request.method == "POST":
         services.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
         messages.success(
@@ -138,10 +154,9 @@ def key_revoke(request, key_id: int):
 @account_view("keys.manage")
 @require_POST
 @never_cache
+@sensitive_variables("created")
 def key_rotate(request, key_id: int):
-    key = account_object_or_404(
-        ApiKey.objects.select_related("project"), request.account, pk=key_id
-    )
+    key = _manageable_key(request, key_id)
     form = RotateForm(request.POST)
     if form.is_valid():
         try:
@@ -158,4 +173,7 @@ def key_rotate(request, key_id: int):
             return _shown_once(request, created, rotated_from=key)
     else:
         messages.error(request, _("Choose what happens to the old key."))
+    if request.htmx:
+        # Not the dialog slot: the whole detail page, with the error notice.
+        return HttpResponseClientRedirect(reverse("keys:detail", args=[key.pk]))
     return redirect("keys:detail", key.pk)

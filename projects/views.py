@@ -4,6 +4,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.forms import CapForm
+from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
 from console.views import client_ip, form_status
@@ -71,7 +72,10 @@ def _detail(request, project, *, form=None, cap_form=None, status=200):
     context = {
         "project": project,
         "usage": selectors.project_usage(project=project),
-        "keys": key_list(account=request.account, project=project),
+        # Finance sees projects and spend, not keys (the permission map's keys.view).
+        "keys": key_list(account=request.account, project=project)
+        if role_can(request.membership.role, "keys.view")
+        else None,
         "form": form
         or ProjectForm(initial={"name": project.name, "description": project.description}),
         "cap_form": cap_form

@@ -91,6 +91,30 @@ def _reseed_after_flush(request):
         importlib.import_module("console.migrations.0002_seed_tiers").seed(apps, None)
 
 
+@pytest.fixture(autouse=True)
+def _billing_audit_after_each_test(request):
+    """billing_audit must pass over every test's data (unless the test tampers on purpose)."""
+    names = set(request.fixturenames)
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and not names & {"db", "transactional_db", "live_server"}:
+        yield
+        return
+    # Requested here so the database outlives this fixture's teardown.
+    transactional = (
+        "live_server" in names
+        or "transactional_db" in names
+        or (marker is not None and marker.kwargs.get("transaction"))
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    if request.node.get_closest_marker("billing_tamper"):
+        return
+    from billing.audit import audit_all
+
+    _accounts, problems = audit_all()
+    assert not problems, "billing_audit: " + "; ".join(map(str, problems))
+
+
 # --- Personas -------------------------------------------------------------------------------
 
 

@@ -107,3 +107,14 @@ def test_the_overview_shows_role_tier_and_counts(client, world):
     assert "Prompt history" not in page
     assert "API Keys" not in page
     assert "Billing" in page
+
+
+@pytest.mark.parametrize("name", ["Evil\nBcc: x@example.com", "Tab\there", "Bell\x07"])
+def test_names_with_control_characters_are_refused(client, world, name):
+    client.force_login(world.owner_a)
+    response = client.post(
+        reverse("account_settings"), {"name": name, "time_zone": "UTC", "currency": "CNY"}
+    )
+    assert response.status_code == 422
+    world.account_a.refresh_from_db()
+    assert world.account_a.name == "Account A"

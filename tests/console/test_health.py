@@ -30,7 +30,7 @@ def test_readyz_is_503_when_the_database_is_down(client):
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
-    assert body["checks"]["database"] == {"ok": False, "error": "OperationalError: down"}
+    assert body["checks"]["database"] == {"ok": False, "error": "OperationalError"}
 
 
 def test_readyz_stays_ready_but_degraded_when_the_cache_is_down(client):

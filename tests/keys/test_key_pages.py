@@ -249,3 +249,76 @@ def test_the_admin_shows_the_mask_and_never_the_hash(client, world):
     assert created.raw.split(".")[1] not in body
     listing = client.get(reverse("admin:keys_apikey_changelist")).content.decode()
     assert created.key.secret_hash not in listing
+
+
+def test_a_developer_cannot_edit_rotate_or_revoke_an_admin_read_key(client, world):
+    """Rotating copies the scope: it would hand a developer a fresh admin-read key."""
+    from keys.services import api_key_create
+
+    created = api_key_create(
+        account=world.account_a,
+        project=world.account_a.projects.get(is_default=True),
+        label="usage-export",
+        scope="admin-read",
+        actor=world.owner_a,
+    )
+    client.force_login(world.developer_a.user)
+    pk = created.key.pk
+    assert client.post(reverse("keys:rotate", args=[pk]), {"grace_seconds": "0"}).status_code == 403
+    assert client.post(reverse("keys:revoke", args=[pk])).status_code == 403
+    edit = client.post(reverse("keys:edit", args=[pk]), {"label": "x", "environment": "test"})
+    assert edit.status_code == 403
+    assert ApiKey.objects.count() == 1
+    assert isinstance(api_key_authenticate(created.raw), Authenticated)
+
+
+def test_the_created_key_never_shows_in_a_repr(world):
+    from keys.services import api_key_create
+
+    created = api_key_create(
+        account=world.account_a,
+        project=world.account_a.projects.get(is_default=True),
+        label="r",
+        actor=None,
+    )
+    assert created.raw.split(".")[1] not in repr(created)
+
+
+def test_finance_sees_a_project_but_not_its_keys(client, world):
+    from keys.services import api_key_create
+
+    project = world.account_a.projects.get(is_default=True)
+    created = api_key_create(
+        account=world.account_a, project=project, label="secret-label-xyz", actor=None
+    )
+    client.force_login(world.finance_a.user)
+    page = client.get(reverse("projects:detail", args=[project.pk])).content.decode()
+    assert "secret-label-xyz" not in page and created.key.mask not in page
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "2099-01-01"])
+def test_a_far_future_expiry_is_refused_not_a_crash(client, world, day):
+    client.force_login(world.owner_a)
+    project = world.account_a.projects.get(is_default=True)
+    response = client.post(
+        reverse("keys:create"),
+        {
+            "label": "x",
+            "project": project.pk,
+            "scope": "inference",
+            "environment": "t",
+            "expires_on": day,
+        },
+    )
+    assert response.status_code == 422
+    assert ApiKey.objects.count() == 0
+
+
+def test_ids_too_large_for_a_database_integer_are_404(client, world):
+    client.force_login(world.owner_a)
+    huge = 10**30
+    assert client.get(f"/api-keys/{huge}/").status_code == 404
+    assert client.get(f"/projects/{huge}/").status_code == 404
+    assert client.post(f"/members/{huge}/role/", {"role": "viewer"}).status_code == 404
+    response = client.post(reverse("account_switch"), {"account": str(huge)})
+    assert response.status_code == 302  # refused by the form, nothing switched

@@ -64,3 +64,25 @@ def test_flush_through_real_redis(key, settings, redis_client, monkeypatch):
     api_key_mark_used(key=key, at=at)
     assert api_keys_flush_last_used() == 1
     assert ApiKey.objects.get(pk=key.pk).last_used_at == at
+
+
+def test_a_failed_flush_puts_the_batch_back_for_the_retry(key, settings, monkeypatch):
+    from django.db import OperationalError
+
+    settings.SHARED_STATE_BACKEND = "redis"
+    state = LocalState()
+    monkeypatch.setattr(services, "shared_state", lambda: state)
+    at = timezone.now()
+    api_key_mark_used(key=key, at=at)
+
+    def fail(times):
+        raise OperationalError("database restarting")
+
+    monkeypatch.setattr(services, "_write_last_used", fail)
+    with pytest.raises(OperationalError):
+        api_keys_flush_last_used()
+    monkeypatch.undo()
+    monkeypatch.setattr(services, "shared_state", lambda: state)
+    settings.SHARED_STATE_BACKEND = "redis"
+    assert api_keys_flush_last_used() == 1
+    assert ApiKey.objects.get(pk=key.pk).last_used_at == at

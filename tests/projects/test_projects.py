@@ -53,6 +53,8 @@ def test_archive_asks_first_and_writes_an_audit_event(client, world):
     assert link in client.get(reverse("projects:list") + "?archived=1").content.decode()
 
 
+# Writes spend counters directly to show exact figures: no ledger behind them.
+@pytest.mark.billing_tamper
 def test_a_cap_is_set_shown_with_a_bar_and_audited(client, world):
     client.force_login(world.admin_a.user)
     project = project_create(account=world.account_a, name="Capped")
@@ -96,6 +98,7 @@ def test_an_unknown_cap_mode_is_refused(client, world):
     assert response.status_code == 422
 
 
+@pytest.mark.billing_tamper
 def test_the_account_budget(client, world):
     client.force_login(world.owner_a)
     client.post(reverse("projects:budget"), {"amount": "1000", "mode": "alert"})

@@ -20,8 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="The owner's name.")
         parser.add_argument("--account-name", help="Default: the part of the email before @.")
         parser.add_argument("--currency", default=settings.DEFAULT_CURRENCY, choices=["CNY", "USD"])
+        parser.add_argument(
+            "--no-starter-pack", action="store_true", help="Skip the new account's starter pack."
+        )
 
     def handle(self, *args, email, password, tier, name, account_name, currency, **options):
+        starter_pack = not options["no_starter_pack"]
         try:
             validate_email(email)
         except ValidationError as error:
@@ -42,6 +46,7 @@ class Command(BaseCommand):
                 email_verified=True,
                 tier=tier_obj,
                 actor_kind=AuditEvent.ActorKind.SYSTEM,
+                starter_pack=starter_pack,
             )
         except ServiceError as error:
             raise CommandError(str(error)) from error

@@ -1,0 +1,52 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from billing.money import AmountError, format_amount, parse_amount
+from billing.services import recharge
+from console.models import Account
+from console.services import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "A staff top-up: a paid recharge with method 'manual', plus an optional bonus grant. "
+        "Idempotent on --reference: a replay prints the original result and exits 0."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--account", required=True, type=int)
+        parser.add_argument("--amount", required=True, help="e.g. 100.00")
+        parser.add_argument("--bonus", default="", help="An optional bonus, e.g. 20.00")
+        parser.add_argument("--reference", required=True)
+        parser.add_argument("--reason", default="")
+
+    def handle(self, *args, account, amount, bonus, reference, reason, **options):
+        account_obj = Account.objects.filter(pk=account).first()
+        if account_obj is None:
+            raise CommandError(f"No account with id {account}.")
+        try:
+            amount_nano = parse_amount(amount)
+            bonus_nano = parse_amount(bonus) if bonus else 0
+        except AmountError as error:
+            raise CommandError(f"Invalid amount: {error}") from error
+        try:
+            result = recharge(
+                account=account_obj,
+                amount_nano=amount_nano,
+                bonus_nano=bonus_nano,
+                reference=reference,
+                method="manual",
+                reason=reason,
+            )
+        except ServiceError as error:
+            raise CommandError(str(error)) from error
+        currency = account_obj.currency
+        entry = result.entry
+        paid = entry.metadata.get("paid_nano", 0)
+        bonus_paid = result.bonus_entry.metadata["granted_nano"] if result.bonus_entry else 0
+        prefix = "Already recorded" if result.replayed else "Recorded"
+        self.stdout.write(
+            f"{prefix}: recharge {format_amount(paid, currency)}"
+            f"{f' + bonus {format_amount(bonus_paid, currency)}' if bonus_paid else ''} "
+            f"for account {account_obj.pk}, reference {entry.reference!r} (entry {entry.pk}, "
+            f"{entry.created_at:%Y-%m-%d %H:%M:%S} UTC)."
+        )

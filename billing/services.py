@@ -1,0 +1,593 @@
+"""Writes of money: the wallet, the ledger, resource packs and `charge_usage`.
+
+Every change of a balance or a pack is one immutable ledger entry written in the same
+transaction as the change. Locks are taken wallet first, then packs in primary-key order,
+in every path, so two paths never deadlock each other. Outside references (a payment
+reference, a grant reference, a request id) are unique per account: a replay changes nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing.models import (
+    AccountMonthSpend,
+    LedgerEntry,
+    ModelPrice,
+    PackConsumption,
+    PackProduct,
+    ProjectMonthSpend,
+    ResourcePack,
+    Wallet,
+)
+from billing.selectors import current_month, price_for
+from console.models import Account, AuditEvent, User
+from console.services import ServiceError, audit_record
+
+MILLION = 1_000_000
+
+
+class UnknownModel(ServiceError):
+    pass
+
+
+# --- Pure arithmetic ------------------------------------------------------------------------
+
+
+def split_fee(fee: int, recharge: int, bonus: int) -> tuple[int, int]:
+    """Split a fee the balances can cover between them in proportion to their sizes.
+
+    bonus part = floor(fee × bonus / (recharge + bonus)), recharge part = the rest
+    (fee 10 at 50/50 → 5 and 5; at 90/10 → 9 and 1). Needs fee ≤ recharge + bonus.
+    """
+    total = recharge + bonus
+    if fee < 0 or recharge < 0 or bonus < 0 or fee > total:
+        raise ValueError("split_fee needs 0 <= fee <= recharge + bonus")
+    if fee == 0:
+        return 0, 0
+    bonus_part = fee * bonus // total
+    # = ceil(fee × recharge / total) ≤ recharge, since fee ≤ total: never more than is there.
+    recharge_part = fee - bonus_part
+    return recharge_part, bonus_part
+
+
+def price_tokens(*, input_tokens: int, output_tokens: int, price: ModelPrice) -> int:
+    """fee = round-half-up((input × input price + output × output price) / 10^6) nano."""
+    numerator = (
+        input_tokens * price.input_per_million_nano + output_tokens * price.output_per_million_nano
+    )
+    return (numerator + MILLION // 2) // MILLION
+
+
+# --- The wallet -----------------------------------------------------------------------------
+
+
+def wallet_open(*, account: Account, starter_pack: bool = True) -> Wallet:
+    """Create the wallet of a new account, with the starter pack unless told otherwise."""
+    wallet, _created = Wallet.objects.get_or_create(account=account)
+    if starter_pack and settings.STARTER_PACK_TOKENS > 0:
+        pack_grant(
+            account=account,
+            tokens=settings.STARTER_PACK_TOKENS,
+            days=settings.STARTER_PACK_DAYS,
+            reference="starter",
+            name=_("Starter pack"),
+            source=ResourcePack.Source.STARTER,
+            actor=None,
+            actor_kind=AuditEvent.ActorKind.SYSTEM,
+        )
+    return wallet
+
+
+def _locked_wallet(account: Account) -> Wallet:
+    wallet = Wallet.objects.select_for_update().filter(account=account).first()
+    if wallet is None:
+        # Accounts made before wallets existed get theirs on first use.
+        Wallet.objects.get_or_create(account=account)
+        wallet = Wallet.objects.select_for_update().get(account=account)
+    return wallet
+
+
+def _mark_money_moved(account: Account, at: datetime) -> None:
+    Account.objects.filter(pk=account.pk, money_moved_at__isnull=True).update(money_moved_at=at)
+
+
+def _entry(account: Account, kind: str, **fields) -> LedgerEntry:
+    return LedgerEntry.objects.create(
+        account=account, kind=kind, created_at=fields.pop("created_at", timezone.now()), **fields
+    )
+
+
+def _existing(account: Account, kind: str, reference: str) -> LedgerEntry | None:
+    return LedgerEntry.objects.filter(account=account, kind=kind, reference=reference).first()
+
+
+def _check_reference(reference: str) -> str:
+    reference = (reference or "").strip()
+    if not reference or len(reference) > 100:
+        raise ServiceError(_("A reference of 1 to 100 characters is required."))
+    return reference
+
+
+def _credit(wallet: Wallet, amount: int, *, to: str) -> tuple[int, int]:
+    """Add `amount` to the `to` balance after repaying arrears. Returns (credited, repaid)."""
+    repaid = min(wallet.arrears_nano, amount)
+    wallet.arrears_nano -= repaid
+    credited = amount - repaid
+    setattr(wallet, to, getattr(wallet, to) + credited)
+    return credited, repaid
+
+
+@dataclass(frozen=True)
+class RechargeResult:
+    entry: LedgerEntry
+    bonus_entry: LedgerEntry | None
+    replayed: bool
+
+
+def recharge(
+    *,
+    account: Account,
+    amount_nano: int,
+    reference: str,
+    method: str = "manual",
+    bonus_nano: int = 0,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+    reason: str = "",
+) -> RechargeResult:
+    """A paid recharge (repaying arrears first), with an optional bonus grant beside it.
+    Idempotent on `reference`: a replay returns the original entries and changes nothing."""
+    reference = _check_reference(reference)
+    if amount_nano <= 0 or bonus_nano < 0:
+        raise ServiceError(_("The amount must be more than zero."))
+    existing = _existing(account, LedgerEntry.Kind.RECHARGE, reference)
+    if existing is not None:
+        return RechargeResult(
+            existing, _existing(account, LedgerEntry.Kind.BONUS_GRANT, reference), True
+        )
+    try:
+        with transaction.atomic():
+            wallet = _locked_wallet(account)
+            now = timezone.now()
+            credited, repaid = _credit(wallet, amount_nano, to="recharge_nano")
+            entry = _entry(
+                account,
+                LedgerEntry.Kind.RECHARGE,
+                recharge_delta_nano=credited,
+                arrears_delta_nano=-repaid,
+                reference=reference,
+                actor=actor,
+                created_at=now,
+                metadata={"method": method, "paid_nano": amount_nano},
+            )
+            bonus_entry = None
+            if bonus_nano:
+                credited_bonus, repaid_bonus = _credit(wallet, bonus_nano, to="bonus_nano")
+                bonus_entry = _entry(
+                    account,
+                    LedgerEntry.Kind.BONUS_GRANT,
+                    bonus_delta_nano=credited_bonus,
+                    arrears_delta_nano=-repaid_bonus,
+                    reference=reference,
+                    actor=actor,
+                    created_at=now,
+                    metadata={"granted_nano": bonus_nano, "with": "recharge"},
+                )
+            wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
+            _mark_money_moved(account, now)
+            audit_record(
+                action="billing.recharge",
+                account=account,
+                actor=actor,
+                actor_kind=actor_kind,
+                target=entry,
+                reason=reason,
+                metadata={
+                    "amount_nano": amount_nano,
+                    "bonus_nano": bonus_nano,
+                    "method": method,
+                    "reference": reference,
+                },
+            )
+    except IntegrityError:
+        # A concurrent replay of the same reference won the unique constraint.
+        existing = _existing(account, LedgerEntry.Kind.RECHARGE, reference)
+        if existing is None:
+            raise
+        return RechargeResult(
+            existing, _existing(account, LedgerEntry.Kind.BONUS_GRANT, reference), True
+        )
+    return RechargeResult(entry, bonus_entry, False)
+
+
+def bonus_grant(
+    *,
+    account: Account,
+    amount_nano: int,
+    reference: str,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+    reason: str = "",
+) -> tuple[LedgerEntry, bool]:
+    """Gift credit (repaying arrears first). Idempotent on `reference`."""
+    reference = _check_reference(reference)
+    if amount_nano <= 0:
+        raise ServiceError(_("The amount must be more than zero."))
+    existing = _existing(account, LedgerEntry.Kind.BONUS_GRANT, reference)
+    if existing is not None:
+        return existing, True
+    with transaction.atomic():
+        wallet = _locked_wallet(account)
+        now = timezone.now()
+        credited, repaid = _credit(wallet, amount_nano, to="bonus_nano")
+        entry = _entry(
+            account,
+            LedgerEntry.Kind.BONUS_GRANT,
+            bonus_delta_nano=credited,
+            arrears_delta_nano=-repaid,
+            reference=reference,
+            actor=actor,
+            created_at=now,
+            metadata={"granted_nano": amount_nano},
+        )
+        wallet.save(update_fields=["bonus_nano", "arrears_nano"])
+        _mark_money_moved(account, now)
+        audit_record(
+            action="billing.bonus_grant",
+            account=account,
+            actor=actor,
+            actor_kind=actor_kind,
+            target=entry,
+            reason=reason,
+            metadata={"amount_nano": amount_nano, "reference": reference},
+        )
+    return entry, False
+
+
+# --- Resource packs -------------------------------------------------------------------------
+
+
+def _check_model(model: str, currency: str) -> None:
+    if model and price_for(model=model, currency=currency) is None:
+        raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
+
+
+def pack_grant(
+    *,
+    account: Account,
+    tokens: int,
+    reference: str,
+    days: int = 30,
+    model: str = "",
+    name: str = "",
+    source: str = ResourcePack.Source.GRANT,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+    reason: str = "",
+) -> tuple[ResourcePack, bool]:
+    """Give an account a pack of tokens. Idempotent on `reference` (returns replayed=True)."""
+    reference = _check_reference(reference)
+    if tokens <= 0 or tokens > 10**13:
+        raise ServiceError(_("The number of tokens must be between 1 and 10^13."))
+    if days <= 0 or days > 3650:
+        raise ServiceError(_("The validity must be between 1 and 3650 days."))
+    _check_model(model, account.currency)
+    existing = _existing(account, LedgerEntry.Kind.PACK_GRANT, reference)
+    if existing is not None:
+        return ResourcePack.objects.get(pk=existing.metadata["pack"]), True
+    with transaction.atomic():
+        _locked_wallet(account)
+        now = timezone.now()
+        pack = ResourcePack.objects.create(
+            account=account,
+            name=name or _("Granted pack"),
+            model=model,
+            source=source,
+            tokens_total=tokens,
+            tokens_remaining=tokens,
+            created_at=now,
+            expires_at=now + timedelta(days=days),
+        )
+        _entry(
+            account,
+            LedgerEntry.Kind.PACK_GRANT,
+            reference=reference,
+            model=model,
+            actor=actor,
+            created_at=now,
+            metadata={"pack": pack.pk, "tokens": tokens, "days": days, "source": source},
+        )
+        audit_record(
+            action="billing.pack_grant",
+            account=account,
+            actor=actor,
+            actor_kind=actor_kind,
+            target=pack,
+            reason=reason,
+            metadata={"tokens": tokens, "model": model, "days": days, "reference": reference},
+        )
+    return pack, False
+
+
+def pack_buy(
+    *, account: Account, product: PackProduct, actor: User | None, reference: str = ""
+) -> ResourcePack:
+    """Buy a pack from the balance (split proportionally). Refused, changing nothing, when
+    the balance cannot pay it: a purchase never creates arrears."""
+    if not product.active:
+        raise ServiceError(_("This pack is not on sale."))
+    price = product.price_nano(account.currency)
+    with transaction.atomic():
+        wallet = _locked_wallet(account)
+        if wallet.recharge_nano + wallet.bonus_nano < price:
+            raise ServiceError(_("Your balance is too low to buy this pack. Recharge first."))
+        recharge_part, bonus_part = split_fee(price, wallet.recharge_nano, wallet.bonus_nano)
+        now = timezone.now()
+        pack = ResourcePack.objects.create(
+            account=account,
+            product=product,
+            name=product.name,
+            model=product.model,
+            source=ResourcePack.Source.PURCHASE,
+            tokens_total=product.tokens,
+            tokens_remaining=product.tokens,
+            created_at=now,
+            expires_at=now + timedelta(days=product.validity_days),
+        )
+        wallet.recharge_nano -= recharge_part
+        wallet.bonus_nano -= bonus_part
+        wallet.save(update_fields=["recharge_nano", "bonus_nano"])
+        entry = _entry(
+            account,
+            LedgerEntry.Kind.PACK_PURCHASE,
+            recharge_delta_nano=-recharge_part,
+            bonus_delta_nano=-bonus_part,
+            fee_nano=price,
+            reference=reference,
+            model=product.model,
+            actor=actor,
+            created_at=now,
+            metadata={"pack": pack.pk, "product": product.pk, "tokens": product.tokens},
+        )
+        _mark_money_moved(account, now)
+        audit_record(
+            action="billing.pack_purchase",
+            account=account,
+            actor=actor,
+            target=entry,
+            metadata={"product": product.pk, "price_nano": price},
+        )
+    return pack
+
+
+def packs_expire(*, now: datetime | None = None) -> int:
+    """Close packs past their expiry, each with a ledger record of the tokens forfeited."""
+    now = now or timezone.now()
+    closed = 0
+    for pack_id, account_id in ResourcePack.objects.filter(
+        closed_at__isnull=True, expires_at__lte=now
+    ).values_list("pk", "account_id"):
+        with transaction.atomic():
+            account = Account.objects.get(pk=account_id)
+            _locked_wallet(account)
+            pack = ResourcePack.objects.select_for_update().get(pk=pack_id)
+            if pack.closed_at is not None:
+                continue  # another run closed it meanwhile
+            forfeited = pack.tokens_remaining
+            pack.closed_at = now
+            pack.tokens_remaining = 0
+            pack.save(update_fields=["closed_at", "tokens_remaining"])
+            _entry(
+                account,
+                LedgerEntry.Kind.PACK_EXPIRY,
+                reference=f"pack-{pack.pk}",
+                model=pack.model,
+                created_at=now,
+                metadata={"pack": pack.pk, "tokens_forfeited": forfeited},
+            )
+            closed += 1
+    return closed
+
+
+# --- Charging one request -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackUse:
+    pack_id: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    request_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    packs: list[PackUse] = field(default_factory=list)
+    priced_input_tokens: int = 0
+    priced_output_tokens: int = 0
+    input_price_nano: int = 0  # per 1M tokens, as charged
+    output_price_nano: int = 0
+    fee_nano: int = 0
+    recharge_nano: int = 0
+    bonus_nano: int = 0
+    arrears_nano: int = 0
+    replayed: bool = False
+
+
+def _open_packs_for(account: Account, model: str, now: datetime):
+    """Packs for this model before general ones, earliest expiry first (locked)."""
+    packs = list(
+        ResourcePack.objects.select_for_update()
+        .filter(account=account, closed_at__isnull=True, expires_at__gt=now, tokens_remaining__gt=0)
+        .filter(Q(model=model) | Q(model=""))
+        .order_by("pk")  # lock order
+    )
+    packs.sort(key=lambda pack: (pack.model != model, pack.expires_at, pack.pk))
+    return packs
+
+
+def _result_from_entry(entry: LedgerEntry) -> ChargeResult:
+    data = entry.metadata
+    return ChargeResult(
+        request_id=entry.request_id,
+        model=entry.model,
+        input_tokens=entry.input_tokens,
+        output_tokens=entry.output_tokens,
+        packs=[
+            PackUse(line.pack_id, line.input_tokens, line.output_tokens)
+            for line in entry.consumptions.order_by("pk")
+        ],
+        priced_input_tokens=data.get("priced_input_tokens", 0),
+        priced_output_tokens=data.get("priced_output_tokens", 0),
+        input_price_nano=data.get("input_price_nano", 0),
+        output_price_nano=data.get("output_price_nano", 0),
+        fee_nano=entry.fee_nano,
+        recharge_nano=-entry.recharge_delta_nano,
+        bonus_nano=-entry.bonus_delta_nano,
+        arrears_nano=entry.arrears_delta_nano,
+        replayed=True,
+    )
+
+
+def charge_usage(
+    *,
+    account: Account,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    request_id: str,
+    project=None,
+    at: datetime | None = None,
+) -> ChargeResult:
+    """Charge one request: packs first, then the fee split proportionally, arrears when short.
+
+    Called by the gateway inside its settlement transaction (it opens a savepoint of its own
+    when called outside one). Idempotent on `request_id`: a replay returns the original
+    breakdown and changes nothing.
+    """
+    if input_tokens < 0 or output_tokens < 0:
+        raise ServiceError(_("Token counts cannot be negative."))
+    if not request_id or len(request_id) > 64:
+        raise ServiceError(_("A request id of 1 to 64 characters is required."))
+    at = at or timezone.now()
+    price = price_for(model=model, currency=account.currency, at=at)
+    if price is None:
+        raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
+    with transaction.atomic():
+        wallet = _locked_wallet(account)
+        existing = LedgerEntry.objects.filter(account=account, request_id=request_id).first()
+        if existing is not None:
+            return _result_from_entry(existing)
+        uses: list[PackUse] = []
+        left_in, left_out = input_tokens, output_tokens
+        # Free models cost nothing and consume no pack.
+        if not price.is_free and (left_in or left_out):
+            for pack in _open_packs_for(account, model, at):
+                take_in = min(left_in, pack.tokens_remaining)
+                take_out = min(left_out, pack.tokens_remaining - take_in)
+                if not take_in and not take_out:
+                    continue
+                pack.tokens_remaining -= take_in + take_out
+                ResourcePack.objects.filter(pk=pack.pk).update(
+                    tokens_remaining=F("tokens_remaining") - (take_in + take_out)
+                )
+                uses.append(PackUse(pack.pk, take_in, take_out))
+                left_in -= take_in
+                left_out -= take_out
+                if not left_in and not left_out:
+                    break
+        fee = (
+            0
+            if price.is_free
+            else price_tokens(input_tokens=left_in, output_tokens=left_out, price=price)
+        )
+        available = wallet.recharge_nano + wallet.bonus_nano
+        if fee <= available:
+            recharge_part, bonus_part = split_fee(fee, wallet.recharge_nano, wallet.bonus_nano)
+            arrears = 0
+        else:
+            recharge_part, bonus_part = wallet.recharge_nano, wallet.bonus_nano
+            arrears = fee - available
+        result = ChargeResult(
+            request_id=request_id,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            packs=uses,
+            priced_input_tokens=left_in,
+            priced_output_tokens=left_out,
+            input_price_nano=price.input_per_million_nano,
+            output_price_nano=price.output_per_million_nano,
+            fee_nano=fee,
+            recharge_nano=recharge_part,
+            bonus_nano=bonus_part,
+            arrears_nano=arrears,
+        )
+        if not uses and fee == 0:
+            return result  # nothing changed: no ledger entry for a free request
+        entry = _entry(
+            account,
+            LedgerEntry.Kind.CHARGE,
+            recharge_delta_nano=-recharge_part,
+            bonus_delta_nano=-bonus_part,
+            arrears_delta_nano=arrears,
+            fee_nano=fee,
+            request_id=request_id,
+            project=project,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            created_at=at,
+            metadata={
+                "priced_input_tokens": left_in,
+                "priced_output_tokens": left_out,
+                "input_price_nano": price.input_per_million_nano,
+                "output_price_nano": price.output_per_million_nano,
+            },
+        )
+        PackConsumption.objects.bulk_create(
+            PackConsumption(
+                entry=entry,
+                pack_id=use.pack_id,
+                input_tokens=use.input_tokens,
+                output_tokens=use.output_tokens,
+            )
+            for use in uses
+        )
+        if fee:
+            Wallet.objects.filter(pk=wallet.pk).update(
+                recharge_nano=F("recharge_nano") - recharge_part,
+                bonus_nano=F("bonus_nano") - bonus_part,
+                arrears_nano=F("arrears_nano") + arrears,
+            )
+            _add_month_spend(account=account, project=project, fee=fee, at=at)
+            _mark_money_moved(account, at)
+    return result
+
+
+def _add_month_spend(*, account: Account, project, fee: int, at: datetime) -> None:
+    """Month-to-date counters, in the caller's transaction (the wallet lock serialises an
+    account's charges, so the upserts never race each other)."""
+    month = current_month(account=account, now=at)
+    updated = AccountMonthSpend.objects.filter(account=account, month=month).update(
+        spent_nano=F("spent_nano") + fee
+    )
+    if not updated:
+        AccountMonthSpend.objects.create(account=account, month=month, spent_nano=fee)
+    if project is not None:
+        updated = ProjectMonthSpend.objects.filter(project=project, month=month).update(
+            spent_nano=F("spent_nano") + fee
+        )
+        if not updated:
+            ProjectMonthSpend.objects.create(
+                account=account, project=project, month=month, spent_nano=fee
+            )
