@@ -259,6 +259,10 @@ class ResourcePack(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.tokens_remaining}/{self.tokens_total})"
 
+    @property
+    def tokens_used(self) -> int:
+        return self.tokens_total - self.tokens_remaining
+
 
 class PackConsumption(models.Model):
     """The tokens one charge took from one pack (a charge may span packs)."""

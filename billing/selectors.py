@@ -134,3 +134,86 @@ def ledger_page(
     )
     cursor = (rows[limit - 1].created_at, rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], cursor
+
+
+# --- Admission helpers (the gateway calls these before forwarding) ---------------------------
+
+# The reference: "the conversion ratio between tokens and character count ... is
+# approximately 1:1.6". An estimate only bounds what is reserved; the charge uses the real
+# counts the upstream returns.
+CHARACTERS_PER_TOKEN_TENTHS = 16
+TOKENS_PER_MESSAGE = 4
+DEFAULT_OUTPUT_ESTIMATE = 1_024
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int  # as if no pack covered anything: an upper bound
+
+
+def _text_length(content) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # multimodal parts: count their text
+        return sum(_text_length(part.get("text", "")) for part in content if isinstance(part, dict))
+    return 0
+
+
+def estimate_request(
+    *, account: Account, model: str, messages: list, max_tokens: int | None
+) -> Estimate | None:
+    """Tokens and cost a request may use (None: unknown model)."""
+    from billing.services import price_tokens
+
+    price = price_for(model=model, currency=account.currency)
+    if price is None:
+        return None
+    characters = sum(
+        _text_length(message.get("content")) for message in messages if isinstance(message, dict)
+    )
+    input_tokens = -(-characters * 10 // CHARACTERS_PER_TOKEN_TENTHS) + TOKENS_PER_MESSAGE * len(
+        messages
+    )
+    output_tokens = max_tokens if max_tokens and max_tokens > 0 else DEFAULT_OUTPUT_ESTIMATE
+    cost = (
+        0
+        if price.is_free
+        else price_tokens(input_tokens=input_tokens, output_tokens=output_tokens, price=price)
+    )
+    return Estimate(model, input_tokens, output_tokens, cost)
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    reason: str = ""  # free, packs, balance | arrears, no_balance
+    pack_covered: bool = False
+
+
+def may_admit(*, account: Account, estimate: Estimate, reserved_nano: int = 0) -> Admission:
+    """DESIGN.md's rule. Free models always pass; a request the applicable packs can cover
+    passes; otherwise arrears refuse, and the balance less what is reserved in flight must
+    be above zero (the charge may then overshoot into arrears by at most one request)."""
+    from django.db.models import Q, Sum
+
+    from billing.models import Wallet
+
+    if estimate.cost_nano == 0:
+        return Admission(True, "free")
+    pack_tokens = (
+        open_packs(account=account)
+        .filter(Q(model=estimate.model) | Q(model=""))
+        .aggregate(total=Sum("tokens_remaining"))["total"]
+        or 0
+    )
+    if pack_tokens >= estimate.input_tokens + estimate.output_tokens:
+        return Admission(True, "packs", pack_covered=True)
+    wallet = Wallet.objects.filter(account=account).first()
+    if wallet is None or wallet.arrears_nano > 0:
+        return Admission(False, "arrears")
+    if wallet.recharge_nano + wallet.bonus_nano - reserved_nano <= 0:
+        return Admission(False, "no_balance")
+    return Admission(True, "balance")

@@ -60,14 +60,20 @@ def switch_account(request, account_id: int) -> Membership:
 
 def account_object_or_404(model_or_queryset: type[Model] | QuerySet, account: Account, **lookup):
     """Fetch one object of `account`, or 404 — whether it is missing or someone else's."""
-    if any(isinstance(value, int) and not 0 < value < 2**63 for value in lookup.values()):
-        raise Http404  # no row has such an id (and SQLite cannot even bind it)
     queryset = (
         model_or_queryset
         if isinstance(model_or_queryset, QuerySet)
         else model_or_queryset._default_manager.all()
     )
-    return get_object_or_404(queryset.filter(account=account), **lookup)
+    return object_or_404(queryset.filter(account=account), **lookup)
+
+
+def object_or_404(queryset: QuerySet, **lookup):
+    """get_object_or_404 that also answers 404 for ids no 64-bit column can hold (SQLite
+    cannot even bind them, and would raise instead)."""
+    if any(isinstance(value, int) and not 0 < value < 2**63 for value in lookup.values()):
+        raise Http404
+    return get_object_or_404(queryset, **lookup)
 
 
 def account_view(permission: str) -> Callable:

@@ -63,6 +63,7 @@ urlpatterns = [
     path("language/", views.set_language, name="set_language"),
     path("projects/", include("projects.urls")),
     path("api-keys/", include("keys.urls")),
+    path("billing/", include("billing.urls")),
     # Operations.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -11,3 +11,9 @@ def money(nano, currency=None):
     if nano is None or nano == "":
         return ""
     return format_amount(int(nano), currency)
+
+
+@register.filter
+def pack_price(product, currency):
+    """`{{ product|pack_price:account.currency }}` → the price in nano."""
+    return product.price_nano(currency)

@@ -8,6 +8,7 @@ of account A; the owner of account B, who must get nothing of A (404 on A's obje
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from billing.models import PackProduct
 from console.models import Invitation
 from console.services import invitation_create
 from keys.models import ApiKey
@@ -133,6 +134,19 @@ EXPECTATIONS = {
         None,
         {**_members_only(200), "developer_a": 403, "finance_a": 403, "user_b": 404},
     ),
+    # Billing: owner, admin and finance; developers and viewers see no money pages.
+    "billing:index": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:transactions": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:transactions_csv": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:packs": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    # The catalogue is public to members; buying needs billing.manage (and a balance:
+    # these accounts have none, so the purchase is refused with a message, a redirect).
+    "billing:buy_pack": (
+        "post",
+        lambda w: {"product_id": w.product.pk},
+        None,
+        {**_members_only(302), "developer_a": 403},
+    ),
     # API keys: A's key in that project is the object. Finance never manages keys.
     "keys:list": ("get", None, None, {**_members_only(200), "finance_a": 403}),
     "keys:create": (
@@ -210,6 +224,7 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
         )
     world.invitation_token = token_from_mail(mailoutbox[-1])
     world.project_a = project_create(account=world.account_a, name="Support bot")
+    world.product = PackProduct.objects.filter(active=True).first()
     world.key_a = api_key_create(
         account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
     ).key

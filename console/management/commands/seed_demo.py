@@ -5,13 +5,17 @@ history created once, never new traffic at every start).
 """
 
 import json
+import random
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from billing.money import NANO_PER_UNIT
+from billing.services import charge_usage, recharge
 from console.models import AuditEvent, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
@@ -32,6 +36,33 @@ def demo_password() -> str:
     path.write_text(json.dumps({"email": DEMO_EMAIL, "password": password}))
     path.chmod(0o600)
     return password
+
+
+def _seed_money(*, account, project) -> None:
+    """A recharge and 30 days of backdated usage, charged through charge_usage like real
+    traffic (once: request ids are fixed, so a re-run would change nothing anyway)."""
+    recharge(
+        account=account,
+        amount_nano=500 * NANO_PER_UNIT,
+        bonus_nano=50 * NANO_PER_UNIT,
+        reference="demo-recharge",
+        reason="demo data",
+    )
+    now = timezone.now()
+    randomness = random.Random(42)  # noqa: S311 - demo data, the same every time
+    for day in range(30, 0, -1):
+        for call in range(randomness.randint(3, 8)):
+            at = now - timedelta(days=day, minutes=randomness.randint(0, 600))
+            model = randomness.choice(["glm-4.7", "glm-4.7", "glm-4.5-air", "glm-4.7-flash"])
+            charge_usage(
+                account=account,
+                model=model,
+                input_tokens=randomness.randint(20_000, 400_000),
+                output_tokens=randomness.randint(5_000, 120_000),
+                request_id=f"demo-{day}-{call}",
+                project=project,
+                at=at,
+            )
 
 
 class Command(BaseCommand):
@@ -86,6 +117,7 @@ class Command(BaseCommand):
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
                 api_key_revoke(key=old.key, actor=user, reason="demo: a key that was revoked")
+                _seed_money(account=account, project=support)
                 owner = account.memberships.get(user=user)
                 invitation_create(
                     account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"
@@ -93,7 +125,7 @@ class Command(BaseCommand):
             projects = Project.objects.filter(account=account).count()
             self.stdout.write(
                 f"Created demo account {account.name!r} (id {account.pk}) with "
-                f"{projects} projects, 3 API keys (one revoked), a cap, a budget and a "
-                f"pending invitation for {DEMO_TEAMMATE}."
+                f"{projects} projects, 3 API keys (one revoked), a cap, a budget, a recharge, "
+                f"30 days of usage and a pending invitation for {DEMO_TEAMMATE}."
             )
         self.stdout.write(f"Demo login: {DEMO_EMAIL} / {password}")
