@@ -94,7 +94,10 @@ def _locked_wallet(account: Account) -> Wallet:
 
 
 def _mark_money_moved(account: Account, at: datetime) -> None:
+    if account.money_moved_at is not None:
+        return  # the common case on the hot path: no statement at all
     Account.objects.filter(pk=account.pk, money_moved_at__isnull=True).update(money_moved_at=at)
+    account.money_moved_at = at
 
 
 def _entry(account: Account, kind: str, **fields) -> LedgerEntry:
