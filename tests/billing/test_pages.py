@@ -46,7 +46,7 @@ def test_a_charge_shows_its_breakdown(client, world, funded):
     client.force_login(world.owner_a)
     page = client.get(reverse("billing:transactions") + "?kind=charge").content.decode()
     assert "from Starter pack" in page
-    assert "in + 1000 out tokens" in page
+    assert "in + 1,000 out tokens" in page
 
 
 def test_keyset_pages_walk_every_entry_once(client, world, funded):
