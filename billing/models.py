@@ -284,3 +284,56 @@ class PackConsumption(models.Model):
 
     def __str__(self) -> str:
         return f"{self.input_tokens}+{self.output_tokens} from pack {self.pack_id}"
+
+
+class UsageRecord(models.Model):
+    """One per request that passed authentication, forwarded or refused (refused ones cost
+    nothing). Kept indefinitely and without content; unique per account and request id."""
+
+    class Source(models.TextChoices):
+        API = "api", _("API")
+        CONSOLE = "console", _("Console")
+
+    account = models.ForeignKey("console.Account", on_delete=models.PROTECT, related_name="+")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "keys.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    request_id = models.CharField(_("request id"), max_length=64)
+    client_request_id = models.CharField(_("client request id"), max_length=128, blank=True)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
+    model = models.CharField(_("model"), max_length=64, blank=True)
+    stream = models.BooleanField(default=False)
+    status = models.PositiveSmallIntegerField(_("HTTP status"))
+    code = models.CharField(_("error code"), max_length=16, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    pack_tokens = models.BigIntegerField(default=0)
+    input_price_nano = models.BigIntegerField(default=0)
+    output_price_nano = models.BigIntegerField(default=0)
+    fee_nano = models.BigIntegerField(default=0)
+    recharge_nano = models.BigIntegerField(default=0)
+    bonus_nano = models.BigIntegerField(default=0)
+    arrears_nano = models.BigIntegerField(default=0)
+    # True when the upstream reported no usage (a client left mid-stream) and the output
+    # tokens were counted from what was delivered.
+    estimated = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(_("time"))
+
+    class Meta:
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "request_id"], name="usage_request_unique"),
+        ]
+        indexes = [
+            # Usage pages and roll-ups: an account's records by time.
+            models.Index(fields=["account", "created_at"], name="usage_account_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status}"

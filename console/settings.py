@@ -308,6 +308,16 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # The reference's "20 million free tokens on registration": a pack for any model.
 STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
 STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
+# --- Gateway ---
+# Upstream secrets are encrypted at rest with this (default: derived from SECRET_KEY).
+UPSTREAM_SECRET_KEY = env("UPSTREAM_SECRET_KEY", default="upstream-secrets:" + SECRET_KEY)
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# A crashed worker's reservations and concurrency slots expire after this long.
+GATEWAY_RESERVATION_TTL = env.int("GATEWAY_RESERVATION_TTL", default=600)
+DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
+SIMULATOR_FIRST_TOKEN_MS = env.float("SIMULATOR_FIRST_TOKEN_MS", default=30.0)
+SIMULATOR_CHUNK_MS = env.float("SIMULATOR_CHUNK_MS", default=2.0)
+SIMULATOR_OUTPUT_TOKENS = env.int("SIMULATOR_OUTPUT_TOKENS", default=60)
 CURRENCIES = [("CNY", _("Chinese yuan (CNY)")), ("USD", _("US dollar (USD)"))]
 DEFAULT_CURRENCY = "CNY"
 

@@ -80,7 +80,7 @@ def redis_client():
 
 @pytest.fixture(autouse=True)
 def _reseed_after_flush(request):
-    """Transactional tests flush every table, including the tiers a migration seeded."""
+    """Transactional tests flush every table, including what data migrations seeded."""
     marker = request.node.get_closest_marker("django_db")
     if marker and marker.kwargs.get("transaction"):
         request.getfixturevalue("transactional_db")
@@ -88,7 +88,10 @@ def _reseed_after_flush(request):
 
         from django.apps import apps
 
+        # Everything data migrations seed: tiers, prices and packs, simulator routes.
         importlib.import_module("console.migrations.0002_seed_tiers").seed(apps, None)
+        importlib.import_module("billing.migrations.0003_load_prices_and_packs").load(apps, None)
+        importlib.import_module("gateway.migrations.0002_simulator_routes").routes(apps, None)
 
 
 @pytest.fixture(autouse=True)

@@ -147,6 +147,11 @@ EXPECTATIONS = {
         None,
         {**_members_only(302), "developer_a": 403},
     ),
+    # The API authenticates with keys only: a console session is not a key.
+    "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
+    "gateway_models": ("get", None, None, _all(401)),
+    # The simulator takes no key and holds no data; a form post is not its JSON.
+    "simulator_chat": ("post", None, None, _all(400)),
     # API keys: A's key in that project is the object. Finance never manages keys.
     "keys:list": ("get", None, None, {**_members_only(200), "finance_a": 403}),
     "keys:create": (

@@ -1,0 +1,43 @@
+from django import forms
+from django.contrib import admin
+
+from gateway.models import UpstreamRoute
+from gateway.upstream import encrypt_secret
+
+
+class UpstreamRouteForm(forms.ModelForm):
+    # Write-only: typed once, stored encrypted, never shown again.
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the stored secret. It is never shown again.",
+    )
+
+    class Meta:
+        model = UpstreamRoute
+        fields = ["model", "base_url", "upstream_model", "timeout_seconds", "enabled"]
+
+    def save(self, commit=True):
+        route = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            route.secret_encrypted = encrypt_secret(self.cleaned_data["secret"])
+        if commit:
+            route.save()
+        return route
+
+
+@admin.register(UpstreamRoute)
+class UpstreamRouteAdmin(admin.ModelAdmin):
+    form = UpstreamRouteForm
+    list_display = [
+        "model",
+        "base_url",
+        "upstream_model",
+        "timeout_seconds",
+        "enabled",
+        "has_secret",
+    ]
+
+    @admin.display(boolean=True, description="secret stored")
+    def has_secret(self, route):
+        return bool(route.secret_encrypted)

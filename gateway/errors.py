@@ -1,0 +1,54 @@
+"""BigModel-style refusals: {"error": {"code": "...", "message": "..."}}. docs/api.md lists
+every code; this table is the one place they are defined."""
+
+from dataclasses import dataclass
+
+from django.http import JsonResponse
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
+
+
+MISSING_KEY = Refusal(401, "1001", "No API key: send Authorization: Bearer <key>.")
+INVALID_KEY = Refusal(401, "1002", "The API key is not valid.")
+EXPIRED_KEY = Refusal(401, "1003", "The API key has expired.")
+REVOKED_KEY = Refusal(401, "1004", "The API key was revoked.")
+WRONG_SCOPE = Refusal(401, "1000", "This API key's scope does not allow inference.")
+ARREARS = Refusal(
+    429, "1113", "Your account is in arrears or out of balance; recharge to continue."
+)
+INVALID_PARAMETERS = Refusal(400, "1210", "Invalid request parameters.")
+UNKNOWN_MODEL = Refusal(400, "1211", "The model does not exist.")
+INVALID_MESSAGES = Refusal(400, "1214", "messages must be a non-empty list of {role, content}.")
+BODY_TOO_LARGE = Refusal(413, "1210", "The request body is too large.")
+CONCURRENCY = Refusal(429, "1302", "Too many concurrent requests for your account's tier.")
+FREQUENCY = Refusal(429, "1303", "Too many requests per minute for your account's tier.")
+ACCOUNT_SUSPENDED = Refusal(403, "1120", "The account is suspended.")
+PROJECT_ARCHIVED = Refusal(403, "1121", "The key's project is archived.")
+PROJECT_CAP = Refusal(429, "1122", "The project's monthly spend cap is reached.")
+ACCOUNT_BUDGET = Refusal(429, "1123", "The account's monthly budget is reached.")
+UPSTREAM_ERROR = Refusal(502, "1230", "The model service failed; nothing was charged.")
+UPSTREAM_TIMEOUT = Refusal(504, "1231", "The model service timed out; nothing was charged.")
+STATE_UNAVAILABLE = Refusal(503, "1240", "Rate limiting is unavailable; try again shortly.")
+METHOD = Refusal(405, "1210", "Method not allowed.")
+
+AUTH_REASONS = {
+    "malformed": INVALID_KEY,
+    "unknown": INVALID_KEY,
+    "expired": EXPIRED_KEY,
+    "revoked": REVOKED_KEY,
+    "project_archived": PROJECT_ARCHIVED,
+    "account_suspended": ACCOUNT_SUSPENDED,
+}
+
+
+def error_response(refusal: Refusal, *, message: str | None = None, headers=None) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"code": refusal.code, "message": message or refusal.message}},
+        status=refusal.status,
+        headers=headers or {},
+    )

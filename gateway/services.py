@@ -1,0 +1,260 @@
+"""The gateway's rules, as plain (synchronous) functions the async views call in a thread:
+admission (limits, balance, caps, reservation) and settlement (charge, usage record, prompt
+log in one short transaction). No transaction is open while the upstream answers.
+
+Bounded overspend: admission reserves the request's estimated cost (prompt size and
+max_tokens, priced without packs) per account and per project, in the shared state with a
+TTL; caps and the balance are checked against month-to-date spend (or the balance) plus what
+is reserved. Settlement charges the real usage and releases the reservation. So a block-mode
+cap, or the balance, can be overrun by at most what was in flight beyond the estimates —
+concretely, by at most the sum over in-flight requests of (actual cost − estimated cost),
+which is zero when clients send max_tokens, plus one request admitted at the edge.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from billing.selectors import (
+    Estimate,
+    account_month_spend,
+    estimate_request,
+    may_admit,
+    project_month_spend,
+)
+from billing.services import charge_usage
+from console.shared_state import shared_state
+from gateway import errors
+from gateway.models import UpstreamRoute
+from history.services import prompt_log_write
+from keys.models import Scope
+from keys.selectors import Authenticated, api_key_authenticate
+from keys.services import api_key_mark_used
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Admitted:
+    auth: Authenticated
+    route: UpstreamRoute
+    estimate: Estimate
+    request_id: str
+    reserved_nano: int
+    rate_headers: dict = field(default_factory=dict)
+
+    @property
+    def account(self):
+        return self.auth.account
+
+
+@dataclass
+class Refused:
+    refusal: errors.Refusal
+    auth: Authenticated | None = None
+    message: str | None = None
+    rate_headers: dict = field(default_factory=dict)
+
+
+def authenticate(header: str | None) -> Authenticated | Refused:
+    if not header:
+        return Refused(errors.MISSING_KEY)
+    scheme, _space, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return Refused(errors.MISSING_KEY)
+    result = api_key_authenticate(raw.strip())
+    if isinstance(result, Authenticated):
+        if result.key.scope != Scope.INFERENCE:
+            return Refused(errors.WRONG_SCOPE)
+        return result
+    refusal = errors.AUTH_REASONS[result.reason]
+    if result.reason in ("project_archived", "account_suspended"):
+        # The key itself is valid: the request passed authentication and gets a record.
+        from keys.models import ApiKey
+
+        key = ApiKey.objects.select_related("project", "account").get(
+            key_id=raw.strip().split(".")[0]
+        )
+        return Refused(refusal, Authenticated(key=key, project=key.project, account=key.account))
+    return Refused(refusal)
+
+
+def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
+    return f"reserve:account:{auth.account.pk}", f"reserve:project:{auth.project.pk}"
+
+
+def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+    """Everything between a valid key and the upstream call. On success a concurrency slot
+    is held and the estimate reserved: `release` must follow on every path."""
+    account, project = auth.account, auth.project
+    model = body["model"]
+    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
+    estimate = estimate_request(
+        account=account, model=model, messages=body["messages"], max_tokens=body.get("max_tokens")
+    )
+    if route is None or estimate is None:
+        return Refused(errors.UNKNOWN_MODEL, auth, f"The model {model!r} does not exist.")
+    state = shared_state()
+    tier = account.tier
+    try:
+        window = state.hit_window(
+            f"rpm:{account.pk}", limit=tier.requests_per_minute, window_seconds=60
+        )
+    except Exception:
+        return Refused(errors.STATE_UNAVAILABLE, auth)
+    headers = {
+        "x-ratelimit-limit-requests": str(window.limit),
+        "x-ratelimit-remaining-requests": str(window.remaining),
+        "x-ratelimit-reset-requests": f"{max(window.reset_seconds, 0):.0f}s",
+    }
+    if not window.allowed:
+        return Refused(errors.FREQUENCY, auth, rate_headers=headers)
+    ttl = settings.GATEWAY_RESERVATION_TTL
+    if not state.slot_acquire(
+        f"conc:{account.pk}", token=request_id, limit=tier.concurrency, ttl_seconds=ttl
+    ):
+        return Refused(errors.CONCURRENCY, auth, rate_headers=headers)
+    account_key, project_key = _reservation_keys(auth)
+    reserved_account = state.get_int(account_key)
+    admission = may_admit(account=account, estimate=estimate, reserved_nano=reserved_account)
+    refusal = None
+    if not admission.allowed:
+        refusal = errors.ARREARS
+    elif not admission.pack_covered and estimate.cost_nano:
+        # Caps count money only: pack-covered and free requests never reach them.
+        if project.monthly_cap_nano and project.cap_mode == "block":
+            spent = project_month_spend(account=account).get(project.pk, 0)
+            if spent + state.get_int(project_key) >= project.monthly_cap_nano:
+                refusal = errors.PROJECT_CAP
+        if refusal is None and account.monthly_budget_nano and account.budget_mode == "block":
+            spent = account_month_spend(account=account)
+            if spent + reserved_account >= account.monthly_budget_nano:
+                refusal = errors.ACCOUNT_BUDGET
+    if refusal is not None:
+        state.slot_release(f"conc:{account.pk}", token=request_id)
+        return Refused(refusal, auth, rate_headers=headers)
+    reserved = 0 if admission.pack_covered else estimate.cost_nano
+    if reserved:
+        state.incr(account_key, reserved, ttl_seconds=ttl)
+        state.incr(project_key, reserved, ttl_seconds=ttl)
+    return Admitted(auth, route, estimate, request_id, reserved, headers)
+
+
+def release(admitted: Admitted) -> None:
+    """Give back the reservation and the concurrency slot (every exit path calls this)."""
+    state = shared_state()
+    account_key, project_key = _reservation_keys(admitted.auth)
+    if admitted.reserved_nano:
+        state.incr(
+            account_key, -admitted.reserved_nano, ttl_seconds=settings.GATEWAY_RESERVATION_TTL
+        )
+        state.incr(
+            project_key, -admitted.reserved_nano, ttl_seconds=settings.GATEWAY_RESERVATION_TTL
+        )
+        admitted.reserved_nano = 0
+    state.slot_release(f"conc:{admitted.account.pk}", token=admitted.request_id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    code: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    response_text: str = ""
+    latency_ms: int = 0
+    first_token_ms: int | None = None
+    forwarded: bool = True
+
+
+def record_refusal(
+    *, refused: Refused, request_id: str, body: dict | None, client_request_id: str, stream: bool
+) -> None:
+    """A refused request that passed authentication: a usage record costing nothing."""
+    if refused.auth is None:
+        return
+    UsageRecord.objects.create(
+        account=refused.auth.account,
+        project=refused.auth.project,
+        api_key=refused.auth.key,
+        request_id=request_id,
+        client_request_id=client_request_id,
+        model=str((body or {}).get("model", ""))[:64],
+        stream=stream,
+        status=refused.refusal.status,
+        code=refused.refusal.code,
+        created_at=timezone.now(),
+    )
+
+
+def settle(
+    *, admitted: Admitted, body: dict, outcome: Outcome, client_request_id: str, stream: bool
+) -> UsageRecord:
+    """One short transaction: the charge, the usage record and the prompt log. Committed
+    before the response completes (for streams, before the final [DONE])."""
+    auth = admitted.auth
+    now = timezone.now()
+    with transaction.atomic():
+        charge = None
+        if outcome.forwarded and outcome.status == 200:
+            charge = charge_usage(
+                account=auth.account,
+                model=body["model"],
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                request_id=admitted.request_id,
+                project=auth.project,
+                at=now,
+            )
+        record = UsageRecord.objects.create(
+            account=auth.account,
+            project=auth.project,
+            api_key=auth.key,
+            request_id=admitted.request_id,
+            client_request_id=client_request_id,
+            model=body["model"],
+            stream=stream,
+            status=outcome.status,
+            code=outcome.code,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            pack_tokens=sum(u.input_tokens + u.output_tokens for u in charge.packs)
+            if charge
+            else 0,
+            input_price_nano=charge.input_price_nano if charge else 0,
+            output_price_nano=charge.output_price_nano if charge else 0,
+            fee_nano=charge.fee_nano if charge else 0,
+            recharge_nano=charge.recharge_nano if charge else 0,
+            bonus_nano=charge.bonus_nano if charge else 0,
+            arrears_nano=charge.arrears_nano if charge else 0,
+            estimated=outcome.estimated,
+            latency_ms=outcome.latency_ms,
+            first_token_ms=outcome.first_token_ms,
+            created_at=now,
+        )
+        if outcome.forwarded:
+            prompt_log_write(
+                account=auth.account,
+                project=auth.project,
+                api_key=auth.key,
+                request_id=admitted.request_id,
+                model=body["model"],
+                messages=body["messages"],
+                parameters={k: v for k, v in body.items() if k not in ("messages", "simulator")},
+                response_text=outcome.response_text,
+                status=outcome.status,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                latency_ms=outcome.latency_ms,
+                first_token_ms=outcome.first_token_ms,
+                created_at=now,
+            )
+    api_key_mark_used(key=auth.key, at=now)
+    return record

@@ -1,0 +1,119 @@
+"""The built-in **simulator** upstream: OpenAI-shaped chat completions with deterministic
+text, realistic usage counts, and configurable latency and chunk cadence. The demo and the
+benchmarks route models to it; it is also served over HTTP at /simulator/v1/ so a route can
+reach it through the real HTTP upstream path.
+
+Latency and cadence come from settings (SIMULATOR_FIRST_TOKEN_MS, SIMULATOR_CHUNK_MS) or,
+per request, from a `simulator` object in the body: {"first_token_ms": 50, "chunk_ms": 5,
+"output_tokens": 200}.
+"""
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+WORDS = (
+    "智谱 GLM model answers your question with care 清晰 简洁 the console meters every "
+    "token 准确 reliable fast 开放平台 developers build agents 工具 chat completion streaming"
+).split(" ")
+
+
+def _prompt_tokens(messages: list) -> int:
+    """Roughly the reference's 1 token ≈ 1.6 characters, plus a few per message."""
+    characters = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else ""
+        if isinstance(content, str):
+            characters += len(content)
+        elif isinstance(content, list):
+            characters += sum(
+                len(part.get("text", "")) for part in content if isinstance(part, dict)
+            )
+    return max(1, -(-characters * 10 // 16) + 4 * len(messages))
+
+
+def _words(seed: str, count: int) -> list[str]:
+    digest = hashlib.sha256(seed.encode()).digest()
+    return [WORDS[(digest[index % len(digest)] + index) % len(WORDS)] for index in range(count)]
+
+
+class Plan:
+    """What the simulator will answer for one request (deterministic in its input)."""
+
+    def __init__(self, body: dict):
+        knobs = body.get("simulator") if isinstance(body.get("simulator"), dict) else {}
+        self.model = str(body.get("model", ""))
+        self.messages = body.get("messages") or []
+        self.prompt_tokens = _prompt_tokens(self.messages)
+        max_tokens = body.get("max_tokens") or 10**9
+        wanted = int(knobs.get("output_tokens") or settings.SIMULATOR_OUTPUT_TOKENS)
+        self.completion_tokens = max(1, min(wanted, int(max_tokens)))
+        self.first_token_ms = float(knobs.get("first_token_ms", settings.SIMULATOR_FIRST_TOKEN_MS))
+        self.chunk_ms = float(knobs.get("chunk_ms", settings.SIMULATOR_CHUNK_MS))
+        seed = json.dumps(self.messages, ensure_ascii=False, sort_keys=True) + self.model
+        self.tokens = _words(seed, self.completion_tokens)
+        self.id = "chatcmpl-sim-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+        self.created = int(time.time())
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+async def complete(body: dict) -> dict:
+    plan = Plan(body)
+    await asyncio.sleep((plan.first_token_ms + plan.chunk_ms * plan.completion_tokens) / 1000)
+    return {
+        "id": plan.id,
+        "object": "chat.completion",
+        "created": plan.created,
+        "model": plan.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": plan.text},
+                "finish_reason": "stop" if plan.completion_tokens < 10**9 else "length",
+            }
+        ],
+        "usage": plan.usage(),
+    }
+
+
+def _chunk(plan: Plan, delta: dict, finish_reason=None, usage=None) -> dict:
+    chunk = {
+        "id": plan.id,
+        "object": "chat.completion.chunk",
+        "created": plan.created,
+        "model": plan.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        chunk["choices"] = []
+        chunk["usage"] = usage
+    return chunk
+
+
+async def stream(body: dict) -> AsyncIterator[dict]:
+    """Chunks as dicts (the caller encodes SSE); a final usage chunk when asked for."""
+    plan = Plan(body)
+    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    await asyncio.sleep(plan.first_token_ms / 1000)
+    yield _chunk(plan, {"role": "assistant", "content": ""})
+    for index, token in enumerate(plan.tokens):
+        if plan.chunk_ms:
+            await asyncio.sleep(plan.chunk_ms / 1000)
+        yield _chunk(plan, {"content": token if index == 0 else " " + token})
+    yield _chunk(plan, {}, finish_reason="stop")
+    if options.get("include_usage"):
+        yield _chunk(plan, {}, usage=plan.usage())

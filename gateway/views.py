@@ -1,0 +1,329 @@
+"""The OpenAI-compatible API: POST chat/completions (stream and non-stream) and GET models.
+
+Async views: the rules run in a thread (gateway.services), the upstream call is awaited with
+no transaction open, and streams pass chunks through as they arrive.
+"""
+
+import asyncio
+import json
+import math
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from gateway import errors, services, upstream
+from gateway.models import UpstreamRoute
+
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(body) -> tuple[errors.Refusal, str] | None:
+    """Refuse only what the real API refuses; null-valued optional parameters are fine."""
+    if not isinstance(body, dict):
+        return errors.INVALID_PARAMETERS, "The body must be a JSON object."
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > 64:
+        return errors.INVALID_PARAMETERS, "model is required."
+    messages = body.get("messages")
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(message, dict) and message.get("role") in ROLES for message in messages
+        )
+    ):
+        return errors.INVALID_MESSAGES, errors.INVALID_MESSAGES.message
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int)
+        or isinstance(max_tokens, bool)
+        or not 1 <= max_tokens <= 10**6
+    ):
+        return errors.INVALID_PARAMETERS, "max_tokens must be an integer from 1 to 1000000."
+    for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1)):
+        value = body.get(name)
+        if value is not None and (not _is_number(value) or not low <= value <= high):
+            return errors.INVALID_PARAMETERS, f"{name} must be a number from {low} to {high}."
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        return errors.INVALID_PARAMETERS, "stream must be true or false."
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return errors.INVALID_PARAMETERS, "stream_options must be an object."
+    request_id = body.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
+        return errors.INVALID_PARAMETERS, "request_id must be a string of at most 128 characters."
+    return None
+
+
+def _headers(request_id: str, extra: dict | None = None) -> dict:
+    return {"x-request-id": request_id, **(extra or {})}
+
+
+async def _refuse(refused, *, request_id, body, client_request_id, stream):
+    await sync_to_async(services.record_refusal)(
+        refused=refused,
+        request_id=request_id,
+        body=body,
+        client_request_id=client_request_id,
+        stream=stream,
+    )
+    return errors.error_response(
+        refused.refusal,
+        message=refused.message,
+        headers=_headers(request_id, refused.rate_headers),
+    )
+
+
+def _upstream_body(body: dict, route) -> dict:
+    forwarded = {k: v for k, v in body.items() if v is not None and k != "request_id"}
+    if not route.is_simulator:
+        forwarded.pop("simulator", None)
+    if body.get("stream"):
+        # Always ask for usage: the bill comes from it. The client sees the usage chunk only
+        # if it asked for it.
+        forwarded["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return forwarded
+
+
+@csrf_exempt
+async def chat_completions(request):
+    request_id = services.new_request_id()
+    if request.method != "POST":
+        return errors.error_response(errors.METHOD, headers=_headers(request_id))
+    length = request.headers.get("Content-Length", "")
+    from django.conf import settings
+
+    if length.isdigit() and int(length) > settings.GATEWAY_MAX_BODY_BYTES:
+        return errors.error_response(errors.BODY_TOO_LARGE, headers=_headers(request_id))
+    auth = await sync_to_async(services.authenticate)(request.headers.get("Authorization"))
+    body = None
+    try:
+        raw = request.body
+        if len(raw) > settings.GATEWAY_MAX_BODY_BYTES:
+            return errors.error_response(errors.BODY_TOO_LARGE, headers=_headers(request_id))
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+        invalid = (errors.INVALID_PARAMETERS, "The body is not valid JSON.")
+    else:
+        invalid = validate(body)
+    client_request_id = body.get("request_id") or "" if isinstance(body, dict) else ""
+    stream = bool(isinstance(body, dict) and body.get("stream"))
+    if isinstance(auth, services.Refused):
+        if auth.auth is None:
+            return errors.error_response(auth.refusal, headers=_headers(request_id))
+        return await _refuse(
+            auth,
+            request_id=request_id,
+            body=body,
+            client_request_id=client_request_id,
+            stream=stream,
+        )
+    if invalid is not None:
+        refused = services.Refused(invalid[0], auth, invalid[1])
+        return await _refuse(
+            refused,
+            request_id=request_id,
+            body=body if isinstance(body, dict) else None,
+            client_request_id=client_request_id,
+            stream=stream,
+        )
+    admitted = await sync_to_async(services.admit)(auth=auth, body=body, request_id=request_id)
+    if isinstance(admitted, services.Refused):
+        return await _refuse(
+            admitted,
+            request_id=request_id,
+            body=body,
+            client_request_id=client_request_id,
+            stream=stream,
+        )
+    headers = _headers(request_id, admitted.rate_headers)
+    if client_request_id:
+        headers["x-client-request-id"] = client_request_id[:128]
+    if stream:
+        return StreamingHttpResponse(
+            _events(admitted, body, client_request_id),
+            content_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    return await _complete(admitted, body, client_request_id, headers)
+
+
+async def _finish(admitted, body, outcome, client_request_id, stream):
+    """Settle and release in one thread call, shielded: a client leaving must not cancel the
+    bookkeeping halfway."""
+
+    def work():
+        try:
+            return services.settle(
+                admitted=admitted,
+                body=body,
+                outcome=outcome,
+                client_request_id=client_request_id,
+                stream=stream,
+            )
+        finally:
+            services.release(admitted)
+
+    return await asyncio.shield(sync_to_async(work)())
+
+
+async def _complete(admitted, body, client_request_id, headers):
+    started = time.perf_counter()
+    try:
+        result = await upstream.complete(admitted.route, _upstream_body(body, admitted.route))
+    except upstream.UpstreamFailed as failure:
+        refusal = errors.UPSTREAM_TIMEOUT if failure.timeout else errors.UPSTREAM_ERROR
+        outcome = services.Outcome(
+            status=refusal.status,
+            code=refusal.code,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+        )
+        await _finish(admitted, body, outcome, client_request_id, False)
+        return errors.error_response(refusal, headers=headers)
+    except BaseException:
+        await sync_to_async(services.release)(admitted)
+        raise
+    usage = result.get("usage") or {}
+    choices = result.get("choices") or [{}]
+    outcome = services.Outcome(
+        status=200,
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        response_text=str(((choices[0] or {}).get("message") or {}).get("content") or ""),
+        latency_ms=int((time.perf_counter() - started) * 1000),
+    )
+    await _finish(admitted, body, outcome, client_request_id, False)
+    result["model"] = body["model"]
+    if client_request_id:
+        result["request_id"] = client_request_id
+    return JsonResponse(result, headers=headers, json_dumps_params={"ensure_ascii": False})
+
+
+def _sse(data) -> str:
+    return "data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+async def _events(admitted, body, client_request_id):
+    started = time.perf_counter()
+    first_token_ms = None
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    parts: list[str] = []
+    usage = None
+    delivered_chunks = 0
+    settled = False
+    try:
+        async for chunk in upstream.stream(admitted.route, _upstream_body(body, admitted.route)):
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                if not wants_usage:
+                    continue
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    parts.append(text)
+                    delivered_chunks += 1
+                    if first_token_ms is None:
+                        first_token_ms = int((time.perf_counter() - started) * 1000)
+            chunk["model"] = body["model"]
+            yield _sse(chunk)
+        outcome = services.Outcome(
+            status=200,
+            input_tokens=int((usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens),
+            output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
+            estimated=usage is None,
+            response_text="".join(parts),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            first_token_ms=first_token_ms,
+        )
+        # The usage record is committed before the final [DONE].
+        await _finish(admitted, body, outcome, client_request_id, True)
+        settled = True
+        yield "data: [DONE]\n\n"
+    except upstream.UpstreamFailed as failure:
+        refusal = errors.UPSTREAM_TIMEOUT if failure.timeout else errors.UPSTREAM_ERROR
+        outcome = services.Outcome(
+            status=refusal.status,
+            code=refusal.code,
+            response_text="".join(parts),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            first_token_ms=first_token_ms,
+        )
+        await _finish(admitted, body, outcome, client_request_id, True)
+        settled = True
+        yield _sse({"error": {"code": refusal.code, "message": refusal.message}})
+    finally:
+        if not settled:
+            # The client left mid-stream: bill what the upstream reported, or else count the
+            # output delivered and mark the record as estimated.
+            outcome = services.Outcome(
+                status=200,
+                input_tokens=int(
+                    (usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens
+                ),
+                output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
+                estimated=usage is None,
+                response_text="".join(parts),
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                first_token_ms=first_token_ms,
+                code="client_closed",
+            )
+            await _finish(admitted, body, outcome, client_request_id, True)
+
+
+@csrf_exempt
+async def models(request):
+    request_id = services.new_request_id()
+    if request.method != "GET":
+        return errors.error_response(errors.METHOD, headers=_headers(request_id))
+    auth = await sync_to_async(services.authenticate)(request.headers.get("Authorization"))
+    if isinstance(auth, services.Refused):
+        return errors.error_response(auth.refusal, headers=_headers(request_id))
+
+    def listing():
+        return list(
+            UpstreamRoute.objects.filter(enabled=True)
+            .order_by("model")
+            .values_list("model", flat=True)
+        )
+
+    names = await sync_to_async(listing)()
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "zhipuai"}
+                for name in names
+            ],
+        },
+        headers=_headers(request_id),
+    )
+
+
+@csrf_exempt
+async def simulator_chat(request):
+    """The simulator over HTTP (no key, no accounting): for routes that reach it through the
+    real upstream path, and for benchmarks that call it directly."""
+    from gateway import simulator
+
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return JsonResponse({"error": {"message": "invalid JSON"}}, status=400)
+    if request.method != "POST" or validate(body) is not None:
+        return JsonResponse({"error": {"message": "invalid request"}}, status=400)
+    if body.get("stream"):
+
+        async def events():
+            async for chunk in simulator.stream(body):
+                yield _sse(chunk)
+            yield "data: [DONE]\n\n"
+
+        return StreamingHttpResponse(events(), content_type="text/event-stream")
+    return JsonResponse(await simulator.complete(body), json_dumps_params={"ensure_ascii": False})

@@ -1,0 +1,46 @@
+"""The prompt log: one row per forwarded request, with its content (retention by tier).
+
+The gateway issue lays the model and its write service; the history issue builds search,
+detail, export and retention on it."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+# Bodies over this size are cut, with a visible marker.
+MAX_BODY_CHARACTERS = 256 * 1024
+TRUNCATION_MARKER = "\n…[truncated]"
+
+
+class PromptLog(models.Model):
+    account = models.ForeignKey("console.Account", on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    request_id = models.CharField(_("request id"), max_length=64)
+    model = models.CharField(_("model"), max_length=64)
+    messages = models.JSONField(_("messages"))
+    parameters = models.JSONField(_("parameters"), default=dict)
+    response_text = models.TextField(_("response"), blank=True)
+    status = models.PositiveSmallIntegerField(_("HTTP status"))
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(_("time"))
+
+    class Meta:
+        verbose_name = _("prompt log")
+        verbose_name_plural = _("prompt logs")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "request_id"], name="prompt_request_unique"),
+        ]
+        indexes = [
+            # Search within an account and a date range, newest first.
+            models.Index(fields=["account", "-created_at"], name="prompt_account_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model}"
