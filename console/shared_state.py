@@ -47,6 +47,11 @@ class SharedState(Protocol):
     def get_int(self, key: str) -> int:
         """The counter's value, 0 when absent or expired."""
 
+    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
+        """Atomically: if the counter is below `ceiling`, add `amount` (and refresh the TTL)
+        and return True; otherwise change nothing and return False. Two admissions can never
+        both see the same room."""
+
     def delete(self, key: str) -> None: ...
 
     def hash_set(self, key: str, field: str, value: str) -> None:
@@ -96,6 +101,14 @@ redis.call('DEL', KEYS[1])
 return values
 """
 
+_RESERVE_BELOW = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= tonumber(ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _INCR = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -116,6 +129,7 @@ class RedisState:
         self._slot_count = self.client.register_script(_SLOT_COUNT)
         self._incr = self.client.register_script(_INCR)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
+        self._reserve_below = self.client.register_script(_RESERVE_BELOW)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -145,6 +159,13 @@ class RedisState:
     def get_int(self, key: str) -> int:
         value = self.client.get(self._key(key))
         return int(value) if value is not None else 0
+
+    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
+        return bool(
+            self._reserve_below(
+                keys=[self._key(key)], args=[amount, ceiling, int(ttl_seconds * 1000)]
+            )
+        )
 
     def delete(self, key: str) -> None:
         self.client.delete(self._key(key))
@@ -224,6 +245,15 @@ class LocalState:
         with self._lock:
             entry = self._counter(key, self._clock())
             return entry[0] if entry else 0
+
+    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            current = (self._counter(key, now) or (0, 0))[0]
+            if current >= ceiling:
+                return False
+            self._counters[key] = (current + amount, now + ttl_seconds)
+            return True
 
     def delete(self, key: str) -> None:
         with self._lock:

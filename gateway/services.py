@@ -92,7 +92,7 @@ def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
 def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
     """Everything between a valid key and the upstream call. On success a concurrency slot
     is held and the estimate reserved: `release` must follow on every path."""
-    account, project = auth.account, auth.project
+    account = auth.account
     model = body["model"]
     route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     estimate = estimate_request(
@@ -120,30 +120,47 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
         f"conc:{account.pk}", token=request_id, limit=tier.concurrency, ttl_seconds=ttl
     ):
         return Refused(errors.CONCURRENCY, auth, rate_headers=headers)
-    account_key, project_key = _reservation_keys(auth)
-    reserved_account = state.get_int(account_key)
-    admission = may_admit(account=account, estimate=estimate, reserved_nano=reserved_account)
-    refusal = None
-    if not admission.allowed:
-        refusal = errors.ARREARS
-    elif not admission.pack_covered and estimate.cost_nano:
-        # Caps count money only: pack-covered and free requests never reach them.
-        if project.monthly_cap_nano and project.cap_mode == "block":
-            spent = project_month_spend(account=account).get(project.pk, 0)
-            if spent + state.get_int(project_key) >= project.monthly_cap_nano:
-                refusal = errors.PROJECT_CAP
-        if refusal is None and account.monthly_budget_nano and account.budget_mode == "block":
-            spent = account_month_spend(account=account)
-            if spent + reserved_account >= account.monthly_budget_nano:
-                refusal = errors.ACCOUNT_BUDGET
+    refusal, reserved = _reserve(auth=auth, estimate=estimate, state=state, ttl=ttl)
     if refusal is not None:
         state.slot_release(f"conc:{account.pk}", token=request_id)
         return Refused(refusal, auth, rate_headers=headers)
-    reserved = 0 if admission.pack_covered else estimate.cost_nano
-    if reserved:
-        state.incr(account_key, reserved, ttl_seconds=ttl)
-        state.incr(project_key, reserved, ttl_seconds=ttl)
     return Admitted(auth, route, estimate, request_id, reserved, headers)
+
+
+def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int):
+    """Decide the money side of admission and reserve the estimate, atomically per key:
+    a request is admitted while what is reserved stays below the room (balance, budget or
+    cap left), so concurrent admissions cannot share the same room. Returns (refusal or
+    None, amount reserved)."""
+    account, project = auth.account, auth.project
+    admission = may_admit(account=account, estimate=estimate)
+    if not admission.allowed:
+        return errors.ARREARS, 0
+    if admission.pack_covered or not estimate.cost_nano:
+        # Pack-covered and free requests cost no money: no reservation, caps never apply.
+        return None, 0
+    from billing.models import Wallet
+
+    wallet = Wallet.objects.get(account=account)
+    room, refusal = wallet.recharge_nano + wallet.bonus_nano, errors.ARREARS
+    if account.monthly_budget_nano and account.budget_mode == "block":
+        budget_room = account.monthly_budget_nano - account_month_spend(account=account)
+        if budget_room < room:
+            room, refusal = budget_room, errors.ACCOUNT_BUDGET
+    account_key, project_key = _reservation_keys(auth)
+    cost = estimate.cost_nano
+    if not state.reserve_below(account_key, cost, ceiling=room, ttl_seconds=ttl):
+        return refusal, 0
+    if project.monthly_cap_nano and project.cap_mode == "block":
+        cap_room = project.monthly_cap_nano - project_month_spend(account=account).get(
+            project.pk, 0
+        )
+        if not state.reserve_below(project_key, cost, ceiling=cap_room, ttl_seconds=ttl):
+            state.incr(account_key, -cost, ttl_seconds=ttl)
+            return errors.PROJECT_CAP, 0
+    else:
+        state.incr(project_key, cost, ttl_seconds=ttl)
+    return None, cost
 
 
 def release(admitted: Admitted) -> None:

@@ -116,3 +116,25 @@ def test_a_hash_keeps_the_last_write_and_drains_once(state):
     state.hash_set("last-used", "key2", "150")
     assert state.hash_drain("last-used") == {"key1": "200", "key2": "150"}
     assert state.hash_drain("last-used") == {}
+
+
+def test_reserve_below_admits_while_under_the_ceiling_and_never_races(state):
+    assert state.reserve_below("res", 40, ceiling=100, ttl_seconds=60)
+    assert state.reserve_below("res", 40, ceiling=100, ttl_seconds=60)
+    assert state.reserve_below("res", 40, ceiling=100, ttl_seconds=60)  # 80 < 100: room left
+    assert not state.reserve_below("res", 40, ceiling=100, ttl_seconds=60)  # 120 >= 100
+    assert state.get_int("res") == 120
+    granted = []
+    barrier = threading.Barrier(16)
+
+    def grab():
+        barrier.wait()
+        if state.reserve_below("race", 10, ceiling=50, ttl_seconds=60):
+            granted.append(1)
+
+    threads = [threading.Thread(target=grab) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 5 and state.get_int("race") == 50

@@ -1,0 +1,223 @@
+"""The official openai SDK against the site served by uvicorn in a subprocess (live_server is
+WSGI and buffers streams). PostgreSQL only: the server process must see the test data."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+from django.db import connection
+
+from billing.audit import audit_all
+from billing.models import LedgerEntry, UsageRecord, Wallet
+from console.shared_state import shared_state
+from history.models import PromptLog
+from keys.services import api_key_revoke
+from tests.conftest import requires_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@"
+        f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "SIMULATOR_FIRST_TOKEN_MS": "20",
+        "SIMULATOR_CHUNK_MS": "5",
+        "STATICFILES_BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+    }
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs Redis: the server process and the test share limits and reservations")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.3)
+    yield base + "/api/paas/v4/"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_the_sdk_non_stream_and_stream_get_the_simulator_and_exact_records(server, funded):
+    account, raw, key = funded
+    client = openai.OpenAI(api_key=raw, base_url=server, max_retries=0)
+    reply = client.chat.completions.create(
+        model="glm-4.7",
+        messages=[{"role": "user", "content": "你好，智谱AI开放平台"}],
+        max_tokens=40,
+    )
+    assert reply.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="glm-4.7",
+            messages=[{"role": "user", "content": "Stream please"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed_text = "".join(
+        choice.delta.content or "" for chunk in chunks for choice in chunk.choices
+    )
+    usage = next(chunk.usage for chunk in chunks if chunk.usage)
+    assert streamed_text
+    records = {record.stream: record for record in UsageRecord.objects.filter(account=account)}
+    assert (records[False].input_tokens, records[False].output_tokens) == (
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
+    assert (records[True].input_tokens, records[True].output_tokens) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+    for record in records.values():
+        entry = LedgerEntry.objects.get(request_id=record.request_id)
+        expected = (
+            record.input_tokens * 4_320_000_000 + record.output_tokens * 15_840_000_000 + 500_000
+        ) // 1_000_000
+        assert entry.fee_nano == record.fee_nano == expected
+        log = PromptLog.objects.get(request_id=record.request_id)
+        assert (log.input_tokens, log.output_tokens) == (record.input_tokens, record.output_tokens)
+    assert PromptLog.objects.get(request_id=records[True].request_id).response_text == streamed_text
+    assert audit_all()[1] == []
+
+
+def test_a_key_revoked_in_the_console_gets_401_on_the_next_sdk_call(server, funded):
+    _account, raw, key = funded
+    client = openai.OpenAI(api_key=raw, base_url=server, max_retries=0)
+    client.chat.completions.create(
+        model="glm-4.7-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    api_key_revoke(key=key, actor=None)
+    with pytest.raises(openai.AuthenticationError) as error:
+        client.chat.completions.create(
+            model="glm-4.7-flash", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert error.value.status_code == 401
+    assert error.value.body["code"] == "1004"
+
+
+def test_a_client_leaving_mid_stream_is_billed_and_releases_its_slot(server, funded):
+    account, raw, _key = funded
+    import httpx
+
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            server + "chat/completions",
+            headers={"Authorization": f"Bearer {raw}"},
+            json={
+                "model": "glm-4.7",
+                "stream": True,
+                "messages": [{"role": "user", "content": "x"}],
+                "simulator": {"output_tokens": 400, "chunk_ms": 20},
+            },
+        ) as response,
+    ):
+        for index, _line in enumerate(response.iter_lines()):
+            if index > 10:
+                break  # hang up with the stream half sent
+    deadline = time.monotonic() + 20
+    while not UsageRecord.objects.filter(account=account).exists():
+        assert time.monotonic() < deadline, "no usage record after the client left"
+        time.sleep(0.2)
+    record = UsageRecord.objects.get(account=account)
+    assert record.code == "client_closed" and 0 < record.output_tokens < 400
+    state = shared_state()
+    deadline = time.monotonic() + 10
+    while state.slot_count(f"conc:{account.pk}") or state.get_int(f"reserve:account:{account.pk}"):
+        assert time.monotonic() < deadline, "slot or reservation not released"
+        time.sleep(0.2)
+    assert audit_all()[1] == []
+
+
+def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight(server, key_for):
+    """A balance that covers about 10 streams; 50 start at once on a tier that allows them."""
+    from billing.money import NANO_PER_UNIT
+    from console.models import Account, Tier
+    from tests.billing.factories import funded_account
+
+    account = funded_account(recharge_units=0)
+    from billing.services import recharge
+
+    # Each stream: ~5 input + 200 output tokens of glm-4.7 ≈ ¥0.0032; fund about 10.
+    recharge(account=account, amount_nano=NANO_PER_UNIT * 32 // 1000, reference="ten")
+    tier = Tier.objects.create(
+        slug="wide",
+        name="Wide",
+        rank=50,
+        retention_days=1,
+        requests_per_minute=1000,
+        concurrency=100,
+    )
+    Account.objects.filter(pk=account.pk).update(tier=tier)
+    raw, _key = key_for(account)
+
+    async def one(client, index):
+        try:
+            stream = await client.chat.completions.create(
+                model="glm-4.7",
+                stream=True,
+                max_tokens=200,
+                messages=[{"role": "user", "content": f"q{index}"}],
+                extra_body={"simulator": {"output_tokens": 200, "chunk_ms": 2}},
+            )
+            async for _chunk in stream:
+                pass
+            return "ok"
+        except openai.RateLimitError as error:
+            return error.body["code"]
+
+    async def run_all():
+        client = openai.AsyncOpenAI(api_key=raw, base_url=server, max_retries=0)
+        return await asyncio.gather(*(one(client, index) for index in range(50)))
+
+    outcomes = asyncio.run(run_all())
+    served = outcomes.count("ok")
+    assert served + outcomes.count("1113") == 50
+    records = UsageRecord.objects.filter(account=account)
+    assert records.count() == 50  # every request recorded, refused ones included
+    wallet = Wallet.objects.get(account=account)
+    # Each admission reserved its estimate (max_tokens given): the overrun into arrears is at
+    # most one stream's estimate beyond the balance.
+    one_stream = (5 * 4_320_000_000 + 200 * 15_840_000_000) // 1_000_000 + 1
+    assert wallet.arrears_nano <= one_stream * 2
+    assert 5 <= served <= 12
+    state = shared_state()
+    assert state.slot_count(f"conc:{account.pk}") == 0
+    assert state.get_int(f"reserve:account:{account.pk}") == 0
+    assert audit_all()[1] == []
