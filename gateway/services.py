@@ -212,12 +212,19 @@ def record_refusal(
 
 
 def settle(
-    *, admitted: Admitted, body: dict, outcome: Outcome, client_request_id: str, stream: bool
+    *,
+    admitted: Admitted,
+    body: dict,
+    outcome: Outcome,
+    client_request_id: str,
+    stream: bool,
+    at=None,
 ) -> UsageRecord:
     """One short transaction: the charge, the usage record and the prompt log. Committed
-    before the response completes (for streams, before the final [DONE])."""
+    before the response completes (for streams, before the final [DONE]). `at` backdates
+    (the demo's history only)."""
     auth = admitted.auth
-    now = timezone.now()
+    now = at or timezone.now()
     with transaction.atomic():
         charge = None
         if outcome.forwarded and outcome.status == 200:

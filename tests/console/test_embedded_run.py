@@ -76,6 +76,27 @@ def test_web_worker_and_beat_run_on_the_embedded_default(tmp_path):
         assert status == 200, log.read_text()[-3000:]
         status, body = _get(f"{base}/readyz")
         assert status == 200 and json.loads(body)["status"] == "ok", body
+        # The gateway answers on the embedded default (in-process limits, the simulator).
+        created = subprocess.run(
+            [*manage, "create_api_key", "--account", "1", "--project", "Smoke"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        raw_key = created.stdout.strip().splitlines()[-1]
+        call = urllib.request.Request(
+            f"{base}/api/paas/v4/chat/completions",
+            data=json.dumps(
+                {"model": "glm-4.7", "messages": [{"role": "user", "content": "你好"}]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {raw_key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(call, timeout=30) as response:
+            answer = json.loads(response.read())
+        assert answer["choices"][0]["message"]["content"] and answer["usage"]["total_tokens"]
         # A job enqueued from another process reaches the worker through the filesystem broker.
         subprocess.run(
             [

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.money import NANO_PER_UNIT
-from billing.services import charge_usage, recharge
+from billing.services import recharge
 from console.models import AuditEvent, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
@@ -38,9 +38,22 @@ def demo_password() -> str:
     return password
 
 
-def _seed_money(*, account, project) -> None:
-    """A recharge and 30 days of backdated usage, charged through charge_usage like real
-    traffic (once: request ids are fixed, so a re-run would change nothing anyway)."""
+PROMPTS = [
+    ("user", "请帮我总结一下这张工单：客户反映智谱AI开放平台的API密钥无法使用。"),
+    ("user", "How do I rotate an API key without downtime?"),
+    ("user", "把这段英文翻译成中文：The invoice will be issued after the recharge clears."),
+    ("user", "Write a polite reply to a customer asking about GLM-4.7 pricing."),
+    ("user", "用三句话解释什么是资源包，以及它和余额的扣费顺序。"),
+]
+
+
+def _seed_money(*, account, project, key) -> None:
+    """A recharge and 30 days of backdated API traffic, settled through the gateway's own
+    settlement (charge, usage record, prompt log) as real requests are. Once only: the
+    request ids are fixed, so a re-run would change nothing anyway."""
+    from gateway.services import Admitted, Outcome, settle
+    from keys.selectors import Authenticated
+
     recharge(
         account=account,
         amount_nano=500 * NANO_PER_UNIT,
@@ -48,20 +61,36 @@ def _seed_money(*, account, project) -> None:
         reference="demo-recharge",
         reason="demo data",
     )
+    auth = Authenticated(key=key, project=project, account=account)
     now = timezone.now()
     randomness = random.Random(42)  # noqa: S311 - demo data, the same every time
     for day in range(30, 0, -1):
         for call in range(randomness.randint(3, 8)):
-            at = now - timedelta(days=day, minutes=randomness.randint(0, 600))
             model = randomness.choice(["glm-4.7", "glm-4.7", "glm-4.5-air", "glm-4.7-flash"])
-            charge_usage(
-                account=account,
-                model=model,
-                input_tokens=randomness.randint(20_000, 400_000),
-                output_tokens=randomness.randint(5_000, 120_000),
+            role, prompt = randomness.choice(PROMPTS)
+            body = {"model": model, "messages": [{"role": role, "content": prompt}]}
+            admitted = Admitted(
+                auth=auth,
+                route=None,
+                estimate=None,
                 request_id=f"demo-{day}-{call}",
-                project=project,
-                at=at,
+                reserved_nano=0,
+            )
+            output_tokens = randomness.randint(5_000, 120_000)
+            settle(
+                admitted=admitted,
+                body=body,
+                outcome=Outcome(
+                    status=200,
+                    input_tokens=randomness.randint(20_000, 400_000),
+                    output_tokens=output_tokens,
+                    response_text=f"(demo answer, {output_tokens} tokens)",
+                    latency_ms=randomness.randint(300, 9_000),
+                    first_token_ms=randomness.randint(80, 900),
+                ),
+                client_request_id="",
+                stream=bool(call % 2),
+                at=now - timedelta(days=day, minutes=randomness.randint(0, 600)),
             )
 
 
@@ -99,14 +128,17 @@ class Command(BaseCommand):
                 )
                 # Demo keys whose full text nobody keeps (as in real life): create your own
                 # in the console to call the API.
+                demo_keys = []
                 for label, environment in (("support-bot", "production"), ("eval", "staging")):
-                    api_key_create(
-                        account=account,
-                        project=support,
-                        label=label,
-                        environment=environment,
-                        actor=user,
-                        actor_kind=AuditEvent.ActorKind.SYSTEM,
+                    demo_keys.append(
+                        api_key_create(
+                            account=account,
+                            project=support,
+                            label=label,
+                            environment=environment,
+                            actor=user,
+                            actor_kind=AuditEvent.ActorKind.SYSTEM,
+                        ).key
                     )
                 old = api_key_create(
                     account=account,
@@ -117,7 +149,7 @@ class Command(BaseCommand):
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
                 api_key_revoke(key=old.key, actor=user, reason="demo: a key that was revoked")
-                _seed_money(account=account, project=support)
+                _seed_money(account=account, project=support, key=demo_keys[0])
                 owner = account.memberships.get(user=user)
                 invitation_create(
                     account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"
