@@ -268,3 +268,32 @@ async def test_the_model_list(funded):
     ids = [model["id"] for model in json.loads(response.content)["data"]]
     assert "glm-4.7" in ids and "glm-4.7-flash" in ids
     assert response["x-request-id"]
+
+
+@run_async
+async def test_a_10_mb_body_is_413_and_costs_nothing(funded):
+    account, raw, _key = funded
+    big = json.dumps({**BODY, "messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]})
+    response = await post(raw, big)
+    assert (response.status_code, error_of(response)) == (413, "1210")
+    assert not await LedgerEntry.objects.filter(kind="charge").aexists()
+
+
+@run_async
+async def test_an_unreachable_upstream_is_502_recorded_and_free(funded):
+    from gateway.models import UpstreamRoute
+
+    account, raw, _key = funded
+    await UpstreamRoute.objects.filter(model="glm-4.7").aupdate(
+        base_url="http://127.0.0.1:9/v1", timeout_seconds=2
+    )
+    for body in (BODY, {**BODY, "stream": True}):
+        response = await post(raw, body)
+        if body.get("stream"):
+            text = b"".join([line async for line in response.streaming_content]).decode()
+            assert '"code":"1230"' in text
+        else:
+            assert (response.status_code, error_of(response)) == (502, "1230")
+        record = await UsageRecord.objects.aget(request_id=response["x-request-id"])
+        assert (record.status, record.code, record.fee_nano) == (502, "1230", 0)
+    assert not await LedgerEntry.objects.filter(kind="charge").aexists()

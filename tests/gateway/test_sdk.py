@@ -221,3 +221,42 @@ def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight
     assert state.slot_count(f"conc:{account.pk}") == 0
     assert state.get_int(f"reserve:account:{account.pk}") == 0
     assert audit_all()[1] == []
+
+
+def test_a_real_http_upstream_route_with_its_model_name_secret_and_timeout(server, funded):
+    """Route glm-4.5 to the simulator over HTTP: the pooled client, the upstream model name,
+    the encrypted secret, and a timeout that gives 504 and costs nothing."""
+    from gateway.models import UpstreamRoute
+    from gateway.upstream import decrypt_secret, encrypt_secret
+
+    account, raw, _key = funded
+    simulator_url = server.replace("/api/paas/v4/", "/simulator/v1")
+    route = UpstreamRoute.objects.get(model="glm-4.5")
+    route.base_url = simulator_url
+    route.upstream_model = "glm-4.5-upstream"
+    route.secret_encrypted = encrypt_secret("sk-upstream-secret")
+    route.timeout_seconds = 2
+    route.save()
+    assert "sk-upstream-secret" not in route.secret_encrypted
+    assert decrypt_secret(route.secret_encrypted) == "sk-upstream-secret"
+    client = openai.OpenAI(api_key=raw, base_url=server, max_retries=0)
+    reply = client.chat.completions.create(
+        model="glm-4.5", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.model == "glm-4.5" and reply.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="glm-4.5", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert any(choice.delta.content for chunk in chunks for choice in chunk.choices)
+    # A route whose upstream cannot answer within its timeout (zero here, so it never can).
+    UpstreamRoute.objects.filter(pk=route.pk).update(timeout_seconds=0)
+    with pytest.raises(openai.APIStatusError) as error:
+        client.chat.completions.create(
+            model="glm-4.5", messages=[{"role": "user", "content": "slow"}]
+        )
+    assert error.value.status_code == 504 and error.value.body["code"] == "1231"
+    slow = UsageRecord.objects.get(code="1231")
+    assert slow.fee_nano == 0
+    assert audit_all()[1] == []
