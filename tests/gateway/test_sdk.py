@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -206,7 +207,9 @@ def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight
         client = openai.AsyncOpenAI(api_key=raw, base_url=server, max_retries=0)
         return await asyncio.gather(*(one(client, index) for index in range(50)))
 
-    outcomes = asyncio.run(run_all())
+    # In a thread of its own: pytest-playwright keeps an event loop in the main thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outcomes = pool.submit(asyncio.run, run_all()).result()
     served = outcomes.count("ok")
     assert served + outcomes.count("1113") == 50
     records = UsageRecord.objects.filter(account=account)
