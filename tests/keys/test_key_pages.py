@@ -322,3 +322,11 @@ def test_ids_too_large_for_a_database_integer_are_404(client, world):
     assert client.post(f"/members/{huge}/role/", {"role": "viewer"}).status_code == 404
     response = client.post(reverse("account_switch"), {"account": str(huge)})
     assert response.status_code == 302  # refused by the form, nothing switched
+
+
+def test_error_reports_redact_the_authorization_header(rf):
+    from django.views.debug import get_default_exception_reporter_filter
+
+    request = rf.post("/api/paas/v4/chat/completions", HTTP_AUTHORIZATION="Bearer abc.secret")
+    meta = get_default_exception_reporter_filter().get_safe_request_meta(request)
+    assert "abc.secret" not in str(meta["HTTP_AUTHORIZATION"])
