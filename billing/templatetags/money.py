@@ -17,3 +17,11 @@ def money(nano, currency=None):
 def pack_price(product, currency):
     """`{{ product|pack_price:account.currency }}` → the price in nano."""
     return product.price_nano(currency)
+
+
+@register.filter
+def money_exact(nano, currency=None):
+    """Every significant decimal: a fee of ¥0.000984 does not read as ¥0.00."""
+    if nano is None or nano == "":
+        return ""
+    return format_amount(int(nano), currency, places=None)
