@@ -115,3 +115,15 @@ class SwitchAccountForm(forms.Form):
 class LanguageForm(forms.Form):
     language = forms.ChoiceField(choices=settings.LANGUAGES)
     next = forms.CharField(required=False, max_length=2000)
+
+
+class IdChoiceField(forms.ModelChoiceField):
+    """A ModelChoiceField that treats ids no 64-bit column can hold as an invalid choice
+    (SQLite would raise OverflowError on them, a 500)."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 18:
+            raise forms.ValidationError(
+                self.error_messages["invalid_choice"], code="invalid_choice"
+            )
+        return super().to_python(value)

@@ -29,4 +29,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/10"),
         "options": {"expires": 540},
     },
+    # Prompt history retention by tier: delete rows older than each tier's window, in
+    # batches. Nightly at a quiet hour for Asia/Shanghai (UTC 18:30 = 02:30 CST).
+    "purge-expired-history": {
+        "task": "history.tasks.purge_expired_history",
+        "schedule": crontab(minute=30, hour=18),
+        "options": {"expires": 6 * 3600},
+    },
 }

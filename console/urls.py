@@ -64,6 +64,7 @@ urlpatterns = [
     path("projects/", include("projects.urls")),
     path("api-keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
+    path("history/", include("history.urls")),
     path("", include("gateway.urls")),
     # Operations.
     path("healthz", health.healthz, name="healthz"),

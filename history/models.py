@@ -30,6 +30,12 @@ class PromptLog(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(_("time"))
+    # The text search reads one column: every message's text and the response. On
+    # PostgreSQL a pg_trgm GIN index on UPPER(search_text) serves case-insensitive substring
+    # search in any language (created by migration 0002 on PostgreSQL only).
+    search_text = models.TextField(blank=True)
+    # The beginning of the last user message, for result rows.
+    preview = models.CharField(max_length=200, blank=True)
 
     class Meta:
         verbose_name = _("prompt log")
@@ -38,8 +44,11 @@ class PromptLog(models.Model):
             models.UniqueConstraint(fields=["account", "request_id"], name="prompt_request_unique"),
         ]
         indexes = [
-            # Search within an account and a date range, newest first.
-            models.Index(fields=["account", "-created_at"], name="prompt_account_time_idx"),
+            # Search within an account and a date range, newest first (and keyset pages);
+            # it also bounds 1-2 character queries, which give pg_trgm no trigrams.
+            models.Index(fields=["account", "-created_at", "-id"], name="prompt_account_time_idx"),
+            # Retention: an account's rows older than its window.
+            models.Index(fields=["created_at"], name="prompt_time_idx"),
         ]
 
     def __str__(self) -> str:

@@ -17,6 +17,30 @@ def _cut_messages(messages: list) -> list | dict:
     return {"truncated": True, "text": encoded[:MAX_BODY_CHARACTERS] + TRUNCATION_MARKER}
 
 
+def _message_text(message) -> str:
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _search_fields(messages: list, response_text: str) -> tuple[str, str]:
+    texts = [_message_text(message) for message in messages if isinstance(message, dict)]
+    last_user = next(
+        (
+            _message_text(message)
+            for message in reversed(messages)
+            if isinstance(message, dict) and message.get("role") == "user"
+        ),
+        "",
+    )
+    return _cut("\n".join([*texts, response_text])), last_user[:200]
+
+
 def prompt_log_write(
     *,
     account,
@@ -35,7 +59,10 @@ def prompt_log_write(
     created_at,
 ) -> PromptLog:
     """The one way a prompt-log row is written (the gateway's settlement calls it)."""
+    search_text, preview = _search_fields(messages, response_text)
     return PromptLog.objects.create(
+        search_text=search_text,
+        preview=preview,
         account=account,
         project=project,
         api_key=api_key,
@@ -51,3 +78,33 @@ def prompt_log_write(
         first_token_ms=first_token_ms,
         created_at=created_at,
     )
+
+
+def history_purge_expired(*, batch_size: int = 5_000, now=None) -> int:
+    """Delete each account's prompt-log rows older than its tier's window, in bounded
+    batches (short transactions, no long locks); idempotent and resumable: a run that stops
+    halfway leaves only older rows for the next run. Returns the rows deleted."""
+    import logging
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.models import Tier
+
+    logger = logging.getLogger(__name__)
+    now = now or timezone.now()
+    deleted = 0
+    for tier in Tier.objects.order_by("rank"):
+        cutoff = now - timedelta(days=tier.retention_days)
+        while True:
+            ids = list(
+                PromptLog.objects.filter(account__tier=tier, created_at__lt=cutoff)
+                .order_by("created_at")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            count, _details = PromptLog.objects.filter(pk__in=ids).delete()
+            deleted += count
+            logger.info("history purge: tier %s deleted %s (total %s)", tier.slug, count, deleted)
+    return deleted

@@ -6,6 +6,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from console.forms import IdChoiceField
 from console.models import Account
 from keys.models import ENVIRONMENT_SUGGESTIONS, Scope
 from keys.services import GRACE_PERIODS
@@ -32,7 +33,7 @@ def _clean_environment(value: str) -> str:
 
 class ApiKeyCreateForm(forms.Form):
     label = forms.CharField(label=_("Label"), max_length=100)
-    project = forms.ModelChoiceField(label=_("Project"), queryset=Project.objects.none())
+    project = IdChoiceField(label=_("Project"), queryset=Project.objects.none())
     scope = forms.ChoiceField(label=_("Scope"), choices=Scope.choices, initial=Scope.INFERENCE)
     environment = forms.CharField(
         label=_("Environment"),

@@ -7,10 +7,12 @@ of account A; the owner of account B, who must get nothing of A (404 on A's obje
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from billing.models import PackProduct
 from console.models import Invitation
 from console.services import invitation_create
+from history.services import prompt_log_write
 from keys.models import ApiKey
 from keys.services import api_key_create
 from projects.services import project_create
@@ -147,6 +149,14 @@ EXPECTATIONS = {
         None,
         {**_members_only(302), "developer_a": 403},
     ),
+    # Prompt history: content, so never finance (or viewers).
+    "history:search": ("get", None, None, {**_members_only(200), "finance_a": 403}),
+    "history:detail": (
+        "get",
+        lambda w: {"log_id": w.log_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
     # The API authenticates with keys only: a console session is not a key.
     "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_models": ("get", None, None, _all(401)),
@@ -230,6 +240,22 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
     world.invitation_token = token_from_mail(mailoutbox[-1])
     world.project_a = project_create(account=world.account_a, name="Support bot")
     world.product = PackProduct.objects.filter(active=True).first()
+    world.log_a = prompt_log_write(
+        account=world.account_a,
+        project=world.project_a,
+        api_key=None,
+        request_id="r-a",
+        model="glm-4.7",
+        messages=[{"role": "user", "content": "A's secret prompt"}],
+        parameters={},
+        response_text="A's answer",
+        status=200,
+        input_tokens=5,
+        output_tokens=5,
+        latency_ms=10,
+        first_token_ms=None,
+        created_at=timezone.now(),
+    )
     world.key_a = api_key_create(
         account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
     ).key

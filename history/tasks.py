@@ -1,0 +1,15 @@
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+
+from history import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def purge_expired_history() -> int:
+    deleted = services.history_purge_expired()
+    logger.info("purge_expired_history deleted=%s", deleted)
+    return deleted

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from history import views
+
+app_name = "history"
+
+urlpatterns = [
+    path("", views.history_search, name="search"),
+    path("<int:log_id>/", views.history_detail, name="detail"),
+]
