@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from billing.money import NANO_PER_UNIT
 from billing.services import recharge
-from console.models import AuditEvent, User
+from console.models import AuditEvent, Tier, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
 from projects.models import Project
@@ -111,6 +111,8 @@ class Command(BaseCommand):
                     account_name="Demo Team",
                     currency="CNY",
                     email_verified=True,
+                    # Standard keeps 30 days of history: the demo's backdated month stays.
+                    tier=Tier.objects.get(slug="standard"),
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
                 support = project_create(
