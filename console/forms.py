@@ -87,6 +87,11 @@ class AccountSettingsForm(forms.Form):
         help_text=_("Monthly caps and statements follow this time zone."),
     )
     currency = forms.ChoiceField(label=_("Currency"), choices=settings.CURRENCIES)
+    store_prompt_content = forms.BooleanField(
+        label=_("Store prompt content in the history"),
+        required=False,
+        help_text=_("Off: prompt history keeps times, models, tokens and costs, not the text."),
+    )
 
     def __init__(self, *args, account: Account, **kwargs):
         super().__init__(*args, **kwargs)

@@ -140,6 +140,12 @@ class Account(models.Model):
         help_text=_("A pinned tier is not changed by automatic promotion."),
     )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
+    # Privacy: with this off, the prompt log keeps metadata only (no messages or answers).
+    store_prompt_content = models.BooleanField(
+        _("store prompt content"),
+        default=True,
+        help_text=_("Off: prompt history keeps times, models, tokens and costs, not the text."),
+    )
     # The optional account-wide monthly budget: works like a project cap, over all projects.
     monthly_budget_nano = models.BigIntegerField(_("monthly budget (nano)"), null=True, blank=True)
     budget_mode = models.CharField(

@@ -45,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Usage numbers carry no content; prompt history does.
     "usage.view": frozenset({OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER}),
     "history.view": frozenset({OWNER, ADMIN, DEVELOPER}),
+    "history.delete": frozenset({OWNER}),
     "playground.use": frozenset({OWNER, ADMIN, DEVELOPER}),
     # Money.
     "billing.view": frozenset({OWNER, ADMIN, FINANCE}),

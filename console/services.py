@@ -196,6 +196,7 @@ def account_update(
     name: str,
     time_zone: str,
     currency: str,
+    store_prompt_content: bool | None = None,
     ip: str | None = None,
 ) -> Account:
     with transaction.atomic():
@@ -204,9 +205,12 @@ def account_update(
             raise ServiceError(
                 _("The currency cannot change once money has moved in this account.")
             )
+        fields = [("name", name), ("time_zone", time_zone), ("currency", currency)]
+        if store_prompt_content is not None:
+            fields.append(("store_prompt_content", store_prompt_content))
         changes = {
             field: [getattr(locked, field), value]
-            for field, value in (("name", name), ("time_zone", time_zone), ("currency", currency))
+            for field, value in fields
             if getattr(locked, field) != value
         }
         if not changes:

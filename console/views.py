@@ -128,6 +128,7 @@ def account_settings(request):
             "name": account.name,
             "time_zone": account.time_zone,
             "currency": account.currency,
+            "store_prompt_content": account.store_prompt_content,
         },
     )
     if request.method == "POST" and form.is_valid():

@@ -58,7 +58,10 @@ def prompt_log_write(
     first_token_ms: int | None,
     created_at,
 ) -> PromptLog:
-    """The one way a prompt-log row is written (the gateway's settlement calls it)."""
+    """The one way a prompt-log row is written (the gateway's settlement calls it). An
+    account that turned content storage off keeps metadata only."""
+    if not account.store_prompt_content:
+        messages, parameters, response_text = [], {}, ""
     search_text, preview = _search_fields(messages, response_text)
     return PromptLog.objects.create(
         search_text=search_text,
@@ -107,4 +110,42 @@ def history_purge_expired(*, batch_size: int = 5_000, now=None) -> int:
             count, _details = PromptLog.objects.filter(pk__in=ids).delete()
             deleted += count
             logger.info("history purge: tier %s deleted %s (total %s)", tier.slug, count, deleted)
+    return deleted
+
+
+def history_delete(*, account, filters, actor, ip=None, batch_size: int = 5_000) -> int:
+    """Delete the account's rows the filters select, in batches, with one audit event."""
+    from django.db import transaction
+
+    from console.services import audit_record
+    from history.selectors import history_queryset
+
+    deleted = 0
+    while True:
+        ids = list(
+            history_queryset(account=account, filters=filters).values_list("pk", flat=True)[
+                :batch_size
+            ]
+        )
+        if not ids:
+            break
+        with transaction.atomic():
+            count, _details = PromptLog.objects.filter(account=account, pk__in=ids).delete()
+        deleted += count
+    audit_record(
+        action="history.delete",
+        account=account,
+        actor=actor,
+        ip=ip,
+        metadata={
+            "deleted": deleted,
+            "since": filters.since.isoformat(),
+            "until": filters.until.isoformat(),
+            "text": filters.text,
+            "api_key": filters.api_key_id,
+            "project": filters.project_id,
+            "model": filters.model,
+            "status": filters.status,
+        },
+    )
     return deleted

@@ -7,4 +7,6 @@ app_name = "history"
 urlpatterns = [
     path("", views.history_search, name="search"),
     path("<int:log_id>/", views.history_detail, name="detail"),
+    path("export/", views.history_export, name="export"),
+    path("delete/", views.history_delete, name="delete"),
 ]

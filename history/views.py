@@ -82,3 +82,163 @@ def history_detail(request, log_id: int):
             ),
         },
     )
+
+
+EXPORT_LIMIT = 100_000
+
+
+def _export_rows(account, filters, fmt):
+    """Every matching row, newest first, read in keyset batches (never all in memory)."""
+    import csv
+
+    class Echo:
+        def write(self, value):
+            return value
+
+    writer = csv.writer(Echo())
+    if fmt == "csv":
+        yield writer.writerow(
+            [
+                "time",
+                "request_id",
+                "model",
+                "status",
+                "input_tokens",
+                "output_tokens",
+                "latency_ms",
+                "api_key",
+                "project",
+                "last_user_message",
+                "response",
+            ]
+        )
+    before = None
+    while True:
+        rows = selectors.history_queryset(account=account, filters=filters)
+        if before:
+            from django.db.models import Q
+
+            rows = rows.filter(
+                Q(created_at__lt=before[0]) | Q(created_at=before[0], id__lt=before[1])
+            )
+        batch = list(rows.select_related("api_key", "project").order_by("-created_at", "-id")[:500])
+        for row in batch:
+            if fmt == "csv":
+                yield writer.writerow(
+                    [
+                        row.created_at.isoformat(),
+                        row.request_id,
+                        row.model,
+                        row.status,
+                        row.input_tokens,
+                        row.output_tokens,
+                        row.latency_ms,
+                        row.api_key.mask if row.api_key else "",
+                        row.project.name if row.project else "",
+                        row.preview,
+                        row.response_text,
+                    ]
+                )
+            else:
+                yield (
+                    json.dumps(
+                        {
+                            "time": row.created_at.isoformat(),
+                            "request_id": row.request_id,
+                            "model": row.model,
+                            "status": row.status,
+                            "messages": row.messages,
+                            "parameters": row.parameters,
+                            "response": row.response_text,
+                            "input_tokens": row.input_tokens,
+                            "output_tokens": row.output_tokens,
+                            "latency_ms": row.latency_ms,
+                            "api_key": row.api_key.mask if row.api_key else None,
+                            "project": row.project.name if row.project else None,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+        if len(batch) < 500:
+            return
+        before = (batch[-1].created_at, batch[-1].pk)
+
+
+@account_view("history.view")
+@require_GET
+def history_export(request):
+    from django.http import StreamingHttpResponse
+    from django.utils import timezone
+    from django.utils.translation import gettext as _
+
+    form = HistoryFilterForm(request.GET or None, account=request.account)
+    fmt = request.GET.get("format", "csv")
+    if (form.is_bound and not form.is_valid()) or fmt not in ("csv", "jsonl"):
+        return render(
+            request,
+            "history/export_refused.html",
+            {"message": _("Fix the filters first.")},
+            status=422,
+        )
+    filters = form.filters()
+    total = selectors.history_queryset(account=request.account, filters=filters)[
+        : EXPORT_LIMIT + 1
+    ].count()
+    if total > EXPORT_LIMIT:
+        return render(
+            request,
+            "history/export_refused.html",
+            {
+                "message": _(
+                    "More than 100,000 requests match: narrow the period or the filters to export."
+                )
+            },
+            status=422,
+        )
+    response = StreamingHttpResponse(
+        _export_rows(request.account, filters, fmt),
+        content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="prompt-history-{stamp}.{fmt}"'
+    return response
+
+
+@account_view("history.delete")
+def history_delete(request):
+    from django.contrib import messages
+    from django.shortcuts import redirect
+    from django.utils.translation import gettext as _
+
+    from console.views import client_ip
+    from history.services import history_delete as delete_rows
+
+    data = request.POST if request.method == "POST" else request.GET
+    form = HistoryFilterForm(data or None, account=request.account)
+    if request.method not in ("GET", "POST"):
+        from django.http import HttpResponseNotAllowed
+
+        return HttpResponseNotAllowed(["GET", "POST"])
+    if form.is_bound and not form.is_valid():
+        return render(
+            request,
+            "history/export_refused.html",
+            {"message": _("Fix the filters first.")},
+            status=422,
+        )
+    filters = form.filters()
+    if request.method == "POST":
+        deleted = delete_rows(
+            account=request.account, filters=filters, actor=request.user, ip=client_ip(request)
+        )
+        messages.success(
+            request, _("%(count)s requests deleted from the history.") % {"count": deleted}
+        )
+        return redirect("history:search")
+    count = selectors.history_queryset(account=request.account, filters=filters).count()
+    return render(
+        request,
+        "history/delete.html",
+        {"form": form, "count": count, "query": request.GET.urlencode()},
+    )

@@ -157,6 +157,14 @@ EXPECTATIONS = {
         None,
         {**_members_only(200), "finance_a": 403, "user_b": 404},
     ),
+    "history:export": ("get", None, None, {**_members_only(200), "finance_a": 403}),
+    # Only owners delete history (GET shows the confirmation with the count).
+    "history:delete": (
+        "get",
+        None,
+        None,
+        {**_members_only(200), "developer_a": 403, "finance_a": 403},
+    ),
     # The API authenticates with keys only: a console session is not a key.
     "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_models": ("get", None, None, _all(401)),

@@ -20,6 +20,7 @@ keys.manage       y y y n n
 keys.admin_read   y y n n n
 usage.view        y y y y y
 history.view      y y y n n
+history.delete    y n n n n
 playground.use    y y y n n
 billing.view      y y n y n
 billing.manage    y y n y n
