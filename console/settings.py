@@ -316,8 +316,8 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 10
 # A crashed worker's reservations and concurrency slots expire after this long.
 GATEWAY_RESERVATION_TTL = env.int("GATEWAY_RESERVATION_TTL", default=600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
-SIMULATOR_FIRST_TOKEN_MS = env.float("SIMULATOR_FIRST_TOKEN_MS", default=30.0)
-SIMULATOR_CHUNK_MS = env.float("SIMULATOR_CHUNK_MS", default=2.0)
+SIMULATOR_FIRST_TOKEN_MS = env.int("SIMULATOR_FIRST_TOKEN_MS", default=30)
+SIMULATOR_CHUNK_MS = env.int("SIMULATOR_CHUNK_MS", default=2)
 SIMULATOR_OUTPUT_TOKENS = env.int("SIMULATOR_OUTPUT_TOKENS", default=60)
 CURRENCIES = [("CNY", _("Chinese yuan (CNY)")), ("USD", _("US dollar (USD)"))]
 DEFAULT_CURRENCY = "CNY"

@@ -52,8 +52,9 @@ class Plan:
         max_tokens = body.get("max_tokens") or 10**9
         wanted = int(knobs.get("output_tokens") or settings.SIMULATOR_OUTPUT_TOKENS)
         self.completion_tokens = max(1, min(wanted, int(max_tokens)))
-        self.first_token_ms = float(knobs.get("first_token_ms", settings.SIMULATOR_FIRST_TOKEN_MS))
-        self.chunk_ms = float(knobs.get("chunk_ms", settings.SIMULATOR_CHUNK_MS))
+        # Whole milliseconds (timings, not money).
+        self.first_token_ms = int(knobs.get("first_token_ms", settings.SIMULATOR_FIRST_TOKEN_MS))
+        self.chunk_ms = int(knobs.get("chunk_ms", settings.SIMULATOR_CHUNK_MS))
         seed = json.dumps(self.messages, ensure_ascii=False, sort_keys=True) + self.model
         self.tokens = _words(seed, self.completion_tokens)
         self.id = "chatcmpl-sim-" + hashlib.sha256(seed.encode()).hexdigest()[:24]

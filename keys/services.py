@@ -6,7 +6,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -242,7 +242,7 @@ def api_key_mark_used(*, key: ApiKey, at: datetime | None = None) -> None:
     minute per key."""
     at = at or timezone.now()
     if settings.SHARED_STATE_BACKEND == "redis":
-        shared_state().hash_set(LAST_USED_HASH, str(key.pk), str(at.timestamp()))
+        shared_state().hash_set(LAST_USED_HASH, str(key.pk), at.isoformat())
         return
     now = time.monotonic()
     if now - _local_last_written.get(key.pk, -LAST_USED_THROTTLE_SECONDS) >= (
@@ -274,7 +274,7 @@ def api_keys_flush_last_used() -> int:
     """Move buffered last-used times into the database (the periodic task calls this)."""
     state = shared_state()
     drained = state.hash_drain(LAST_USED_HASH)
-    times = {int(pk): datetime.fromtimestamp(float(stamp), tz=UTC) for pk, stamp in drained.items()}
+    times = {int(pk): datetime.fromisoformat(stamp) for pk, stamp in drained.items()}
     try:
         return _write_last_used(times)
     except Exception:
