@@ -261,6 +261,7 @@ USE_TZ = True
 DEFAULT_ACCOUNT_TIME_ZONE = "Asia/Shanghai"
 
 # --- Static ---------------------------------------------------------------------------------
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -53,3 +53,38 @@ class PromptLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model}"
+
+
+class HistoryExport(models.Model):
+    """An export too large to stream while the person waits: a Celery job writes the file,
+    the page polls its progress, and the file is downloaded from the account's own URL."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    account = models.ForeignKey("console.Account", on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(
+        "console.User", on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    query = models.JSONField(_("filters"), default=dict)
+    format = models.CharField(max_length=8)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    file = models.FileField(upload_to="history-exports/", blank=True)
+    created_at = models.DateTimeField(_("created"))
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("history export")
+        verbose_name_plural = _("history exports")
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.rows_total else min(100, self.rows_done * 100 // self.rows_total)

@@ -1,6 +1,8 @@
+import csv
 import json
 
 from history.models import MAX_BODY_CHARACTERS, TRUNCATION_MARKER, PromptLog
+from history.selectors import history_queryset
 
 
 def _cut(text: str) -> str:
@@ -118,7 +120,6 @@ def history_delete(*, account, filters, actor, ip=None, batch_size: int = 5_000)
     from django.db import transaction
 
     from console.services import audit_record
-    from history.selectors import history_queryset
 
     deleted = 0
     while True:
@@ -149,3 +150,146 @@ def history_delete(*, account, filters, actor, ip=None, batch_size: int = 5_000)
         },
     )
     return deleted
+
+
+def export_rows(*, account, filters, fmt: str, progress=None):
+    """Every matching row as CSV or JSONL lines, newest first, read in keyset batches (never
+    all in memory). `progress(rows)` is called after each batch."""
+
+    class Echo:
+        def write(self, value):
+            return value
+
+    writer = csv.writer(Echo())
+    if fmt == "csv":
+        yield writer.writerow(
+            [
+                "time",
+                "request_id",
+                "model",
+                "status",
+                "input_tokens",
+                "output_tokens",
+                "latency_ms",
+                "api_key",
+                "project",
+                "last_user_message",
+                "response",
+            ]
+        )
+    before = None
+    while True:
+        rows = history_queryset(account=account, filters=filters)
+        if before:
+            from django.db.models import Q
+
+            rows = rows.filter(
+                Q(created_at__lt=before[0]) | Q(created_at=before[0], id__lt=before[1])
+            )
+        batch = list(rows.select_related("api_key", "project").order_by("-created_at", "-id")[:500])
+        for row in batch:
+            if fmt == "csv":
+                yield writer.writerow(
+                    [
+                        row.created_at.isoformat(),
+                        row.request_id,
+                        row.model,
+                        row.status,
+                        row.input_tokens,
+                        row.output_tokens,
+                        row.latency_ms,
+                        row.api_key.mask if row.api_key else "",
+                        row.project.name if row.project else "",
+                        row.preview,
+                        row.response_text,
+                    ]
+                )
+            else:
+                yield (
+                    json.dumps(
+                        {
+                            "time": row.created_at.isoformat(),
+                            "request_id": row.request_id,
+                            "model": row.model,
+                            "status": row.status,
+                            "messages": row.messages,
+                            "parameters": row.parameters,
+                            "response": row.response_text,
+                            "input_tokens": row.input_tokens,
+                            "output_tokens": row.output_tokens,
+                            "latency_ms": row.latency_ms,
+                            "api_key": row.api_key.mask if row.api_key else None,
+                            "project": row.project.name if row.project else None,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+        if progress is not None:
+            progress(len(batch))
+        if len(batch) < 500:
+            return
+        before = (batch[-1].created_at, batch[-1].pk)
+
+
+def history_export_start(*, account, user, query: dict, fmt: str):
+    """Queue a background export of the filter in `query` (the search form's fields)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from history.models import HistoryExport
+
+    export = HistoryExport.objects.create(
+        account=account, requested_by=user, query=query, format=fmt, created_at=timezone.now()
+    )
+
+    def enqueue():
+        from history.tasks import build_history_export
+
+        build_history_export.delay(export.pk)
+
+    transaction.on_commit(enqueue)
+    return export
+
+
+def history_export_build(*, export_id: int) -> None:
+    """Write the export's file, recording progress; idempotent (a finished export is left
+    alone, a retried one starts its file again)."""
+    import tempfile
+
+    from django.core.files import File
+    from django.utils import timezone
+
+    from history.forms import HistoryFilterForm
+    from history.models import HistoryExport
+
+    export = HistoryExport.objects.select_related("account").get(pk=export_id)
+    if export.status == HistoryExport.Status.DONE:
+        return
+    form = HistoryFilterForm(export.query, account=export.account)
+    form.is_valid()
+    filters = form.filters()
+    total = history_queryset(account=export.account, filters=filters).count()
+    HistoryExport.objects.filter(pk=export.pk).update(
+        status=HistoryExport.Status.RUNNING, rows_total=total, rows_done=0
+    )
+    done = 0
+
+    def progress(rows):
+        nonlocal done
+        done += rows
+        HistoryExport.objects.filter(pk=export.pk).update(rows_done=done)
+
+    with tempfile.TemporaryFile("w+b") as handle:
+        for line in export_rows(
+            account=export.account, filters=filters, fmt=export.format, progress=progress
+        ):
+            handle.write(line.encode())
+        handle.seek(0)
+        export.refresh_from_db()
+        export.file.save(
+            f"history-{export.account_id}-{export.pk}.{export.format}", File(handle), save=False
+        )
+    export.status = HistoryExport.Status.DONE
+    export.finished_at = timezone.now()
+    export.save(update_fields=["file", "status", "finished_at"])

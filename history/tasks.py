@@ -13,3 +13,9 @@ def purge_expired_history() -> int:
     deleted = services.history_purge_expired()
     logger.info("purge_expired_history deleted=%s", deleted)
     return deleted
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def build_history_export(export_id: int) -> None:
+    services.history_export_build(export_id=export_id)
+    logger.info("build_history_export export=%s done", export_id)

@@ -2,13 +2,15 @@ import json
 
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_GET
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import UsageRecord
 from console.tenancy import account_object_or_404, account_view
 from history import selectors
 from history.forms import HistoryFilterForm
-from history.models import PromptLog
+from history.models import HistoryExport, PromptLog
+from history.services import export_rows
 
 
 def _cursor(text: str):
@@ -87,84 +89,6 @@ def history_detail(request, log_id: int):
 EXPORT_LIMIT = 100_000
 
 
-def _export_rows(account, filters, fmt):
-    """Every matching row, newest first, read in keyset batches (never all in memory)."""
-    import csv
-
-    class Echo:
-        def write(self, value):
-            return value
-
-    writer = csv.writer(Echo())
-    if fmt == "csv":
-        yield writer.writerow(
-            [
-                "time",
-                "request_id",
-                "model",
-                "status",
-                "input_tokens",
-                "output_tokens",
-                "latency_ms",
-                "api_key",
-                "project",
-                "last_user_message",
-                "response",
-            ]
-        )
-    before = None
-    while True:
-        rows = selectors.history_queryset(account=account, filters=filters)
-        if before:
-            from django.db.models import Q
-
-            rows = rows.filter(
-                Q(created_at__lt=before[0]) | Q(created_at=before[0], id__lt=before[1])
-            )
-        batch = list(rows.select_related("api_key", "project").order_by("-created_at", "-id")[:500])
-        for row in batch:
-            if fmt == "csv":
-                yield writer.writerow(
-                    [
-                        row.created_at.isoformat(),
-                        row.request_id,
-                        row.model,
-                        row.status,
-                        row.input_tokens,
-                        row.output_tokens,
-                        row.latency_ms,
-                        row.api_key.mask if row.api_key else "",
-                        row.project.name if row.project else "",
-                        row.preview,
-                        row.response_text,
-                    ]
-                )
-            else:
-                yield (
-                    json.dumps(
-                        {
-                            "time": row.created_at.isoformat(),
-                            "request_id": row.request_id,
-                            "model": row.model,
-                            "status": row.status,
-                            "messages": row.messages,
-                            "parameters": row.parameters,
-                            "response": row.response_text,
-                            "input_tokens": row.input_tokens,
-                            "output_tokens": row.output_tokens,
-                            "latency_ms": row.latency_ms,
-                            "api_key": row.api_key.mask if row.api_key else None,
-                            "project": row.project.name if row.project else None,
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
-        if len(batch) < 500:
-            return
-        before = (batch[-1].created_at, batch[-1].pk)
-
-
 @account_view("history.view")
 @require_GET
 def history_export(request):
@@ -186,18 +110,14 @@ def history_export(request):
         : EXPORT_LIMIT + 1
     ].count()
     if total > EXPORT_LIMIT:
+        # Too many to stream while the person waits: offer a background export.
         return render(
             request,
-            "history/export_refused.html",
-            {
-                "message": _(
-                    "More than 100,000 requests match: narrow the period or the filters to export."
-                )
-            },
-            status=422,
+            "history/export_large.html",
+            {"total": total, "query": request.GET.urlencode(), "format": fmt},
         )
     response = StreamingHttpResponse(
-        _export_rows(request.account, filters, fmt),
+        export_rows(account=request.account, filters=filters, fmt=fmt),
         content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
     )
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
@@ -241,4 +161,48 @@ def history_delete(request):
         request,
         "history/delete.html",
         {"form": form, "count": count, "query": request.GET.urlencode()},
+    )
+
+
+@account_view("history.view")
+@require_POST
+def history_export_start(request):
+    from django.shortcuts import redirect
+
+    from history.services import history_export_start as start
+
+    form = HistoryFilterForm(request.POST, account=request.account)
+    fmt = request.POST.get("format", "csv")
+    if not form.is_valid() or fmt not in ("csv", "jsonl"):
+        return render(
+            request,
+            "history/export_refused.html",
+            {"message": _("Fix the filters first.")},
+            status=422,
+        )
+    query = {k: v for k, v in request.POST.items() if k in form.fields and k != "before"}
+    export = start(account=request.account, user=request.user, query=query, fmt=fmt)
+    return redirect("history:export_status", export.pk)
+
+
+@account_view("history.view")
+@require_GET
+def history_export_status(request, export_id: int):
+    export = account_object_or_404(HistoryExport, request.account, pk=export_id)
+    template = "history/export_status.html#status" if request.htmx else "history/export_status.html"
+    return render(request, template, {"export": export})
+
+
+@account_view("history.view")
+@require_GET
+def history_export_download(request, export_id: int):
+    from django.http import FileResponse, Http404
+
+    export = account_object_or_404(HistoryExport, request.account, pk=export_id)
+    if export.status != HistoryExport.Status.DONE or not export.file:
+        raise Http404
+    return FileResponse(
+        export.file.open("rb"),
+        as_attachment=True,
+        filename=f"prompt-history-{export.pk}.{export.format}",
     )

@@ -12,7 +12,7 @@ from django.utils import timezone
 from billing.models import PackProduct
 from console.models import Invitation
 from console.services import invitation_create
-from history.services import prompt_log_write
+from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.models import ApiKey
 from keys.services import api_key_create
 from projects.services import project_create
@@ -165,6 +165,24 @@ EXPECTATIONS = {
         None,
         {**_members_only(200), "developer_a": 403, "finance_a": 403},
     ),
+    "history:export_start": (
+        "post",
+        None,
+        lambda w: {"range": "7d", "format": "csv"},
+        {**_members_only(302), "finance_a": 403},
+    ),
+    "history:export_status": (
+        "get",
+        lambda w: {"export_id": w.export_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
+    "history:export_download": (
+        "get",
+        lambda w: {"export_id": w.export_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
     # The API authenticates with keys only: a console session is not a key.
     "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_models": ("get", None, None, _all(401)),
@@ -248,6 +266,10 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
     world.invitation_token = token_from_mail(mailoutbox[-1])
     world.project_a = project_create(account=world.account_a, name="Support bot")
     world.product = PackProduct.objects.filter(active=True).first()
+    world.export_a = history_export_start(
+        account=world.account_a, user=world.owner_a, query={"range": "7d"}, fmt="csv"
+    )
+    history_export_build(export_id=world.export_a.pk)
     world.log_a = prompt_log_write(
         account=world.account_a,
         project=world.project_a,

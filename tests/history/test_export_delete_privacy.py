@@ -92,3 +92,40 @@ def test_with_content_storage_off_only_metadata_is_kept(client, world):
     assert (row.messages, row.response_text, row.search_text, row.preview) == ([], "", "", "")
     assert (row.model, row.input_tokens, row.output_tokens) == ("glm-4.7", 1, 2)
     assert AuditEvent.objects.filter(action="account.update").exists()
+
+
+def test_a_large_export_runs_in_the_background_with_progress_and_a_download(
+    client, world, monkeypatch, django_capture_on_commit_callbacks
+):
+    from history import views
+    from history.models import HistoryExport
+    from history.services import history_export_build
+
+    monkeypatch.setattr(views, "EXPORT_LIMIT", 1)
+    queued = []
+    monkeypatch.setattr(
+        "history.tasks.build_history_export.delay", lambda export_id: queued.append(export_id)
+    )
+    for index in range(3):
+        write(world.account_a, f"智谱 row {index}")
+    client.force_login(world.developer_a.user)
+    offer = client.get(reverse("history:export"), {"q": "智谱", "format": "jsonl"})
+    assert "Prepare the export" in offer.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        started = client.post(reverse("history:export_start"), {"q": "智谱", "format": "jsonl"})
+    export = HistoryExport.objects.get()
+    assert started["Location"] == reverse("history:export_status", args=[export.pk])
+    assert queued == [export.pk]  # the worker's job, enqueued after commit
+    waiting = client.get(reverse("history:export_status", args=[export.pk])).content.decode()
+    assert "every 2s" in waiting  # the page polls while it runs
+    history_export_build(export_id=export.pk)  # what the worker runs
+    history_export_build(export_id=export.pk)  # a redelivery changes nothing
+    done = client.get(reverse("history:export_status", args=[export.pk])).content.decode()
+    assert "Download" in done and "3 / 3" in done
+    download = client.get(reverse("history:export_download", args=[export.pk]))
+    lines = b"".join(download.streaming_content).decode().splitlines()
+    assert len(lines) == 3 and all(
+        "智谱" in json.loads(line)["messages"][0]["content"] for line in lines
+    )
+    client.force_login(world.owner_b)
+    assert client.get(reverse("history:export_download", args=[export.pk])).status_code == 404
