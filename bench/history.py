@@ -116,6 +116,101 @@ def timings(account, query: str, repeat: int = 15) -> list[float]:
     return times
 
 
+def percentile(values, fraction) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
+
+
+def gateway_during_purge():
+    """Sequential gateway calls with full accounting: 200 while idle, then as many as fit
+    while the purge runs in a thread. Needs REDIS_URL (skipped without it)."""
+    import socket
+    import subprocess
+    import threading
+
+    import httpx
+
+    if not os.environ.get("REDIS_URL"):
+        started = time.perf_counter()
+        deleted = history_purge_expired()
+        return [], [], deleted, time.perf_counter() - started
+    from billing.money import NANO_PER_UNIT
+    from billing.services import recharge
+    from keys.services import api_key_create
+
+    _user, account = user_signup(
+        email=f"gw-{time.time_ns()}@example.com",
+        password="bench-password-123",
+        name="",
+        account_name="gateway during purge",
+        currency="CNY",
+        email_verified=True,
+        starter_pack=False,
+        tier=Tier.objects.get(slug="enterprise"),
+    )
+    recharge(account=account, amount_nano=10**6 * NANO_PER_UNIT, reference="gw")
+    raw = api_key_create(account=account, project=account.projects.get(), label="b", actor=None).raw
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    url = f"http://127.0.0.1:{port}/api/paas/v4/chat/completions"
+    body = {
+        "model": "glm-4.7",
+        "messages": [{"role": "user", "content": "你好"}],
+        "max_tokens": 20,
+        "simulator": {"first_token_ms": 0, "chunk_ms": 0},
+    }
+    headers = {"Authorization": f"Bearer {raw}"}
+    try:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(100):
+                try:
+                    client.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+
+            def call():
+                started = time.perf_counter()
+                assert client.post(url, json=body, headers=headers).status_code == 200
+                return time.perf_counter() - started
+
+            for _ in range(20):
+                call()  # warm
+            idle = [call() for _ in range(200)]
+            result = {}
+
+            def purge():
+                started = time.perf_counter()
+                result["deleted"] = history_purge_expired()
+                result["seconds"] = time.perf_counter() - started
+
+            worker = threading.Thread(target=purge)
+            worker.start()
+            during = []
+            while worker.is_alive():
+                during.append(call())
+            worker.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return idle, during, result["deleted"], result["seconds"]
+
+
 def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("bench/history.py needs DATABASE_URL=postgres://... (a scratch database)")
@@ -146,13 +241,14 @@ def main() -> None:
             times = [t for query in queries for t in timings(accounts[0], query)]
             row[length] = (statistics.median(times), sorted(times)[int(len(times) * 0.95)])
         results.append(row)
-    # Purge: move one account to the free tier (7 days) and time the deletion of its rows.
-    victim = accounts[1]
-    Account.objects.filter(pk=victim.pk).update(tier=Tier.objects.get(slug="free"))
-    before = PromptLog.objects.filter(account=victim).count()
-    started = time.perf_counter()
-    deleted = history_purge_expired()
-    purge_seconds = time.perf_counter() - started
+    # Purge: move half the accounts to the free tier (7 days) and time the deletion, while a
+    # gateway (uvicorn, simulator answering at once) serves requests on another account.
+    victims = accounts[1 : ACCOUNTS // 2 + 1]
+    Account.objects.filter(pk__in=[a.pk for a in victims]).update(
+        tier=Tier.objects.get(slug="free")
+    )
+    before = PromptLog.objects.filter(account__in=victims).count()
+    idle, during, deleted, purge_seconds = gateway_during_purge()
     PromptLog.objects.filter(account__in=accounts).delete()  # leave the scratch database tidy
 
     print(
@@ -162,9 +258,15 @@ def main() -> None:
         cells = " ".join(f"{row[n][0] * 1000:>10.1f} / {row[n][1] * 1000:>8.1f}  " for n in QUERIES)
         print(f"{row['rows']:>10,} {row['load_s']:>7.1f} {cells}")
     print(
-        f"purge: {deleted:,} of {before:,} rows of one account in {purge_seconds:.1f} s "
-        f"({deleted / purge_seconds:,.0f} rows/s)"
+        f"purge: {deleted:,} of {before:,} rows of {len(victims)} accounts in "
+        f"{purge_seconds:.1f} s ({deleted / purge_seconds:,.0f} rows/s)"
     )
+    if idle and during:
+        print(
+            f"gateway p50/p99 ms: idle {percentile(idle, 0.5):.1f} / {percentile(idle, 0.99):.1f}"
+            f", during the purge {percentile(during, 0.5):.1f} / {percentile(during, 0.99):.1f}"
+            f" ({len(during)} calls)"
+        )
     last = results[-1]
     print(
         f"headline: an 8-character search in one account's 30 days at {last['rows']:,} rows: "
