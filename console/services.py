@@ -56,6 +56,15 @@ def audit_record(
     )
 
 
+def changed_fields(instance: models.Model, **values) -> dict[str, list]:
+    """{field: [old, new]} for the values that differ: what an update's audit event records."""
+    return {
+        field: [getattr(instance, field), value]
+        for field, value in values.items()
+        if getattr(instance, field) != value
+    }
+
+
 def lock_in_order(queryset: models.QuerySet) -> list[models.Model]:
     """Lock rows in primary-key order, so two code paths can never deadlock each other."""
     return list(queryset.select_for_update().order_by("pk"))
@@ -205,14 +214,10 @@ def account_update(
             raise ServiceError(
                 _("The currency cannot change once money has moved in this account.")
             )
-        fields = [("name", name), ("time_zone", time_zone), ("currency", currency)]
+        values = {"name": name, "time_zone": time_zone, "currency": currency}
         if store_prompt_content is not None:
-            fields.append(("store_prompt_content", store_prompt_content))
-        changes = {
-            field: [getattr(locked, field), value]
-            for field, value in fields
-            if getattr(locked, field) != value
-        }
+            values["store_prompt_content"] = store_prompt_content
+        changes = changed_fields(locked, **values)
         if not changes:
             return locked
         for field, (_old, value) in changes.items():

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console.models import Account, AuditEvent, User
-from console.services import ServiceError, audit_record
+from console.services import ServiceError, audit_record, changed_fields
 from console.shared_state import shared_state
 from keys.models import ApiKey, Scope
 from projects.models import Project
@@ -134,11 +134,7 @@ def api_key_create(
 def api_key_update(
     *, key: ApiKey, label: str, environment: str, actor: User, ip: str | None = None
 ) -> ApiKey:
-    changes = {
-        field: [getattr(key, field), value]
-        for field, value in (("label", label), ("environment", environment))
-        if getattr(key, field) != value
-    }
+    changes = changed_fields(key, label=label, environment=environment)
     if not changes:
         return key
     with transaction.atomic():

@@ -3,7 +3,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console.models import Account, AuditEvent, User
-from console.services import ServiceError, audit_record
+from console.services import ServiceError, audit_record, changed_fields
 from projects.models import CapMode, Project
 
 
@@ -40,11 +40,7 @@ def default_project_name() -> str:
 def project_update(
     *, project: Project, name: str, description: str, actor: User, ip: str | None = None
 ) -> Project:
-    changes = {
-        field: [getattr(project, field), value]
-        for field, value in (("name", name), ("description", description))
-        if getattr(project, field) != value
-    }
+    changes = changed_fields(project, name=name, description=description)
     if changes:
         with transaction.atomic():
             Project.objects.filter(pk=project.pk).update(name=name, description=description)
