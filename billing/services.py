@@ -126,6 +126,21 @@ def _credit(wallet: Wallet, amount: int, *, to: str) -> tuple[int, int]:
     return credited, repaid
 
 
+def _bonus_entry(wallet, account, amount_nano, *, reference, actor, now, metadata):
+    """Credit bonus (arrears first) and write its ledger entry; the caller holds the lock."""
+    credited, repaid = _credit(wallet, amount_nano, to="bonus_nano")
+    return _entry(
+        account,
+        LedgerEntry.Kind.BONUS_GRANT,
+        bonus_delta_nano=credited,
+        arrears_delta_nano=-repaid,
+        reference=reference,
+        actor=actor,
+        created_at=now,
+        metadata={"granted_nano": amount_nano, **metadata},
+    )
+
+
 @dataclass(frozen=True)
 class RechargeResult:
     entry: LedgerEntry
@@ -171,16 +186,14 @@ def recharge(
             )
             bonus_entry = None
             if bonus_nano:
-                credited_bonus, repaid_bonus = _credit(wallet, bonus_nano, to="bonus_nano")
-                bonus_entry = _entry(
+                bonus_entry = _bonus_entry(
+                    wallet,
                     account,
-                    LedgerEntry.Kind.BONUS_GRANT,
-                    bonus_delta_nano=credited_bonus,
-                    arrears_delta_nano=-repaid_bonus,
+                    bonus_nano,
                     reference=reference,
                     actor=actor,
-                    created_at=now,
-                    metadata={"granted_nano": bonus_nano, "with": "recharge"},
+                    now=now,
+                    metadata={"with": "recharge"},
                 )
             wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
             _mark_money_moved(account, now)
@@ -228,16 +241,8 @@ def bonus_grant(
     with transaction.atomic():
         wallet = _locked_wallet(account)
         now = timezone.now()
-        credited, repaid = _credit(wallet, amount_nano, to="bonus_nano")
-        entry = _entry(
-            account,
-            LedgerEntry.Kind.BONUS_GRANT,
-            bonus_delta_nano=credited,
-            arrears_delta_nano=-repaid,
-            reference=reference,
-            actor=actor,
-            created_at=now,
-            metadata={"granted_nano": amount_nano},
+        entry = _bonus_entry(
+            wallet, account, amount_nano, reference=reference, actor=actor, now=now, metadata={}
         )
         wallet.save(update_fields=["bonus_nano", "arrears_nano"])
         _mark_money_moved(account, now)
