@@ -74,13 +74,9 @@ def authenticate(header: str | None) -> Authenticated | Refused:
             return Refused(errors.WRONG_SCOPE)
         return result
     refusal = errors.AUTH_REASONS[result.reason]
-    if result.reason in ("project_archived", "account_suspended"):
-        # The key itself is valid: the request passed authentication and gets a record.
-        from keys.models import ApiKey
-
-        key = ApiKey.objects.select_related("project", "account").get(
-            key_id=raw.strip().split(".")[0]
-        )
+    if result.key is not None:
+        # The key itself is genuine: the request passed authentication and gets a record.
+        key = result.key
         return Refused(refusal, Authenticated(key=key, project=key.project, account=key.account))
     return Refused(refusal)
 

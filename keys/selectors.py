@@ -3,7 +3,7 @@
 import functools
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -31,6 +31,9 @@ class Authenticated:
 class Refused:
     # malformed, unknown, revoked, expired, project_archived, account_suspended
     reason: str
+    # Set when the key itself is genuine (archived project, suspended account): the request
+    # passed authentication and gets a usage record.
+    key: ApiKey | None = field(default=None, compare=False)
 
 
 @sensitive_variables("raw_key", "match")
@@ -54,9 +57,9 @@ def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
     if key.expires_at is not None and key.expires_at <= now:
         return Refused("expired")
     if key.project.archived_at is not None:
-        return Refused("project_archived")
+        return Refused("project_archived", key)
     if key.account.is_suspended:
-        return Refused("account_suspended")
+        return Refused("account_suspended", key)
     return Authenticated(key=key, project=key.project, account=key.account)
 
 
