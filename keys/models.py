@@ -58,6 +58,18 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.label} ({self.mask})"
 
+    @staticmethod
+    def usable_q(now, prefix: str = "") -> models.Q:
+        """Keys that work at `now` (not revoked yet, not expired), as a query filter;
+        `prefix` reaches them through a relation, e.g. "api_keys__"."""
+        return (
+            models.Q(**{f"{prefix}revoked_at__isnull": True})
+            | models.Q(**{f"{prefix}revoked_at__gt": now})
+        ) & (
+            models.Q(**{f"{prefix}expires_at__isnull": True})
+            | models.Q(**{f"{prefix}expires_at__gt": now})
+        )
+
     @property
     def mask(self) -> str:
         return f"…{self.last4}"

@@ -1,10 +1,11 @@
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from billing.selectors import account_month_spend, project_month_spend
 from console.models import Account
+from keys.models import ApiKey
 from projects.models import Project
 
 
@@ -45,11 +46,7 @@ def project_rows(*, account: Account, include_archived: bool = False) -> list[Pr
     """The project list: each project with its active key count and month-to-date spend."""
     now = timezone.now()
     projects = project_list(account=account, include_archived=include_archived).annotate(
-        active_keys=Count(
-            "api_keys",
-            filter=(Q(api_keys__revoked_at__isnull=True) | Q(api_keys__revoked_at__gt=now))
-            & (Q(api_keys__expires_at__isnull=True) | Q(api_keys__expires_at__gt=now)),
-        )
+        active_keys=Count("api_keys", filter=ApiKey.usable_q(now, prefix="api_keys__"))
     )
     spend = project_month_spend(account=account)
     return [
