@@ -1,16 +1,19 @@
 import json
 
-from django.shortcuts import render
+from django.contrib import messages
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.models import UsageRecord
 from console.tenancy import account_object_or_404, account_view
-from history import selectors
+from console.views import client_ip
+from history import selectors, services
 from history.forms import HistoryFilterForm
 from history.models import HistoryExport, PromptLog
-from history.services import export_rows
 
 
 def _cursor(text: str):
@@ -92,9 +95,6 @@ EXPORT_LIMIT = 100_000
 @account_view("history.view")
 @require_GET
 def history_export(request):
-    from django.http import StreamingHttpResponse
-    from django.utils import timezone
-    from django.utils.translation import gettext as _
 
     form = HistoryFilterForm(request.GET or None, account=request.account)
     fmt = request.GET.get("format", "csv")
@@ -117,7 +117,7 @@ def history_export(request):
             {"total": total, "query": request.GET.urlencode(), "format": fmt},
         )
     response = StreamingHttpResponse(
-        export_rows(account=request.account, filters=filters, fmt=fmt),
+        services.export_rows(account=request.account, filters=filters, fmt=fmt),
         content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
     )
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
@@ -126,20 +126,11 @@ def history_export(request):
 
 
 @account_view("history.delete")
+@require_http_methods(["GET", "POST"])
 def history_delete(request):
-    from django.contrib import messages
-    from django.shortcuts import redirect
-    from django.utils.translation import gettext as _
-
-    from console.views import client_ip
-    from history.services import history_delete as delete_rows
 
     data = request.POST if request.method == "POST" else request.GET
     form = HistoryFilterForm(data or None, account=request.account)
-    if request.method not in ("GET", "POST"):
-        from django.http import HttpResponseNotAllowed
-
-        return HttpResponseNotAllowed(["GET", "POST"])
     if form.is_bound and not form.is_valid():
         return render(
             request,
@@ -149,7 +140,7 @@ def history_delete(request):
         )
     filters = form.filters()
     if request.method == "POST":
-        deleted = delete_rows(
+        deleted = services.history_delete(
             account=request.account, filters=filters, actor=request.user, ip=client_ip(request)
         )
         messages.success(
@@ -167,9 +158,6 @@ def history_delete(request):
 @account_view("history.view")
 @require_POST
 def history_export_start(request):
-    from django.shortcuts import redirect
-
-    from history.services import history_export_start as start
 
     form = HistoryFilterForm(request.POST, account=request.account)
     fmt = request.POST.get("format", "csv")
@@ -181,7 +169,9 @@ def history_export_start(request):
             status=422,
         )
     query = {k: v for k, v in request.POST.items() if k in form.fields and k != "before"}
-    export = start(account=request.account, user=request.user, query=query, fmt=fmt)
+    export = services.history_export_start(
+        account=request.account, user=request.user, query=query, fmt=fmt
+    )
     return redirect("history:export_status", export.pk)
 
 
@@ -196,7 +186,6 @@ def history_export_status(request, export_id: int):
 @account_view("history.view")
 @require_GET
 def history_export_download(request, export_id: int):
-    from django.http import FileResponse, Http404
 
     export = account_object_or_404(HistoryExport, request.account, pk=export_id)
     if export.status != HistoryExport.Status.DONE or not export.file:
