@@ -10,10 +10,11 @@ import math
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import errors, services, upstream
+from gateway import errors, services, simulator, upstream
 from gateway.models import UpstreamRoute
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -97,8 +98,6 @@ async def chat_completions(request):
     if request.method != "POST":
         return errors.error_response(errors.METHOD, headers=_headers(request_id))
     length = request.headers.get("Content-Length", "")
-    from django.conf import settings
-
     if length.isdigit() and int(length) > settings.GATEWAY_MAX_BODY_BYTES:
         return errors.error_response(errors.BODY_TOO_LARGE, headers=_headers(request_id))
     auth = await sync_to_async(services.authenticate)(request.headers.get("Authorization"))
@@ -310,8 +309,6 @@ async def models(request):
 async def simulator_chat(request):
     """The simulator over HTTP (no key, no accounting): for routes that reach it through the
     real upstream path, and for benchmarks that call it directly."""
-    from gateway import simulator
-
     try:
         body = json.loads(request.body)
     except ValueError:
