@@ -217,3 +217,55 @@ def may_admit(*, account: Account, estimate: Estimate, reserved_nano: int = 0) -
     if wallet.recharge_nano + wallet.bonus_nano - reserved_nano <= 0:
         return Admission(False, "no_balance")
     return Admission(True, "balance")
+
+
+# --- Paid, refunded, invoiced ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaidTotals:
+    paid_nano: int  # every paid recharge (including what went to repay arrears)
+    refunded_nano: int
+    invoiced_nano: int  # invoices less their reversals
+
+    @property
+    def net_paid_nano(self) -> int:
+        return self.paid_nano - self.refunded_nano
+
+    @property
+    def invoiceable_nano(self) -> int:
+        """DESIGN.md: paid recharges − refunds − already invoiced."""
+        return max(self.paid_nano - self.refunded_nano - self.invoiced_nano, 0)
+
+
+def paid_totals(*, account: Account) -> PaidTotals:
+    from django.db.models import F, Sum
+
+    from billing.models import Invoice, LedgerEntry
+
+    # A recharge's paid amount is what it credited plus the arrears it repaid.
+    paid = (
+        LedgerEntry.objects.filter(account=account, kind=LedgerEntry.Kind.RECHARGE).aggregate(
+            total=Sum(F("recharge_delta_nano") - F("arrears_delta_nano"))
+        )["total"]
+        or 0
+    )
+    refunded = -(
+        LedgerEntry.objects.filter(account=account, kind=LedgerEntry.Kind.REFUND).aggregate(
+            total=Sum("recharge_delta_nano")
+        )["total"]
+        or 0
+    )
+    invoiced = (
+        Invoice.objects.filter(account=account).aggregate(total=Sum("amount_nano"))["total"] or 0
+    )
+    return PaidTotals(paid, refunded, invoiced)
+
+
+def refundable_nano(*, account: Account) -> int:
+    """DESIGN.md: at most min(recharge balance, paid − refunded − invoiced)."""
+    from billing.models import Wallet
+
+    wallet = Wallet.objects.filter(account=account).first()
+    recharge_balance = wallet.recharge_nano if wallet else 0
+    return max(min(recharge_balance, paid_totals(account=account).invoiceable_nano), 0)

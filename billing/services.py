@@ -6,6 +6,7 @@ in every path, so two paths never deadlock each other. Outside references (a pay
 reference, a grant reference, a request id) are unique per account: a replay changes nothing.
 """
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,9 +26,10 @@ from billing.models import (
     ResourcePack,
     Wallet,
 )
-from billing.selectors import current_month, price_for
+from billing.money import format_amount
+from billing.selectors import current_month, paid_totals, price_for
 from console.models import Account, AuditEvent, User
-from console.services import ServiceError, audit_record
+from console.services import ServiceError, account_promote_tier, audit_record
 
 MILLION = 1_000_000
 
@@ -84,7 +86,9 @@ def wallet_open(*, account: Account, starter_pack: bool = True) -> Wallet:
     return wallet
 
 
-def _locked_wallet(account: Account) -> Wallet:
+def wallet_lock(account: Account) -> Wallet:
+    """Lock the account's wallet row: every write of the account's money (and invoice
+    requests, which must see the money still) takes it first."""
     wallet = Wallet.objects.select_for_update().filter(account=account).first()
     if wallet is None:
         # Accounts made before wallets existed get theirs on first use.
@@ -104,6 +108,20 @@ def _entry(account: Account, kind: str, **fields) -> LedgerEntry:
     return LedgerEntry.objects.create(
         account=account, kind=kind, created_at=fields.pop("created_at", timezone.now()), **fields
     )
+
+
+def _after_balance_drop(wallet: Wallet, spent_nano: int) -> None:
+    """Auto-recharge starts after the charge that takes the balance below its threshold
+    (on commit: the charge must stand before a payment is tried)."""
+    below = wallet.auto_recharge_below_nano
+    before = wallet.recharge_nano + wallet.bonus_nano
+    if below is not None and spent_nano and before >= below > before - spent_nano:
+        from billing.tasks import auto_recharge
+
+        account_id = wallet.account_id
+        # robust: the gateway's answer must not fail because the broker is down; the
+        # auto-recharge sweep catches the crossing later.
+        transaction.on_commit(lambda: auto_recharge.delay(account_id), robust=True)
 
 
 def _existing(account: Account, kind: str, reference: str) -> LedgerEntry | None:
@@ -171,7 +189,7 @@ def recharge(
         )
     try:
         with transaction.atomic():
-            wallet = _locked_wallet(account)
+            wallet = wallet_lock(account)
             now = timezone.now()
             credited, repaid = _credit(wallet, amount_nano, to="recharge_nano")
             entry = _entry(
@@ -197,6 +215,9 @@ def recharge(
                 )
             wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
             _mark_money_moved(account, now)
+            account_promote_tier(
+                account=account, paid_nano=paid_totals(account=account).net_paid_nano
+            )
             audit_record(
                 action="billing.recharge",
                 account=account,
@@ -239,7 +260,7 @@ def bonus_grant(
     if existing is not None:
         return existing, True
     with transaction.atomic():
-        wallet = _locked_wallet(account)
+        wallet = wallet_lock(account)
         now = timezone.now()
         entry = _bonus_entry(
             wallet, account, amount_nano, reference=reference, actor=actor, now=now, metadata={}
@@ -254,6 +275,105 @@ def bonus_grant(
             target=entry,
             reason=reason,
             metadata={"amount_nano": amount_nano, "reference": reference},
+        )
+    return entry, False
+
+
+def _refund_allocations(account: Account, amount_nano: int) -> list[dict]:
+    """Which recharges a refund gives back, newest first, and the bonus paid with each to
+    claw back in proportion: floor(refunded part × bonus / paid)."""
+    refunded = defaultdict(int)
+    for metadata in LedgerEntry.objects.filter(
+        account=account, kind=LedgerEntry.Kind.REFUND
+    ).values_list("metadata", flat=True):
+        for line in metadata["allocations"]:
+            refunded[line["recharge"]] += line["amount_nano"]
+    bonus_with = dict(
+        LedgerEntry.objects.filter(
+            account=account, kind=LedgerEntry.Kind.BONUS_GRANT, metadata__with="recharge"
+        ).values_list("reference", "metadata__granted_nano")
+    )
+    lines, left = [], amount_nano
+    for entry in LedgerEntry.objects.filter(
+        account=account, kind=LedgerEntry.Kind.RECHARGE
+    ).order_by("-created_at", "-pk"):
+        paid = entry.recharge_delta_nano - entry.arrears_delta_nano
+        take = min(paid - refunded[entry.pk], left)
+        if take <= 0:
+            continue
+        bonus = int(bonus_with.get(entry.reference) or 0)
+        lines.append(
+            {"recharge": entry.pk, "amount_nano": take, "clawback_nano": take * bonus // paid}
+        )
+        left -= take
+        if not left:
+            break
+    if left:
+        raise ServiceError(_("The refund is more than the recharges it could give back."))
+    return lines
+
+
+def refund(
+    *,
+    account: Account,
+    amount_nano: int,
+    reference: str,
+    reason: str,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+) -> tuple[LedgerEntry, bool]:
+    """Give back paid money (staff). At most min(recharge balance, paid − refunded −
+    invoiced); bonus is never refunded, and the bonus that came with the refunded
+    recharges is clawed back in proportion, at most down to a zero bonus balance.
+    The money itself is paid back out of band (the provider's dashboard or a transfer);
+    this records it. Idempotent on `reference`: returns (entry, replayed)."""
+    reference = _check_reference(reference)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError(_("Give a reason for the refund."))
+    if amount_nano <= 0:
+        raise ServiceError(_("The amount must be more than zero."))
+    existing = _existing(account, LedgerEntry.Kind.REFUND, reference)
+    if existing is not None:
+        return existing, True
+    with transaction.atomic():
+        # The wallet lock also serialises invoice requests, so what is invoiceable cannot
+        # change while this decides.
+        wallet = wallet_lock(account)
+        refundable = min(wallet.recharge_nano, paid_totals(account=account).invoiceable_nano)
+        if amount_nano > refundable:
+            raise ServiceError(
+                _("At most %(amount)s can be refunded: the recharge balance less invoices.")
+                % {"amount": format_amount(max(refundable, 0), account.currency)}
+            )
+        allocations = _refund_allocations(account, amount_nano)
+        clawback = min(sum(line["clawback_nano"] for line in allocations), wallet.bonus_nano)
+        wallet.recharge_nano -= amount_nano
+        wallet.bonus_nano -= clawback
+        wallet.save(update_fields=["recharge_nano", "bonus_nano"])
+        now = timezone.now()
+        entry = _entry(
+            account,
+            LedgerEntry.Kind.REFUND,
+            recharge_delta_nano=-amount_nano,
+            bonus_delta_nano=-clawback,
+            reference=reference,
+            actor=actor,
+            created_at=now,
+            metadata={"allocations": allocations, "reason": reason, "clawback_nano": clawback},
+        )
+        audit_record(
+            action="billing.refund",
+            account=account,
+            actor=actor,
+            actor_kind=actor_kind,
+            target=entry,
+            reason=reason,
+            metadata={
+                "amount_nano": amount_nano,
+                "bonus_clawback_nano": clawback,
+                "reference": reference,
+            },
         )
     return entry, False
 
@@ -290,7 +410,7 @@ def pack_grant(
     if existing is not None:
         return ResourcePack.objects.get(pk=existing.metadata["pack"]), True
     with transaction.atomic():
-        _locked_wallet(account)
+        wallet_lock(account)
         now = timezone.now()
         pack = ResourcePack.objects.create(
             account=account,
@@ -332,10 +452,11 @@ def pack_buy(
         raise ServiceError(_("This pack is not on sale."))
     price = product.price_nano(account.currency)
     with transaction.atomic():
-        wallet = _locked_wallet(account)
+        wallet = wallet_lock(account)
         if wallet.recharge_nano + wallet.bonus_nano < price:
             raise ServiceError(_("Your balance is too low to buy this pack. Recharge first."))
         recharge_part, bonus_part = split_fee(price, wallet.recharge_nano, wallet.bonus_nano)
+        _after_balance_drop(wallet, price)
         now = timezone.now()
         pack = ResourcePack.objects.create(
             account=account,
@@ -383,7 +504,7 @@ def packs_expire(*, now: datetime | None = None) -> int:
     ).values_list("pk", "account_id"):
         with transaction.atomic():
             account = Account.objects.get(pk=account_id)
-            _locked_wallet(account)
+            wallet_lock(account)
             pack = ResourcePack.objects.select_for_update().get(pk=pack_id)
             if pack.closed_at is not None:
                 continue  # another run closed it meanwhile
@@ -491,7 +612,7 @@ def charge_usage(
     if price is None:
         raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
     with transaction.atomic():
-        wallet = _locked_wallet(account)
+        wallet = wallet_lock(account)
         existing = LedgerEntry.objects.filter(account=account, request_id=request_id).first()
         if existing is not None:
             return _result_from_entry(existing)
@@ -572,6 +693,7 @@ def charge_usage(
             for use in uses
         )
         if fee:
+            _after_balance_drop(wallet, recharge_part + bonus_part)
             Wallet.objects.filter(pk=wallet.pk).update(
                 recharge_nano=F("recharge_nano") - recharge_part,
                 bonus_nano=F("bonus_nano") - bonus_part,

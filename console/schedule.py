@@ -36,4 +36,25 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=30, hour=18),
         "options": {"expires": 6 * 3600},
     },
+    # Settle card payments whose confirmation task was lost (Redis keeps nothing on disk)
+    # and cancel bank transfers staff never confirmed: the database is the queue of record.
+    "sweep-pending-payments": {
+        "task": "billing.tasks.sweep_pending_payments",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
+    # Auto-recharge for accounts below their threshold whose trigger was lost (the charge
+    # that crossed it enqueues the recharge at once; this is the safety net).
+    "auto-recharge-sweep": {
+        "task": "billing.tasks.auto_recharge_sweep",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 280},
+    },
+    # Monthly statements: hourly, so each account's 1st (in its own time zone) is reached
+    # within the hour; a month is stored once.
+    "monthly-statements": {
+        "task": "billing.tasks.make_monthly_statements",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 3000},
+    },
 }

@@ -265,6 +265,35 @@ def account_set_tier(
     return locked
 
 
+def account_promote_tier(*, account: Account, paid_nano: int) -> Tier | None:
+    """Promote to the best tier whose threshold the cumulative paid recharge reaches (never
+    down, never a pinned tier). Called by every paid recharge, in its transaction. Returns
+    the new tier, or None when nothing changed."""
+    locked = Account.objects.select_related("tier").get(pk=account.pk)
+    if locked.tier_pinned:
+        return None
+    threshold = (
+        "promotion_threshold_cny_nano"
+        if locked.currency == "CNY"
+        else "promotion_threshold_usd_nano"
+    )
+    best = (
+        Tier.objects.filter(rank__gt=locked.tier.rank, **{f"{threshold}__lte": paid_nano})
+        .order_by("-rank")
+        .first()
+    )
+    if best is None:
+        return None
+    account_set_tier(
+        account=locked,
+        tier=best,
+        actor_kind=AuditEvent.ActorKind.SYSTEM,
+        reason=_("Promotion: %(tier)s reached by cumulative paid recharge.") % {"tier": best.name},
+    )
+    account.tier = best
+    return best
+
+
 # --- Members and invitations ----------------------------------------------------------------
 
 

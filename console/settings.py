@@ -310,6 +310,29 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # The reference's "20 million free tokens on registration": a pack for any model.
 STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
 STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
+# --- Payments, invoices, statements ---
+# "sandbox": the built-in test-card provider (billing/providers.py lists its cards).
+CARD_PROVIDER = env("CARD_PROVIDER", default="sandbox")
+# A sandbox card ending 3220 stays pending this long, then succeeds.
+SANDBOX_PENDING_SECONDS = env.int("SANDBOX_PENDING_SECONDS", default=3)
+# The smallest and largest recharge, in whole units of the account's currency.
+RECHARGE_MINIMUM_UNITS = {
+    "CNY": env.int("RECHARGE_MIN_CNY", default=10),
+    "USD": env.int("RECHARGE_MIN_USD", default=2),
+}
+RECHARGE_MAXIMUM_UNITS = env.int("RECHARGE_MAX_UNITS", default=1_000_000)
+# A bank transfer not confirmed by staff within this many days is cancelled.
+BANK_TRANSFER_VALID_DAYS = env.int("BANK_TRANSFER_VALID_DAYS", default=14)
+# The seller on invoices and receipts, and the account bank transfers go to.
+SELLER = {
+    "name": env("SELLER_NAME", default="BigModel Console Demo Co., Ltd. 演示科技有限公司"),
+    "tax_id": env("SELLER_TAX_ID", default="91110108MA00000000"),
+    "address": env("SELLER_ADDRESS", default="Beijing, China 北京市海淀区"),
+    "bank_name": env("SELLER_BANK_NAME", default="Demo Bank, Beijing Branch 演示银行北京分行"),
+    "bank_account": env("SELLER_BANK_ACCOUNT", default="1100 0000 0000 0000 000"),
+}
+# Invoice numbers restart each calendar year in this time zone.
+INVOICE_TIME_ZONE = env("INVOICE_TIME_ZONE", default="Asia/Shanghai")
 # --- Gateway ---
 # Upstream secrets are encrypted at rest with this (default: derived from SECRET_KEY).
 UPSTREAM_SECRET_KEY = env("UPSTREAM_SECRET_KEY", default="upstream-secrets:" + SECRET_KEY)
@@ -329,5 +352,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # WeasyPrint logs every rendering step at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
+    },
 }

@@ -92,6 +92,7 @@ def _reseed_after_flush(request):
         importlib.import_module("console.migrations.0002_seed_tiers").seed(apps, None)
         importlib.import_module("billing.migrations.0003_load_prices_and_packs").load(apps, None)
         importlib.import_module("gateway.migrations.0002_simulator_routes").routes(apps, None)
+        importlib.import_module("billing.migrations.0006_seed_promotions").seed(apps, None)
 
 
 @pytest.fixture(autouse=True)

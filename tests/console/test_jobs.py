@@ -1,10 +1,7 @@
 """The Celery app, the one schedule file, and a real worker running the first job."""
 
 import importlib
-import os
 import re
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +9,6 @@ from pathlib import Path
 import pytest
 from celery.schedules import crontab
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from console.celery import app
@@ -21,6 +17,7 @@ from console.schedule import BEAT_SCHEDULE
 from console.services import invitations_purge_expired
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user
+from tests.workers import celery_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,38 +78,10 @@ def test_the_purge_deletes_only_old_invitations_and_is_idempotent():
 def test_a_real_worker_runs_the_job_from_the_redis_broker(redis_client):
     account = make_account(make_user())
     _old_invitation(account, "stale@example.com")
-    db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": os.environ["REDIS_URL"]}
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "console",
-            "worker",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with celery_worker() as output:
         app.send_task("console.tasks.purge_old_invitations")
         deadline = time.monotonic() + 60
         while Invitation.objects.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not Invitation.objects.exists(), "the worker did not run the job within 60 s"
-    finally:
-        worker.terminate()
-        output = worker.communicate(timeout=30)[0]
-    assert "purge_old_invitations deleted=1" in output
+    assert "purge_old_invitations deleted=1" in output[0]

@@ -51,7 +51,8 @@ async def test_a_completion_is_answered_metered_and_logged(funded, django_assert
     assert data["choices"][0]["message"]["content"]
     assert data["request_id"] == "client-123"
     request_id = response["x-request-id"]
-    assert response["x-ratelimit-limit-requests"] == "30"
+    # ¥100 paid promoted the account from Free (30 a minute) to Standard (300 a minute).
+    assert response["x-ratelimit-limit-requests"] == "300"
     record = await UsageRecord.objects.aget(request_id=request_id)
     usage = data["usage"]
     assert (record.input_tokens, record.output_tokens) == (

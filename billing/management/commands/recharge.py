@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.money import AmountError, format_amount, parse_amount
-from billing.services import recharge
+from billing.payments import payment_record_manual
 from console.models import Account
 from console.services import ServiceError
 
@@ -29,24 +29,23 @@ class Command(BaseCommand):
         except AmountError as error:
             raise CommandError(f"Invalid amount: {error}") from error
         try:
-            result = recharge(
+            payment, replayed = payment_record_manual(
                 account=account_obj,
                 amount_nano=amount_nano,
                 bonus_nano=bonus_nano,
                 reference=reference,
-                method="manual",
                 reason=reason,
             )
         except ServiceError as error:
             raise CommandError(str(error)) from error
         currency = account_obj.currency
-        entry = result.entry
-        paid = entry.metadata.get("paid_nano", 0)
-        bonus_paid = result.bonus_entry.metadata["granted_nano"] if result.bonus_entry else 0
-        prefix = "Already recorded" if result.replayed else "Recorded"
+        entry = payment.ledger_entry
+        prefix = "Already recorded" if replayed else "Recorded"
+        bonus_text = (
+            f" + bonus {format_amount(payment.bonus_nano, currency)}" if payment.bonus_nano else ""
+        )
         self.stdout.write(
-            f"{prefix}: recharge {format_amount(paid, currency)}"
-            f"{f' + bonus {format_amount(bonus_paid, currency)}' if bonus_paid else ''} "
-            f"for account {account_obj.pk}, reference {entry.reference!r} (entry {entry.pk}, "
+            f"{prefix}: recharge {format_amount(payment.amount_nano, currency)}{bonus_text} "
+            f"for account {account_obj.pk}, reference {reference!r} (entry {entry.pk}, "
             f"{entry.created_at:%Y-%m-%d %H:%M:%S} UTC)."
         )
