@@ -20,6 +20,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -650,7 +651,7 @@ def _notify_auto_recharge_off(*, account_id: int, reason: str) -> None:
                     {
                         "account": account,
                         "reason": reason,
-                        "link": settings.SITE_URL + "/billing/settings/",
+                        "link": settings.SITE_URL + reverse("billing:settings"),
                     },
                 ),
                 from_email=None,

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import selectors, services
 from billing.models import LedgerEntry, PackProduct, ResourcePack
 from billing.money import decimal_string
+from billing.payments import billing_profile
 from console.services import ServiceError
 from console.tenancy import account_view, object_or_404
 
@@ -70,11 +71,16 @@ def _filters(request):
 @account_view("billing.view")
 @require_GET
 def billing_index(request):
-    entries, _cursor_next = selectors.ledger_page(account=request.account, limit=5)
+    account = request.account
+    entries, _cursor_next = selectors.ledger_page(account=account, limit=5)
     return render(
         request,
         "billing/index.html",
-        {"balance": selectors.balance(account=request.account), "recent": entries},
+        {
+            "balance": selectors.balance(account=account),
+            "recent": entries,
+            "profile": billing_profile(account=account),
+        },
     )
 
 

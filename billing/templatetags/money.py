@@ -25,3 +25,10 @@ def money_exact(nano, currency=None):
     if nano is None or nano == "":
         return ""
     return format_amount(int(nano), currency, places=None)
+
+
+@register.filter
+def percent(basis_points):
+    """500 → 5%, 1050 → 10.5%: promotions are stored in basis points (exact integers)."""
+    whole, rest = divmod(int(basis_points), 100)
+    return f"{whole}.{rest:02d}".rstrip("0").rstrip(".") + "%"

@@ -9,7 +9,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from billing.invoices import Buyer, invoice_request
 from billing.models import PackProduct
+from billing.money import NANO_PER_UNIT
+from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
+from billing.selectors import current_month
 from console.models import Invitation
 from console.services import invitation_create
 from history.services import history_export_build, history_export_start, prompt_log_write
@@ -149,6 +153,105 @@ EXPECTATIONS = {
         None,
         {**_members_only(302), "developer_a": 403},
     ),
+    # Recharges, cards and billing settings: owner, admin and finance. B acts on its own
+    # account (a new payment or card of B's), never on A's objects (404).
+    "billing:recharge": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:recharge_start": (
+        "post",
+        None,
+        lambda w: {"amount": "100", "method": "bank_transfer"},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    "billing:payment": (
+        "get",
+        lambda w: {"payment_id": w.payment_a.pk},
+        None,
+        {**_members_only(200), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:payment_cancel": (
+        "post",
+        lambda w: {"payment_id": w.payment_a.pk},
+        None,
+        {**_members_only(302), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:cards": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:card_add": (
+        "post",
+        None,
+        lambda w: {
+            "number": "4242424242424242",
+            "exp_month": "12",
+            "exp_year": "2040",
+            "cvc": "123",
+        },
+        {**_members_only(302), "developer_a": 403},
+    ),
+    "billing:card_default": (
+        "post",
+        lambda w: {"card_id": w.card_a.pk},
+        None,
+        {**_members_only(302), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:card_remove": (
+        "get",
+        lambda w: {"card_id": w.card_a.pk},
+        None,
+        {**_members_only(200), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:settings": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:invoice_details": (
+        "post",
+        None,
+        lambda w: {"buyer_type": "individual", "title": "Zhang San"},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    "billing:auto_recharge": (
+        "post",
+        None,
+        lambda w: {"enabled": ""},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    # Documents. A's receipt and invoice are the objects; B has paid nothing, so B's
+    # invoice request is refused (422) for want of an invoiceable amount.
+    "billing:receipt": (
+        "get",
+        lambda w: {"entry_id": w.recharge_entry_a.pk},
+        None,
+        {**_members_only(200), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:invoices": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:invoice_request": (
+        "post",
+        None,
+        lambda w: {"amount": "10", "buyer_type": "individual", "title": "Zhang San"},
+        {**_members_only(302), "developer_a": 403, "user_b": 422},
+    ),
+    "billing:invoice_pdf": (
+        "get",
+        lambda w: {"invoice_id": w.invoice_a.pk},
+        None,
+        {**_members_only(200), "developer_a": 403, "user_b": 404},
+    ),
+    "billing:statements": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:statement_generate": (
+        "post",
+        None,
+        lambda w: {"month": "2000-01"},  # not a month of these accounts: refused, a redirect
+        {**_members_only(302), "developer_a": 403},
+    ),
+    # The month is not an object: B downloads its own current month.
+    "billing:statement_csv": (
+        "get",
+        lambda w: {"month": w.this_month},
+        None,
+        {**_members_only(200), "developer_a": 403},
+    ),
+    "billing:statement_pdf": (
+        "get",
+        lambda w: {"month": w.this_month},
+        None,
+        {**_members_only(200), "developer_a": 403},
+    ),
     # Prompt history: content, so never finance (or viewers).
     "history:search": ("get", None, None, {**_members_only(200), "finance_a": 403}),
     "history:detail": (
@@ -286,6 +389,28 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
         first_token_ms=None,
         created_at=timezone.now(),
     )
+    payment, _replayed = payment_record_manual(
+        account=world.account_a, amount_nano=100 * NANO_PER_UNIT, reference="persona-a"
+    )
+    world.recharge_entry_a = payment.ledger_entry
+    world.payment_a = payment_start_bank_transfer(
+        account=world.account_a, amount_nano=50 * NANO_PER_UNIT, actor=world.owner_a
+    )
+    world.card_a = payment_method_add(
+        account=world.account_a,
+        number="4242424242424242",
+        exp_month=12,
+        exp_year=2040,
+        cvc="123",
+        actor=world.owner_a,
+    )
+    world.invoice_a = invoice_request(
+        account=world.account_a,
+        amount_nano=20 * NANO_PER_UNIT,
+        buyer=Buyer(type="individual", title="A's buyer"),
+        actor=world.owner_a,
+    )
+    world.this_month = f"{current_month(account=world.account_a):%Y-%m}"
     world.key_a = api_key_create(
         account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
     ).key
@@ -327,6 +452,13 @@ def test_user_b_changes_nothing_of_account_a(persona_world, client):
     client.post(reverse("keys:edit", args=[key.pk]), {"label": "x", "environment": "test"})
     client.post(reverse("keys:rotate", args=[key.pk]), {"grace_seconds": "0"})
     client.post(reverse("keys:revoke", args=[key.pk]))
+    client.post(reverse("billing:payment_cancel", args=[world.payment_a.pk]))
+    client.post(reverse("billing:card_default", args=[world.card_a.pk]))
+    client.post(reverse("billing:card_remove", args=[world.card_a.pk]))
+    world.payment_a.refresh_from_db()
+    assert world.payment_a.status == "pending"
+    world.card_a.refresh_from_db()
+    assert (world.card_a.is_default, world.card_a.removed_at) == (True, None)
     world.developer_a.refresh_from_db()
     assert world.developer_a.role == "developer"
     assert Invitation.objects.get(pk=world.invitation_a.pk).revoked_at is None
