@@ -14,8 +14,12 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from billing.invoices import Buyer, invoice_request
+from billing.models import LedgerEntry, Payment
 from billing.money import NANO_PER_UNIT
-from billing.services import recharge
+from billing.payments import payment_method_add, payment_start_bank_transfer, payment_start_card
+from billing.selectors import current_month
+from billing.statements import previous_month, statement_generate
 from console.models import AuditEvent, Tier, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
@@ -54,15 +58,29 @@ def _seed_money(*, account, project, key) -> None:
     from gateway.services import Admitted, Outcome, settle
     from keys.selectors import Authenticated
 
-    recharge(
+    now = timezone.now()
+    # The demo account has been around for five weeks: its history below is backdated.
+    account.created_at = now - timedelta(days=35)
+    account.save(update_fields=["created_at"])
+    card = payment_method_add(
         account=account,
-        amount_nano=500 * NANO_PER_UNIT,
-        bonus_nano=50 * NANO_PER_UNIT,
-        reference="demo-recharge",
-        reason="demo data",
+        number="4242 4242 4242 4242",
+        exp_month=12,
+        exp_year=now.year + 3,
+        cvc="123",
+        actor=None,
+    )
+    # ¥1,000 earns the +5% promotion. Backdated before the traffic below, so statements
+    # read in order (demo history only: real payments are never moved in time).
+    payment = payment_start_card(
+        account=account, amount_nano=1_000 * NANO_PER_UNIT, payment_method=card, actor=None
+    )
+    paid_at = now - timedelta(days=31)
+    Payment.objects.filter(pk=payment.pk).update(created_at=paid_at, settled_at=paid_at)
+    LedgerEntry.objects.filter(account=account, reference=payment.reference).update(
+        created_at=paid_at
     )
     auth = Authenticated(key=key, project=project, account=account)
-    now = timezone.now()
     randomness = random.Random(42)  # noqa: S311 - demo data, the same every time
     for day in range(30, 0, -1):
         for call in range(randomness.randint(3, 8)):
@@ -92,6 +110,26 @@ def _seed_money(*, account, project, key) -> None:
                 stream=bool(call % 2),
                 at=now - timedelta(days=day, minutes=randomness.randint(0, 600)),
             )
+
+
+def _seed_documents(*, account, user) -> None:
+    """An invoice for part of the recharge, last month's statement, and a bank transfer
+    waiting for staff, so every billing page has something to show."""
+    invoice_request(
+        account=account,
+        amount_nano=500 * NANO_PER_UNIT,
+        buyer=Buyer(
+            type="company",
+            title="演示科技（北京）有限公司 Demo Tech (Beijing) Co., Ltd.",
+            tax_id="91350100M000100Y43",
+            address="北京市海淀区中关村大街1号",
+        ),
+        actor=user,
+    )
+    last_month = previous_month(current_month(account=account))
+    if last_month >= current_month(account=account, now=account.created_at):
+        statement_generate(account=account, month=last_month)
+    payment_start_bank_transfer(account=account, amount_nano=2_000 * NANO_PER_UNIT, actor=user)
 
 
 class Command(BaseCommand):
@@ -152,6 +190,7 @@ class Command(BaseCommand):
                 )
                 api_key_revoke(key=old.key, actor=user, reason="demo: a key that was revoked")
                 _seed_money(account=account, project=support, key=demo_keys[0])
+                _seed_documents(account=account, user=user)
                 owner = account.memberships.get(user=user)
                 invitation_create(
                     account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"
@@ -159,7 +198,8 @@ class Command(BaseCommand):
             projects = Project.objects.filter(account=account).count()
             self.stdout.write(
                 f"Created demo account {account.name!r} (id {account.pk}) with "
-                f"{projects} projects, 3 API keys (one revoked), a cap, a budget, a recharge, "
-                f"30 days of usage and a pending invitation for {DEMO_TEAMMATE}."
+                f"{projects} projects, 3 API keys (one revoked), a cap, a budget, a saved card, "
+                f"a card recharge, 30 days of usage, an invoice, last month's statement, a "
+                f"bank transfer waiting for staff and a pending invitation for {DEMO_TEAMMATE}."
             )
         self.stdout.write(f"Demo login: {DEMO_EMAIL} / {password}")
