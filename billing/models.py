@@ -365,7 +365,7 @@ class Promotion(models.Model):
     min_amount_nano = models.BigIntegerField(_("from a recharge of (nano)"))
     # 500 = 5%: integers, so the bonus is exact.
     bonus_basis_points = models.PositiveIntegerField(
-        _("bonus (basis points)"), help_text=_("500 means 5% of the recharge.")
+        _("bonus (basis points)"), help_text=_("500 means 5 percent of the recharge.")
     )
     active = models.BooleanField(_("active"), default=True)
     starts_at = models.DateTimeField(_("starts"), null=True, blank=True)

@@ -204,7 +204,7 @@ class Migration(migrations.Migration):
                 (
                     "bonus_basis_points",
                     models.PositiveIntegerField(
-                        help_text="500 means 5% of the recharge.",
+                        help_text="500 means 5 percent of the recharge.",
                         verbose_name="bonus (basis points)",
                     ),
                 ),
