@@ -80,7 +80,8 @@ def _start(request, form) -> Payment:
             account=account, amount_nano=amount, actor=request.user
         )
     card = form.saved_card
-    if card is None:
+    new_card = card is None
+    if new_card:
         # Refuse a bad amount before the new card is saved: nothing changes on a refusal.
         payments.check_recharge_amount(account=account, amount_nano=amount)
         details = form.card_form.cleaned_data
@@ -93,9 +94,13 @@ def _start(request, form) -> Payment:
             actor=request.user,
             ip=client_ip(request),
         )
-    return payments.payment_start_card(
+    payment = payments.payment_start_card(
         account=account, amount_nano=amount, payment_method=card, actor=request.user
     )
+    if new_card and payment.status == Payment.Status.DECLINED:
+        # A card refused on its first charge is not kept as a payment method.
+        payments.payment_method_remove(method=card, actor=request.user, ip=client_ip(request))
+    return payment
 
 
 @account_view("billing.view")

@@ -320,7 +320,15 @@ def payment_settle(*, payment_id: int, outcome: ChargeOutcome) -> Payment:
             payment.provider_reference = outcome.provider_reference
         now = timezone.now()
         if outcome.status == SUCCEEDED:
-            _credit(payment, now=now)
+            # The person who paid, or the system for auto-recharge.
+            _credit(
+                payment,
+                now=now,
+                actor=payment.created_by,
+                actor_kind=AuditEvent.ActorKind.USER
+                if payment.created_by_id
+                else AuditEvent.ActorKind.SYSTEM,
+            )
         elif outcome.status == DECLINED:
             payment.status = Payment.Status.DECLINED
             payment.failure_message = (outcome.message or _("The payment was declined."))[:200]
@@ -348,7 +356,9 @@ def payment_settle(*, payment_id: int, outcome: ChargeOutcome) -> Payment:
     return payment
 
 
-def _credit(payment: Payment, *, now: datetime, actor: User | None = None, reason: str = ""):
+def _credit(
+    payment: Payment, *, now: datetime, actor: User | None, actor_kind: str, reason: str = ""
+):
     """Credit a payment the caller holds locked (the recharge repays arrears first)."""
     result = recharge(
         account=payment.account,
@@ -356,14 +366,8 @@ def _credit(payment: Payment, *, now: datetime, actor: User | None = None, reaso
         bonus_nano=payment.bonus_nano,
         reference=payment.reference,
         method=payment.method,
-        actor=actor or payment.created_by,
-        actor_kind=(
-            AuditEvent.ActorKind.STAFF
-            if actor is not None
-            else AuditEvent.ActorKind.SYSTEM
-            if payment.auto or payment.created_by is None
-            else AuditEvent.ActorKind.USER
-        ),
+        actor=actor,
+        actor_kind=actor_kind,
         reason=reason,
     )
     payment.status = Payment.Status.SUCCEEDED
@@ -403,7 +407,13 @@ def payment_confirm_bank_transfer(*, payment: Payment, actor: User, reason: str 
             return locked  # confirmed already
         if not locked.is_pending:
             raise ServiceError(_("This transfer was cancelled; record a new one."))
-        _credit(locked, now=timezone.now(), actor=actor, reason=reason or "bank transfer")
+        _credit(
+            locked,
+            now=timezone.now(),
+            actor=actor,
+            actor_kind=AuditEvent.ActorKind.STAFF,
+            reason=reason or "bank transfer",
+        )
         locked.save(update_fields=["status", "ledger_entry", "settled_at"])
     return locked
 
@@ -469,7 +479,13 @@ def payment_record_manual(
                 bonus_nano=bonus_nano,
                 created_by=actor,
             )
-            _credit(payment, now=timezone.now(), actor=actor, reason=reason)
+            _credit(
+                payment,
+                now=timezone.now(),
+                actor=actor,
+                actor_kind=AuditEvent.ActorKind.STAFF,
+                reason=reason,
+            )
             payment.save(update_fields=["status", "ledger_entry", "settled_at"])
     except IntegrityError:
         existing = Payment.objects.filter(provider="manual", provider_reference=reference).first()

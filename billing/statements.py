@@ -176,15 +176,23 @@ def statement_months(*, account: Account, now: datetime | None = None) -> list[d
 
 
 def statements_generate_due(*, now: datetime | None = None) -> int:
-    """The job on the 1st: each account's last closed month, in its own time zone (it runs
-    hourly, so every zone's 1st is reached within the hour; stored once)."""
+    """The job on the 1st: each account's last closed month, in its own time zone. It runs
+    hourly, so every zone's 1st is reached within the hour; per time zone, only accounts
+    that existed in that month and have no statement for it are visited."""
+    now = now or timezone.now()
     made = 0
-    for account in Account.objects.only("pk", "name", "currency", "time_zone", "created_at"):
-        last_closed = previous_month(current_month(account=account, now=now))
-        if last_closed < current_month(account=account, now=account.created_at):
-            continue  # the account did not exist in that month
-        _statement, created = statement_generate(account=account, month=last_closed)
-        made += created
+    for zone_name in Account.objects.values_list("time_zone", flat=True).distinct():
+        local = now.astimezone(zoneinfo.ZoneInfo(zone_name)).date()
+        month = previous_month(local.replace(day=1))
+        month_end = datetime.combine(
+            next_month(month), time.min, tzinfo=zoneinfo.ZoneInfo(zone_name)
+        )
+        due = Account.objects.filter(time_zone=zone_name, created_at__lt=month_end).exclude(
+            pk__in=Statement.objects.filter(month=month).values("account_id")
+        )
+        for account in due.iterator():
+            _statement, created = statement_generate(account=account, month=month)
+            made += created
     return made
 
 

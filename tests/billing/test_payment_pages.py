@@ -97,6 +97,8 @@ def test_a_declined_card_says_so_and_credits_nothing(client, owner):
     ).content.decode()
     assert "Payment declined" in page and "The card was declined." in page
     assert total(owner) == 0
+    # A card refused on its first charge is not kept.
+    assert not PaymentMethod.objects.filter(account=owner, removed_at__isnull=True).exists()
 
 
 @pytest.mark.parametrize(

@@ -388,6 +388,7 @@ def test_the_recharge_command_records_a_manual_payment_once(capsys):
         "wire-1",
     )
     assert balances(account) == (100 * UNIT, 5 * UNIT, 0)
+    assert AuditEvent.objects.get(action="billing.recharge").actor_kind == "staff"
 
 
 def test_a_reference_recorded_for_another_account_is_refused():
