@@ -156,7 +156,7 @@ class BuyerFields(forms.Form):
 
 
 class InvoiceDetailsForm(BuyerFields):
-    invoice_email = forms.EmailField(label=_("Send invoices to"), required=False)
+    invoice_email = forms.EmailField(label=_("Send invoices to"), max_length=254, required=False)
 
 
 class InvoiceRequestForm(BuyerFields):

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing import payments, selectors
@@ -51,6 +51,7 @@ def recharge(request):
 @require_POST
 @never_cache
 @sensitive_post_parameters(*CARD_PARAMETERS)
+@sensitive_variables("form")
 def recharge_start(request):
     account = request.account
     form = RechargeForm(request.POST, cards=list(payments.payment_methods(account=account)))
@@ -72,6 +73,7 @@ def recharge_start(request):
     return _recharge_page(request, form, status=422)
 
 
+@sensitive_variables("form", "details")
 def _start(request, form) -> Payment:
     account, amount = request.account, form.cleaned_data["amount"]
     method = form.cleaned_data["method"]
@@ -153,6 +155,7 @@ def cards(request):
 @require_POST
 @never_cache
 @sensitive_post_parameters(*CARD_PARAMETERS)
+@sensitive_variables("form", "data")
 def card_add(request):
     form = CardForm(request.POST)
     if form.is_valid():

@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
 
 from billing.models import BillingProfile, Payment, PaymentMethod, Promotion, Wallet
 from billing.money import format_amount
@@ -36,7 +37,7 @@ from billing.providers import (
     provider_named,
 )
 from billing.selectors import current_month
-from billing.services import recharge
+from billing.services import mark_money_moved, recharge
 from console.models import Account, AuditEvent, Membership, User
 from console.roles import role_can
 from console.services import ServiceError, audit_record, lock_in_order
@@ -103,6 +104,7 @@ def default_payment_method(*, account: Account) -> PaymentMethod | None:
     return payment_methods(account=account).filter(is_default=True).first()
 
 
+@sensitive_variables("number", "cvc")
 def payment_method_add(
     *,
     account: Account,
@@ -134,18 +136,24 @@ def payment_method_add(
             PaymentMethod.objects.filter(pk__in=[m.pk for m in live if m.is_default]).update(
                 is_default=False
             )
-        method = PaymentMethod.objects.create(
-            account=account,
-            provider=provider.name,
-            token=card.token,
-            brand=card.brand,
-            last4=card.last4,
-            exp_month=card.exp_month,
-            exp_year=card.exp_year,
-            is_default=default,
-            created_by=actor,
-            created_at=timezone.now(),
-        )
+        fields = {
+            "account": account,
+            "provider": provider.name,
+            "token": card.token,
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+            "created_by": actor,
+            "created_at": timezone.now(),
+        }
+        try:
+            with transaction.atomic():
+                method = PaymentMethod.objects.create(is_default=default, **fields)
+        except IntegrityError:
+            # Another first card was added at the same moment and became the default.
+            default = False
+            method = PaymentMethod.objects.create(is_default=False, **fields)
         audit_record(
             action="billing.payment_method_add",
             account=account,
@@ -221,19 +229,27 @@ def _new_payment(
     account: Account, *, amount_nano: int, bonus_nano: int | None = None, **fields
 ) -> Payment:
     """Record a payment. Without an explicit bonus, the promotion in force decides it."""
-    promotion = None
-    if bonus_nano is None:
-        promotion = promotion_for(currency=account.currency, amount_nano=amount_nano)
-        bonus_nano = promotion.bonus_for(amount_nano) if promotion else 0
-    return Payment.objects.create(
-        account=account,
-        currency=account.currency,
-        amount_nano=amount_nano,
-        bonus_nano=bonus_nano,
-        promotion=promotion,
-        created_at=timezone.now(),
-        **fields,
-    )
+    with transaction.atomic():
+        # A payment in flight fixes the currency, as moved money does: it is credited in
+        # the currency it was asked in. Read under the account's lock, which a currency
+        # change takes too.
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        now = timezone.now()
+        mark_money_moved(locked, now)
+        account.currency, account.money_moved_at = locked.currency, locked.money_moved_at
+        promotion = None
+        if bonus_nano is None:
+            promotion = promotion_for(currency=locked.currency, amount_nano=amount_nano)
+            bonus_nano = promotion.bonus_for(amount_nano) if promotion else 0
+        return Payment.objects.create(
+            account=account,
+            currency=locked.currency,
+            amount_nano=amount_nano,
+            bonus_nano=bonus_nano,
+            promotion=promotion,
+            created_at=now,
+            **fields,
+        )
 
 
 def payment_start_card(
@@ -259,13 +275,23 @@ def payment_start_card(
         auto=auto,
         created_by=actor,
     )
+    return _charge_and_settle(payment, payment_method)
+
+
+def _charge_and_settle(payment: Payment, card: PaymentMethod) -> Payment:
     # No transaction is open here: the provider may take seconds.
-    outcome = provider_named(payment_method.provider).charge(
-        token=payment_method.token,
-        amount_nano=amount_nano,
-        currency=account.currency,
+    outcome = provider_named(card.provider).charge(
+        token=card.token,
+        amount_nano=payment.amount_nano,
+        currency=payment.currency,
         reference=payment.reference,
     )
+    # The provider's reference is kept at once, in its own statement: if settling fails
+    # (a lost connection, a killed worker), the sweep can still ask what became of it.
+    if outcome.provider_reference:
+        Payment.objects.filter(pk=payment.pk, provider_reference="").update(
+            provider_reference=outcome.provider_reference
+        )
     return payment_settle(payment_id=payment.pk, outcome=outcome)
 
 
@@ -303,10 +329,15 @@ def _enqueue_confirmation(payment_id: int) -> None:
     )
 
 
-def payment_settle(*, payment_id: int, outcome: ChargeOutcome) -> Payment:
-    """Record what the provider said of a payment. Credits a success exactly once."""
+def payment_settle(
+    *, payment_id: int, outcome: ChargeOutcome, unacknowledged_only: bool = False
+) -> Payment:
+    """Record what the provider said of a payment. Credits a success exactly once.
+    `unacknowledged_only`: change nothing if the provider has acknowledged it meanwhile."""
     with transaction.atomic():
         payment = Payment.objects.select_for_update().select_related("account").get(pk=payment_id)
+        if unacknowledged_only and payment.provider_reference:
+            return payment
         if not payment.is_pending:
             if outcome.status != payment.status:
                 logger.warning(
@@ -360,6 +391,8 @@ def _credit(
     payment: Payment, *, now: datetime, actor: User | None, actor_kind: str, reason: str = ""
 ):
     """Credit a payment the caller holds locked (the recharge repays arrears first)."""
+    if payment.currency != payment.account.currency:
+        raise ServiceError("a payment is credited in the currency it was made in")
     result = recharge(
         account=payment.account,
         amount_nano=payment.amount_nano,
@@ -382,12 +415,17 @@ def payment_confirm_pending(*, payment_id: int) -> Payment | None:
     if payment is None or not payment.is_pending or payment.method != Payment.Method.CARD:
         return payment
     if not payment.provider_reference:
-        # Recorded, but the provider's answer was lost (a crash mid-call). The sandbox
-        # cannot be asked about a charge it never acknowledged; a real provider is looked
-        # up by our reference. Declined here: no money was taken that we know of.
+        if payment.created_at > timezone.now() - timedelta(
+            seconds=settings.PAYMENT_PROVIDER_TIMEOUT_SECONDS
+        ):
+            return payment  # the provider may still be answering
+        # Recorded, but the provider never acknowledged it (a crash before its answer).
+        # No money was taken that we know of; a real provider would be asked by our
+        # reference first.
         return payment_settle(
             payment_id=payment.pk,
             outcome=ChargeOutcome(DECLINED, message=_("The provider never confirmed the charge.")),
+            unacknowledged_only=True,
         )
     outcome = provider_named(payment.provider).retrieve(
         provider_reference=payment.provider_reference
@@ -565,6 +603,10 @@ def auto_recharge_configure(
         if not (threshold_nano and amount_nano and monthly_limit_nano):
             raise ServiceError(_("Enter the threshold, the amount and the monthly limit."))
         check_recharge_amount(account=account, amount_nano=amount_nano)
+        if amount_nano < threshold_nano:
+            # Smaller, one recharge could leave the balance below the threshold, and the
+            # sweep would charge again every few minutes until the monthly limit.
+            raise ServiceError(_("Recharge at least the threshold amount each time."))
         if monthly_limit_nano < amount_nano:
             raise ServiceError(_("The monthly limit must be at least the recharge amount."))
         if default_payment_method(account=account) is None:
@@ -736,13 +778,7 @@ def auto_recharge_run(*, account_id: int) -> Payment | None:
             )
     except IntegrityError:
         return None  # another run has one in flight
-    outcome = provider_named(card.provider).charge(
-        token=card.token,
-        amount_nano=amount,
-        currency=account.currency,
-        reference=payment.reference,
-    )
-    return payment_settle(payment_id=payment.pk, outcome=outcome)
+    return _charge_and_settle(payment, card)
 
 
 def auto_recharge_sweep() -> int:

@@ -29,6 +29,7 @@ from datetime import date
 
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 
 class CardError(ValueError):
@@ -87,6 +88,7 @@ class SandboxProvider:
 
     name = "sandbox"
 
+    @sensitive_variables("number", "digits", "cvc")
     def tokenize(
         self, *, number: str, exp_month: int, exp_year: int, cvc: str, today: date
     ) -> Card:
@@ -119,28 +121,29 @@ class SandboxProvider:
 
     def charge(self, *, token: str, amount_nano: int, currency: str, reference: str):
         behaviour = self._behaviour(token)
-        provider_reference = f"ch_sbx_{secrets.token_hex(12)}"
-        if behaviour == "succeed":
-            return ChargeOutcome(SUCCEEDED, provider_reference)
+        # What the charge became, and when it started, ride in its reference: `retrieve`
+        # answers for any charge, in any process, with no memory of its own.
+        started_ms = int(time.time() * 1000)
+        provider_reference = f"ch_sbx_{behaviour}_{started_ms}_{secrets.token_hex(8)}"
         if behaviour == "pending":
-            # The start time rides in the reference: `retrieve` needs no memory of it.
-            started_ms = int(time.time() * 1000)
-            return ChargeOutcome(PENDING, f"ch_sbx_pending_{started_ms}_{secrets.token_hex(8)}")
-        return ChargeOutcome(
-            DECLINED,
-            provider_reference,
-            str(DECLINE_MESSAGES.get(behaviour, DECLINE_MESSAGES["decline"])),
-        )
+            return ChargeOutcome(PENDING, provider_reference)  # the issuer decides later
+        return self.retrieve(provider_reference=provider_reference)
 
     def retrieve(self, *, provider_reference: str) -> ChargeOutcome:
         """What became of a charge. Pending ones succeed once SANDBOX_PENDING_SECONDS passed."""
         parts = provider_reference.split("_")
-        if len(parts) == 5 and parts[:3] == ["ch", "sbx", "pending"] and parts[3].isdigit():
-            elapsed_ms = int(time.time() * 1000) - int(parts[3])
+        if len(parts) != 5 or parts[:2] != ["ch", "sbx"] or not parts[3].isdigit():
+            return ChargeOutcome(DECLINED, provider_reference, str(_("Unknown charge.")))
+        behaviour, started_ms = parts[2], int(parts[3])
+        if behaviour == "succeed":
+            return ChargeOutcome(SUCCEEDED, provider_reference)
+        if behaviour == "pending":
+            elapsed_ms = int(time.time() * 1000) - started_ms
             if elapsed_ms < settings.SANDBOX_PENDING_SECONDS * 1000:
                 return ChargeOutcome(PENDING, provider_reference)
             return ChargeOutcome(SUCCEEDED, provider_reference)
-        return ChargeOutcome(DECLINED, provider_reference, str(DECLINE_MESSAGES["decline"]))
+        message = DECLINE_MESSAGES.get(behaviour, DECLINE_MESSAGES["decline"])
+        return ChargeOutcome(DECLINED, provider_reference, str(message))
 
 
 _PROVIDERS = {"sandbox": SandboxProvider()}

@@ -97,7 +97,8 @@ def wallet_lock(account: Account) -> Wallet:
     return wallet
 
 
-def _mark_money_moved(account: Account, at: datetime) -> None:
+def mark_money_moved(account: Account, at: datetime) -> None:
+    """From the first money movement (or payment started) on, the currency is fixed."""
     if account.money_moved_at is not None:
         return  # the common case on the hot path: no statement at all
     Account.objects.filter(pk=account.pk, money_moved_at__isnull=True).update(money_moved_at=at)
@@ -214,7 +215,7 @@ def recharge(
                     metadata={"with": "recharge"},
                 )
             wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
-            _mark_money_moved(account, now)
+            mark_money_moved(account, now)
             account_promote_tier(
                 account=account, paid_nano=paid_totals(account=account).net_paid_nano
             )
@@ -266,7 +267,7 @@ def bonus_grant(
             wallet, account, amount_nano, reference=reference, actor=actor, now=now, metadata={}
         )
         wallet.save(update_fields=["bonus_nano", "arrears_nano"])
-        _mark_money_moved(account, now)
+        mark_money_moved(account, now)
         audit_record(
             action="billing.bonus_grant",
             account=account,
@@ -340,6 +341,9 @@ def refund(
         # The wallet lock also serialises invoice requests, so what is invoiceable cannot
         # change while this decides.
         wallet = wallet_lock(account)
+        existing = _existing(account, LedgerEntry.Kind.REFUND, reference)
+        if existing is not None:
+            return existing, True  # the same refund, recorded while this one waited
         refundable = min(wallet.recharge_nano, paid_totals(account=account).invoiceable_nano)
         if amount_nano > refundable:
             raise ServiceError(
@@ -484,7 +488,7 @@ def pack_buy(
             created_at=now,
             metadata={"pack": pack.pk, "product": product.pk, "tokens": product.tokens},
         )
-        _mark_money_moved(account, now)
+        mark_money_moved(account, now)
         audit_record(
             action="billing.pack_purchase",
             account=account,
@@ -700,7 +704,7 @@ def charge_usage(
                 arrears_nano=F("arrears_nano") + arrears,
             )
             _add_month_spend(account=account, project=project, fee=fee, at=at)
-            _mark_money_moved(account, at)
+            mark_money_moved(account, at)
     return result
 
 

@@ -321,6 +321,8 @@ RECHARGE_MINIMUM_UNITS = {
     "USD": env.int("RECHARGE_MIN_USD", default=2),
 }
 RECHARGE_MAXIMUM_UNITS = env.int("RECHARGE_MAX_UNITS", default=1_000_000)
+# A card payment the provider never acknowledged is declined by the sweep after this long.
+PAYMENT_PROVIDER_TIMEOUT_SECONDS = env.int("PAYMENT_PROVIDER_TIMEOUT_SECONDS", default=120)
 # A bank transfer not confirmed by staff within this many days is cancelled.
 BANK_TRANSFER_VALID_DAYS = env.int("BANK_TRANSFER_VALID_DAYS", default=14)
 # The seller on invoices and receipts, and the account bank transfers go to.

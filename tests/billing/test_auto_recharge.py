@@ -161,6 +161,7 @@ def test_removing_the_last_card_turns_it_off():
         ({"threshold": 0}, "threshold"),
         ({"amount": 5}, "smallest recharge"),
         ({"amount": 100, "limit": 50}, "monthly limit"),
+        ({"threshold": 200, "amount": 100}, "at least the threshold"),
     ],
 )
 def test_bad_settings_are_refused_and_nothing_changes(fields, message):
