@@ -81,6 +81,45 @@ class Buyer:
         )
 
 
+def _issue(
+    *,
+    account: Account,
+    kind: str,
+    amount_nano: int,
+    currency: str,
+    buyer: Buyer,
+    seller: dict,
+    actor: User | None,
+    reverses: Invoice | None = None,
+    reason: str = "",
+) -> Invoice:
+    """Insert an invoice or a reversal under the next number of the year (the caller holds
+    the account's wallet lock; the number's lock is held to commit)."""
+    now = timezone.now()
+    year, sequence, number = _next_number(now)
+    return Invoice.objects.create(
+        account=account,
+        kind=kind,
+        number=number,
+        year=year,
+        sequence=sequence,
+        amount_nano=amount_nano,
+        currency=currency,
+        buyer_type=buyer.type,
+        buyer_title=buyer.title,
+        buyer_tax_id=buyer.tax_id,
+        buyer_address=buyer.address,
+        buyer_phone=buyer.phone,
+        buyer_bank_name=buyer.bank_name,
+        buyer_bank_account=buyer.bank_account,
+        seller=seller,
+        reverses=reverses,
+        reason=reason[:200],
+        requested_by=actor,
+        issued_at=now,
+    )
+
+
 def clean_buyer(buyer: Buyer, *, currency: str) -> Buyer:
     """A company needs its title and tax id; an individual their name and no tax id."""
     title = " ".join((buyer.title or "").split())
@@ -173,26 +212,14 @@ def invoice_request(
                 _("At most %(amount)s can be invoiced: paid recharges less refunds and invoices.")
                 % {"amount": format_amount(invoiceable, account.currency)}
             )
-        now = timezone.now()
-        year, sequence, number = _next_number(now)
-        invoice = Invoice.objects.create(
+        invoice = _issue(
             account=account,
             kind=Invoice.Kind.INVOICE,
-            number=number,
-            year=year,
-            sequence=sequence,
             amount_nano=amount_nano,
             currency=account.currency,
-            buyer_type=buyer.type,
-            buyer_title=buyer.title,
-            buyer_tax_id=buyer.tax_id,
-            buyer_address=buyer.address,
-            buyer_phone=buyer.phone,
-            buyer_bank_name=buyer.bank_name,
-            buyer_bank_account=buyer.bank_account,
+            buyer=buyer,
             seller=dict(settings.SELLER),
-            requested_by=actor,
-            issued_at=now,
+            actor=actor,
         )
         audit_record(
             action="billing.invoice_issue",
@@ -200,7 +227,7 @@ def invoice_request(
             actor=actor,
             target=invoice,
             ip=ip,
-            metadata={"number": number, "amount_nano": amount_nano},
+            metadata={"number": invoice.number, "amount_nano": amount_nano},
         )
     return invoice
 
@@ -218,28 +245,24 @@ def invoice_void(*, invoice: Invoice, actor: User | None, reason: str) -> Invoic
         wallet_lock(account)
         if Invoice.objects.filter(reverses=invoice).exists():
             raise ServiceError(_("This invoice has been voided already."))
-        now = timezone.now()
-        year, sequence, number = _next_number(now)
-        reversal = Invoice.objects.create(
+        reversal = _issue(
             account=account,
             kind=Invoice.Kind.REVERSAL,
-            number=number,
-            year=year,
-            sequence=sequence,
             amount_nano=-invoice.amount_nano,
             currency=invoice.currency,
-            buyer_type=invoice.buyer_type,
-            buyer_title=invoice.buyer_title,
-            buyer_tax_id=invoice.buyer_tax_id,
-            buyer_address=invoice.buyer_address,
-            buyer_phone=invoice.buyer_phone,
-            buyer_bank_name=invoice.buyer_bank_name,
-            buyer_bank_account=invoice.buyer_bank_account,
+            buyer=Buyer(
+                type=invoice.buyer_type,
+                title=invoice.buyer_title,
+                tax_id=invoice.buyer_tax_id,
+                address=invoice.buyer_address,
+                phone=invoice.buyer_phone,
+                bank_name=invoice.buyer_bank_name,
+                bank_account=invoice.buyer_bank_account,
+            ),
             seller=invoice.seller,
+            actor=actor,
             reverses=invoice,
-            reason=reason[:200],
-            requested_by=actor,
-            issued_at=now,
+            reason=reason,
         )
         audit_record(
             action="billing.invoice_void",
@@ -248,7 +271,7 @@ def invoice_void(*, invoice: Invoice, actor: User | None, reason: str) -> Invoic
             actor_kind=AuditEvent.ActorKind.STAFF,
             target=invoice,
             reason=reason,
-            metadata={"number": invoice.number, "reversal": number},
+            metadata={"number": invoice.number, "reversal": reversal.number},
         )
     return reversal
 

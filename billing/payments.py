@@ -258,24 +258,27 @@ def payment_start_card(
     amount_nano: int,
     payment_method: PaymentMethod,
     actor: User | None,
-    auto: bool = False,
 ) -> Payment:
     """Charge a saved card. Returns the payment as it stands once the provider answered:
     succeeded (credited), declined, or pending (settled later by a task or the sweep)."""
     check_recharge_amount(account=account, amount_nano=amount_nano)
     if payment_method.account_id != account.pk or payment_method.removed_at is not None:
         raise ServiceError(_("Choose one of this account's saved cards."))
-    payment = _new_payment(
+    payment = _new_card_payment(account, payment_method, amount_nano, actor=actor, auto=False)
+    return _charge_and_settle(payment, payment_method)
+
+
+def _new_card_payment(account, card, amount_nano, *, actor, auto) -> Payment:
+    return _new_payment(
         account,
         method=Payment.Method.CARD,
-        provider=payment_method.provider,
+        provider=card.provider,
         reference=f"pay_{secrets.token_hex(12)}",
         amount_nano=amount_nano,
-        payment_method=payment_method,
+        payment_method=card,
         auto=auto,
         created_by=actor,
     )
-    return _charge_and_settle(payment, payment_method)
 
 
 def _charge_and_settle(payment: Payment, card: PaymentMethod) -> Payment:
@@ -767,15 +770,7 @@ def auto_recharge_run(*, account_id: int) -> Payment | None:
                 return None
             # Recorded pending before the card is charged: the unique "one pending
             # auto-recharge" constraint turns a concurrent second run away here.
-            payment = _new_payment(
-                account,
-                method=Payment.Method.CARD,
-                provider=card.provider,
-                reference=f"pay_{secrets.token_hex(12)}",
-                amount_nano=amount,
-                payment_method=card,
-                auto=True,
-            )
+            payment = _new_card_payment(account, card, amount, actor=None, auto=True)
     except IntegrityError:
         return None  # another run has one in flight
     return _charge_and_settle(payment, card)

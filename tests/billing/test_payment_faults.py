@@ -3,7 +3,6 @@ money, a currency change with a payment in flight, two first cards at once, the 
 twice at once, card numbers in error reports, staff references recorded before payments
 existed, and the staff commands for transfers and invoices."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -30,6 +29,7 @@ from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
 from tests.conftest import requires_postgres
 from tests.factories import make_user
+from tests.threads import run_together
 
 pytestmark = pytest.mark.django_db
 UNIT = NANO_PER_UNIT
@@ -106,23 +106,7 @@ def test_a_payment_in_flight_fixes_the_currency():
 @pytest.mark.django_db(transaction=True)
 def test_two_first_cards_at_once_are_both_saved_and_one_is_the_default():
     account = funded_account()
-    barrier, errors = threading.Barrier(2), []
-
-    def add():
-        try:
-            barrier.wait()
-            add_card(account)
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=add) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_together(lambda _index: add_card(account), 2) == []
     assert PaymentMethod.objects.filter(account=account).count() == 2
     assert PaymentMethod.objects.filter(account=account, is_default=True).count() == 1
 
@@ -132,25 +116,14 @@ def test_two_first_cards_at_once_are_both_saved_and_one_is_the_default():
 def test_the_same_refund_twice_at_once_is_recorded_once():
     account = funded_account()
     payment_record_manual(account=account, amount_nano=100 * UNIT, reference=f"paid-{account.pk}")
-    barrier, results, errors = threading.Barrier(2), [], []
+    results = []
 
-    def ask():
-        try:
-            barrier.wait()
-            results.append(
-                refund(account=account, amount_nano=30 * UNIT, reference="same", reason="asked")
-            )
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
+    def ask(_index):
+        results.append(
+            refund(account=account, amount_nano=30 * UNIT, reference="same", reason="asked")
+        )
 
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_together(ask, 2) == []
     assert sorted(replayed for _entry, replayed in results) == [False, True]
     assert balances(account) == (70 * UNIT, 0)
 

@@ -2,13 +2,11 @@
 pending payments settle through the task or the sweep, promotions, arrears, bank transfers,
 staff top-ups and tier promotion."""
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from billing.models import LedgerEntry, Payment, PaymentMethod, Promotion, Wallet
@@ -33,6 +31,7 @@ from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 from tests.factories import make_user
+from tests.threads import run_together
 from tests.workers import celery_worker
 
 pytestmark = pytest.mark.django_db
@@ -285,25 +284,13 @@ def test_concurrent_confirmations_of_one_payment_credit_once(settings):
         payment_method=add_card(account, PENDING),
         actor=None,
     )
-    barrier, errors = threading.Barrier(8), []
 
-    def confirm():
-        try:
-            barrier.wait()
-            payment_settle(
-                payment_id=payment.pk, outcome=ChargeOutcome(SUCCEEDED, payment.provider_reference)
-            )
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
+    def confirm(_index):
+        payment_settle(
+            payment_id=payment.pk, outcome=ChargeOutcome(SUCCEEDED, payment.provider_reference)
+        )
 
-    threads = [threading.Thread(target=confirm) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_together(confirm, 8) == []
     assert recharge_entries(account).count() == 1
     assert balances(account) == (70 * UNIT, 0, 0)
 

@@ -3,11 +3,9 @@ clawback, gapless invoice numbers under concurrency, reversals, and the PDFs' te
 
 import shutil
 import subprocess
-import threading
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from billing.audit import audit_all
 from billing.documents import invoice_pdf, receipt_pdf
@@ -30,6 +28,7 @@ from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
 from tests.conftest import requires_postgres
+from tests.threads import run_together
 
 pytestmark = pytest.mark.django_db
 UNIT = NANO_PER_UNIT
@@ -262,28 +261,16 @@ def test_a_void_issues_a_reversal_and_gives_the_amount_back():
 @pytest.mark.django_db(transaction=True)
 def test_16_concurrent_requests_get_gapless_unique_numbers():
     accounts = [paid_account((100, 0)) for _ in range(4)]
-    barrier, errors, refused = threading.Barrier(16), [], []
 
     def request(index):
-        try:
-            barrier.wait()
-            # Four threads per account asking ¥30 each: ¥100 allows three of them.
-            invoice_request(
-                account=accounts[index % 4], amount_nano=30 * UNIT, buyer=CHINESE_BUYER, actor=None
-            )
-        except ServiceError as error:
-            refused.append(str(error))
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        # Four threads per account asking ¥30 each: ¥100 allows three of them.
+        invoice_request(
+            account=accounts[index % 4], amount_nano=30 * UNIT, buyer=CHINESE_BUYER, actor=None
+        )
 
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    raised = run_together(request, 16)
+    refused = [error for error in raised if isinstance(error, ServiceError)]
+    assert refused == raised  # nothing but refusals
     assert len(refused) == 4, refused  # one per account: the invoiceable total held
     numbers = sorted(int(n) for n in Invoice.objects.values_list("number", flat=True))
     year = Invoice.objects.first().year
