@@ -12,8 +12,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing import documents, invoices, payments, selectors, statements
 from billing.forms import InvoiceRequestForm, StatementForm
+from billing.invoices import Buyer
 from billing.models import Invoice, LedgerEntry, Statement
-from billing.payment_views import buyer_from
 from billing.selectors import current_month
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
@@ -61,13 +61,8 @@ def _invoices_page(request, form=None, *, status=200):
             "form": form
             or InvoiceRequestForm(
                 initial={
-                    "buyer_type": profile.buyer_type,
+                    **InvoiceRequestForm.initial_from(Buyer.from_profile(profile)),
                     "title": profile.invoice_title or account.name,
-                    "tax_id": profile.tax_id,
-                    "address": profile.address,
-                    "phone": profile.phone,
-                    "bank_name": profile.bank_name,
-                    "bank_account": profile.bank_account,
                     "amount": totals.invoiceable_nano or None,
                 }
             ),
@@ -89,7 +84,7 @@ def invoice_request(request):
     form = InvoiceRequestForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
-        buyer = buyer_from(data)
+        buyer = form.buyer()
         try:
             invoice = invoices.invoice_request(
                 account=account,

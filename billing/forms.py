@@ -1,6 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from billing.invoices import Buyer
 from billing.money import AmountError, parse_amount, typed_text
 from projects.models import CapMode
 
@@ -153,6 +154,16 @@ class BuyerFields(forms.Form):
     phone = forms.CharField(label=_("Phone"), max_length=30, required=False)
     bank_name = forms.CharField(label=_("Bank"), max_length=100, required=False)
     bank_account = forms.CharField(label=_("Bank account"), max_length=40, required=False)
+
+    DETAILS = ("title", "tax_id", "address", "phone", "bank_name", "bank_account")
+
+    @classmethod
+    def initial_from(cls, buyer: Buyer) -> dict:
+        return {"buyer_type": buyer.type, **{name: getattr(buyer, name) for name in cls.DETAILS}}
+
+    def buyer(self) -> Buyer:
+        data = self.cleaned_data
+        return Buyer(type=data["buyer_type"], **{name: data[name] for name in self.DETAILS})
 
 
 class InvoiceDetailsForm(BuyerFields):

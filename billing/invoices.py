@@ -80,6 +80,18 @@ class Buyer:
             bank_account=profile.bank_account,
         )
 
+    @classmethod
+    def from_invoice(cls, invoice: Invoice) -> "Buyer":
+        return cls(
+            type=invoice.buyer_type,
+            title=invoice.buyer_title,
+            tax_id=invoice.buyer_tax_id,
+            address=invoice.buyer_address,
+            phone=invoice.buyer_phone,
+            bank_name=invoice.buyer_bank_name,
+            bank_account=invoice.buyer_bank_account,
+        )
+
 
 def _issue(
     *,
@@ -250,15 +262,7 @@ def invoice_void(*, invoice: Invoice, actor: User | None, reason: str) -> Invoic
             kind=Invoice.Kind.REVERSAL,
             amount_nano=-invoice.amount_nano,
             currency=invoice.currency,
-            buyer=Buyer(
-                type=invoice.buyer_type,
-                title=invoice.buyer_title,
-                tax_id=invoice.buyer_tax_id,
-                address=invoice.buyer_address,
-                phone=invoice.buyer_phone,
-                bank_name=invoice.buyer_bank_name,
-                bank_account=invoice.buyer_bank_account,
-            ),
+            buyer=Buyer.from_invoice(invoice),
             seller=invoice.seller,
             actor=actor,
             reverses=invoice,

@@ -225,13 +225,7 @@ def _settings_page(request, *, details_form=None, auto_form=None, status=200):
             "details_form": details_form
             or InvoiceDetailsForm(
                 initial={
-                    "buyer_type": profile.buyer_type,
-                    "title": profile.invoice_title,
-                    "tax_id": profile.tax_id,
-                    "address": profile.address,
-                    "phone": profile.phone,
-                    "bank_name": profile.bank_name,
-                    "bank_account": profile.bank_account,
+                    **InvoiceDetailsForm.initial_from(Buyer.from_profile(profile)),
                     "invoice_email": profile.invoice_email,
                 }
             ),
@@ -257,18 +251,6 @@ def billing_settings(request):
     return _settings_page(request)
 
 
-def buyer_from(data) -> Buyer:
-    return Buyer(
-        type=data["buyer_type"],
-        title=data["title"],
-        tax_id=data["tax_id"],
-        address=data["address"],
-        phone=data["phone"],
-        bank_name=data["bank_name"],
-        bank_account=data["bank_account"],
-    )
-
-
 @account_view("billing.manage")
 @require_POST
 def invoice_details_save(request):
@@ -277,7 +259,7 @@ def invoice_details_save(request):
         try:
             billing_profile_update(
                 account=request.account,
-                buyer=buyer_from(form.cleaned_data),
+                buyer=form.buyer(),
                 invoice_email=form.cleaned_data["invoice_email"],
                 actor=request.user,
                 ip=client_ip(request),

@@ -12,8 +12,7 @@ Lock order, in every path: saved cards → payment → billing profile → walle
 
 import logging
 import secrets
-import zoneinfo
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -36,7 +35,7 @@ from billing.providers import (
     card_provider,
     provider_named,
 )
-from billing.selectors import current_month
+from billing.selectors import current_month, month_bounds
 from billing.services import mark_money_moved, recharge
 from console.models import Account, AuditEvent, Membership, User
 from console.roles import role_can
@@ -582,8 +581,8 @@ def payment_history(*, account: Account, limit: int = 50):
 
 
 def billing_profile(*, account: Account) -> BillingProfile:
-    profile, _created = BillingProfile.objects.get_or_create(account=account)
-    return profile
+    """The account's profile, or an unsaved default: pages read it, only services write it."""
+    return BillingProfile.objects.filter(account=account).first() or BillingProfile(account=account)
 
 
 def _locked_profile(account: Account) -> BillingProfile:
@@ -728,8 +727,9 @@ def _enqueue_auto_recharge(account_id: int) -> None:
 
 def auto_recharged_this_month(*, account: Account, now: datetime | None = None) -> int:
     """What auto-recharge charged (or is charging) in the current month."""
-    month = current_month(account=account, now=now)
-    start = datetime.combine(month, time.min, tzinfo=zoneinfo.ZoneInfo(account.time_zone))
+    start, _end = month_bounds(
+        time_zone=account.time_zone, month=current_month(account=account, now=now)
+    )
     return (
         Payment.objects.filter(
             account=account,

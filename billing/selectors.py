@@ -2,7 +2,7 @@
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from django.utils import timezone
 
@@ -15,6 +15,23 @@ def current_month(*, account: Account, now: datetime | None = None) -> date:
     """The first day of the calendar month that `now` falls in, in the account's time zone."""
     local = (now or timezone.now()).astimezone(zoneinfo.ZoneInfo(account.time_zone))
     return local.date().replace(day=1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+
+
+def previous_month(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+
+
+def month_bounds(*, time_zone: str, month: date) -> tuple[datetime, datetime]:
+    """The calendar month's first instant and the next month's, in `time_zone`."""
+    zone = zoneinfo.ZoneInfo(time_zone)
+    return (
+        datetime.combine(month, time.min, tzinfo=zone),
+        datetime.combine(next_month(month), time.min, tzinfo=zone),
+    )
 
 
 def project_month_spend(*, account: Account, month: date | None = None) -> dict[int, int]:

@@ -10,7 +10,7 @@ import csv
 import io
 import zoneinfo
 from collections import defaultdict
-from datetime import date, datetime, time
+from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
@@ -18,25 +18,9 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
 from billing.money import decimal_string
-from billing.selectors import current_month
+from billing.selectors import current_month, month_bounds, next_month, previous_month
 from console.models import Account
 from projects.models import Project
-
-
-def next_month(month: date) -> date:
-    return date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-
-
-def previous_month(month: date) -> date:
-    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
-
-
-def month_bounds(*, account: Account, month: date) -> tuple[datetime, datetime]:
-    zone = zoneinfo.ZoneInfo(account.time_zone)
-    return (
-        datetime.combine(month, time.min, tzinfo=zone),
-        datetime.combine(next_month(month), time.min, tzinfo=zone),
-    )
 
 
 def _balance_before(account: Account, at: datetime) -> dict[str, int]:
@@ -50,7 +34,7 @@ def _balance_before(account: Account, at: datetime) -> dict[str, int]:
 
 def statement_data(*, account: Account, month: date) -> dict:
     """The statement's contents as plain JSON values (integers of nano, token counts)."""
-    start, end = month_bounds(account=account, month=month)
+    start, end = month_bounds(time_zone=account.time_zone, month=month)
     entries = LedgerEntry.objects.filter(account=account, created_at__gte=start, created_at__lt=end)
     charges = entries.filter(kind=LedgerEntry.Kind.CHARGE)
     rows = {}
@@ -184,9 +168,7 @@ def statements_generate_due(*, now: datetime | None = None) -> int:
     for zone_name in Account.objects.values_list("time_zone", flat=True).distinct():
         local = now.astimezone(zoneinfo.ZoneInfo(zone_name)).date()
         month = previous_month(local.replace(day=1))
-        month_end = datetime.combine(
-            next_month(month), time.min, tzinfo=zoneinfo.ZoneInfo(zone_name)
-        )
+        _start, month_end = month_bounds(time_zone=zone_name, month=month)
         due = Account.objects.filter(time_zone=zone_name, created_at__lt=month_end).exclude(
             pk__in=Statement.objects.filter(month=month).values("account_id")
         )

@@ -18,8 +18,8 @@ from billing.invoices import Buyer, invoice_request
 from billing.models import LedgerEntry, Payment
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_start_bank_transfer, payment_start_card
-from billing.selectors import current_month
-from billing.statements import previous_month, statement_generate
+from billing.selectors import current_month, previous_month
+from billing.statements import statement_generate
 from console.models import AuditEvent, Tier, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
