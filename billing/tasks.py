@@ -70,3 +70,32 @@ def make_monthly_statements() -> int:
     made = statements.statements_generate_due()
     logger.info("make_monthly_statements made=%s", made)
     return made
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def rebuild_rollups(account_id: int) -> str:
+    """An account's roll-ups from its records (after its time zone changed: days move)."""
+    from billing.rollups import rollups_rebuild
+    from console.models import Account
+
+    account = Account.objects.filter(pk=account_id).first()
+    if account is None:
+        return "gone"
+    hourly, daily = rollups_rebuild(account=account)
+    logger.info("rebuild_rollups account=%s hourly=%s daily=%s", account_id, hourly, daily)
+    return f"{hourly} hourly, {daily} daily"
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def reconcile_rollups() -> list[int]:
+    """Roll-ups of the last two days against the records; rebuild any account that differs
+    (roll-ups are written in the records' own transaction, so this should find nothing)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.rollups import rollups_reconcile
+
+    repaired = rollups_reconcile(since=timezone.now() - timedelta(days=2))
+    logger.info("reconcile_rollups repaired=%s", repaired)
+    return repaired

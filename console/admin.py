@@ -7,7 +7,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 
 from console.forms import TIME_ZONE_CHOICES
-from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
+from console.models import Account, Announcement, AuditEvent, Invitation, Membership, Tier, User
 
 
 @admin.register(User)
@@ -103,3 +103,13 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Announcement)
+class AnnouncementAdmin(admin.ModelAdmin):
+    """Staff publish notices on every account's overview (or one tier's or currency's)."""
+
+    list_display = ["title", "level", "tier", "currency", "starts_at", "ends_at"]
+    list_filter = ["level", "tier", "currency"]
+    search_fields = ["title", "body"]
+    date_hierarchy = "starts_at"

@@ -14,8 +14,11 @@ NAVIGATION = [
     ("projects:list", _("Projects"), "projects.view"),
     ("usage:index", _("Usage"), "usage.view"),
     ("history:search", _("Prompt history"), "history.view"),
+    ("playground", _("Playground"), "playground.use"),
     ("billing:index", _("Billing"), "billing.view"),
     ("members", _("Members"), "members.view"),
+    ("pricing", _("Pricing"), "overview.view"),
+    ("quickstart", _("Quickstart"), "overview.view"),
 ]
 
 

@@ -287,3 +287,55 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor_kind} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Announcement(models.Model):
+    """A notice staff publish on the overview: for everyone, or for one tier or currency,
+    within a publish window (no end: until staff end it)."""
+
+    class Level(models.TextChoices):
+        INFO = "info", _("Information")
+        WARNING = "warning", _("Warning")
+
+    title = models.CharField(_("title"), max_length=200)
+    body = models.TextField(_("text"), max_length=4000, blank=True)
+    level = models.CharField(_("level"), max_length=16, choices=Level.choices, default="info")
+    link = models.URLField(_("link"), blank=True, help_text=_("Optional: a page to read more."))
+    # The audience: every account, or only those of this tier and/or currency.
+    tier = models.ForeignKey(
+        Tier,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("Empty: every tier."),
+    )
+    currency = models.CharField(
+        _("currency"),
+        max_length=3,
+        choices=settings.CURRENCIES,
+        blank=True,
+        help_text=_("Empty: every currency."),
+    )
+    starts_at = models.DateTimeField(_("published from"))
+    ends_at = models.DateTimeField(_("published until"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("announcement")
+        verbose_name_plural = _("announcements")
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ends_at__isnull=True)
+                | models.Q(ends_at__gt=models.F("starts_at")),
+                name="announcement_window_valid",
+            ),
+        ]
+        indexes = [
+            # The overview: announcements published now, newest first.
+            models.Index(fields=["-starts_at", "ends_at"], name="announcement_window_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title

@@ -57,4 +57,12 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=7),
         "options": {"expires": 3000},
     },
+    # Usage roll-ups against the usage records of the last two days; an account that differs
+    # is rebuilt. Roll-ups are written in each record's own transaction, so this is a safety
+    # net that should find nothing. Nightly, after the history purge.
+    "reconcile-usage-rollups": {
+        "task": "billing.tasks.reconcile_rollups",
+        "schedule": crontab(minute=45, hour=19),
+        "options": {"expires": 3 * 3600},
+    },
 }

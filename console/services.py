@@ -223,6 +223,11 @@ def account_update(
         for field, (_old, value) in changes.items():
             setattr(locked, field, value)
         locked.save(update_fields=list(changes))
+        if "time_zone" in changes:
+            # Daily roll-ups are days in the account's time zone: they move with it.
+            from billing.tasks import rebuild_rollups
+
+            transaction.on_commit(lambda: rebuild_rollups.delay(locked.pk))
         audit_record(
             action="account.update",
             account=locked,

@@ -65,6 +65,8 @@ urlpatterns = [
     path("api-keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("history/", include("history.urls")),
+    path("usage/", include("billing.usage_urls")),
+    path("api/console/v1/", include("billing.usage_api_urls")),
     path("", include("gateway.urls")),
     # Operations.
     path("healthz", health.healthz, name="healthz"),

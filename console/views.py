@@ -35,7 +35,10 @@ def overview(request):
     return render(
         request,
         "console/overview.html",
-        {"summary": selectors.account_overview(account=request.account)},
+        {
+            "summary": selectors.account_overview(account=request.account),
+            "dashboard": selectors.overview_dashboard(account=request.account),
+        },
     )
 
 

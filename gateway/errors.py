@@ -25,6 +25,8 @@ INVALID_PARAMETERS = Refusal(400, "1210", "Invalid request parameters.")
 UNKNOWN_MODEL = Refusal(400, "1211", "The model does not exist.")
 INVALID_MESSAGES = Refusal(400, "1214", "messages must be a non-empty list of {role, content}.")
 BODY_TOO_LARGE = Refusal(413, "1210", "The request body is too large.")
+# The console's playground only: the project in the body is not one of the account's.
+PROJECT_NOT_FOUND = Refusal(404, "1210", "The project does not exist.")
 CONCURRENCY = Refusal(429, "1302", "Too many concurrent requests for your account's tier.")
 FREQUENCY = Refusal(429, "1303", "Too many requests per minute for your account's tier.")
 ACCOUNT_SUSPENDED = Refusal(403, "1120", "The account is suspended.")

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from billing.rollups import usage_record_write
 from billing.selectors import (
     Estimate,
     account_month_spend,
@@ -38,6 +39,17 @@ from keys.services import api_key_mark_used
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def console_caller(*, account, project) -> Authenticated:
+    """The console's playground as a caller: the account and the chosen project, no key.
+    It goes through the same admission and settlement as a key."""
+    return Authenticated(key=None, project=project, account=account)
+
+
+def _source(auth: Authenticated) -> str:
+    # Only the console's playground calls without a key.
+    return UsageRecord.Source.API if auth.key is not None else UsageRecord.Source.CONSOLE
 
 
 @dataclass
@@ -193,10 +205,11 @@ def record_refusal(
     """A refused request that passed authentication: a usage record costing nothing."""
     if refused.auth is None:
         return
-    UsageRecord.objects.create(
+    usage_record_write(
         account=refused.auth.account,
         project=refused.auth.project,
         api_key=refused.auth.key,
+        source=_source(refused.auth),
         request_id=request_id,
         client_request_id=client_request_id,
         model=str((body or {}).get("model", ""))[:64],
@@ -233,10 +246,11 @@ def settle(
                 project=auth.project,
                 at=now,
             )
-        record = UsageRecord.objects.create(
+        record = usage_record_write(
             account=auth.account,
             project=auth.project,
             api_key=auth.key,
+            source=_source(auth),
             request_id=admitted.request_id,
             client_request_id=client_request_id,
             model=body["model"],
@@ -276,5 +290,6 @@ def settle(
                 first_token_ms=outcome.first_token_ms,
                 created_at=now,
             )
-    api_key_mark_used(key=auth.key, at=now)
+    if auth.key is not None:
+        api_key_mark_used(key=auth.key, at=now)
     return record

@@ -66,7 +66,9 @@ def _headers(request_id: str, extra: dict | None = None) -> dict:
     return {"x-request-id": request_id, **(extra or {})}
 
 
-async def _refuse(refused, *, request_id, body, client_request_id, stream):
+async def refuse(refused, *, request_id, body, client_request_id, stream):
+    """Record a refusal (if it passed authentication) and answer BigModel's error body; the
+    API and the console's playground both answer refusals this way."""
     await sync_to_async(services.record_refusal)(
         refused=refused,
         request_id=request_id,
@@ -117,7 +119,7 @@ async def chat_completions(request):
     if isinstance(auth, services.Refused):
         if auth.auth is None:
             return errors.error_response(auth.refusal, headers=_headers(request_id))
-        return await _refuse(
+        return await refuse(
             auth,
             request_id=request_id,
             body=body,
@@ -126,7 +128,7 @@ async def chat_completions(request):
         )
     if invalid is not None:
         refused = services.Refused(invalid[0], auth, invalid[1])
-        return await _refuse(
+        return await refuse(
             refused,
             request_id=request_id,
             body=body if isinstance(body, dict) else None,
@@ -135,7 +137,7 @@ async def chat_completions(request):
         )
     admitted = await sync_to_async(services.admit)(auth=auth, body=body, request_id=request_id)
     if isinstance(admitted, services.Refused):
-        return await _refuse(
+        return await refuse(
             admitted,
             request_id=request_id,
             body=body,
@@ -147,7 +149,7 @@ async def chat_completions(request):
         headers["x-client-request-id"] = client_request_id[:128]
     if stream:
         return StreamingHttpResponse(
-            _events(admitted, body, client_request_id),
+            stream_events(admitted, body, client_request_id),
             content_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
@@ -209,7 +211,9 @@ def _sse(data) -> str:
     return "data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
 
-async def _events(admitted, body, client_request_id):
+async def stream_events(admitted, body, client_request_id):
+    """An admitted stream as SSE text: the upstream's chunks as they arrive, then the
+    settlement, then `[DONE]`. The API and the console's playground both stream with it."""
     started = time.perf_counter()
     first_token_ms = None
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))

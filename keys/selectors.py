@@ -22,7 +22,8 @@ _KEY_SHAPE = re.compile(r"(?P<key_id>[0-9a-f]{32})\.(?P<secret>[A-Za-z0-9_-]{16,
 
 @dataclass(frozen=True)
 class Authenticated:
-    key: ApiKey
+    # None for the console's playground, which calls as a signed-in member, not with a key.
+    key: ApiKey | None
     project: Project
     account: Account
 

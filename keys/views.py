@@ -11,6 +11,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
+from billing.charts import usage_panel
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
@@ -106,17 +107,19 @@ def key_detail(request, key_id: int):
         request.account,
         pk=key_id,
     )
-    return render(
-        request,
-        "keys/detail.html",
-        {
-            "key": key,
-            "edit_form": ApiKeyEditForm(
-                initial={"label": key.label, "environment": key.environment}
-            ),
-            "rotate_form": RotateForm(),
-        },
+    return _detail(
+        request, key, ApiKeyEditForm(initial={"label": key.label, "environment": key.environment})
     )
+
+
+def _detail(request, key, edit_form, *, status=200):
+    context = {
+        "key": key,
+        "edit_form": edit_form,
+        "rotate_form": RotateForm(),
+        "usage_panel": usage_panel(account=request.account, api_key_id=key.pk),
+    }
+    return render(request, "keys/detail.html", context, status=status)
 
 
 @account_view("keys.manage")
@@ -125,12 +128,7 @@ def key_edit(request, key_id: int):
     key = _manageable_key(request, key_id)
     form = ApiKeyEditForm(request.POST)
     if not form.is_valid():
-        return render(
-            request,
-            "keys/detail.html",
-            {"key": key, "edit_form": form, "rotate_form": RotateForm()},
-            status=form_status(form),
-        )
+        return _detail(request, key, form, status=form_status(form))
     services.api_key_update(key=key, actor=request.user, ip=client_ip(request), **form.cleaned_data)
     messages.success(request, _("Key %(mask)s saved.") % {"mask": key.mask})
     return redirect("keys:detail", key.pk)

@@ -3,6 +3,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from billing.charts import usage_panel
 from billing.forms import CapForm
 from console.roles import role_can
 from console.services import ServiceError
@@ -72,6 +73,7 @@ def _detail(request, project, *, form=None, cap_form=None, status=200):
     context = {
         "project": project,
         "usage": selectors.project_usage(project=project),
+        "usage_panel": usage_panel(account=request.account, project_id=project.pk),
         # Finance sees projects and spend, not keys (the permission map's keys.view).
         "keys": key_list(account=request.account, project=project)
         if role_can(request.membership.role, "keys.view")

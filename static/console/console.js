@@ -24,20 +24,33 @@
       form.reset();
     }
   });
-  // Copy buttons: data-copy names the input to copy; the label confirms for a moment.
+  // Copy buttons: data-copy names the input to copy, or any other element (a code block)
+  // whose text to copy; the label confirms for a moment.
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-copy]");
     if (!button) { return; }
     var field = document.querySelector(button.getAttribute("data-copy"));
     if (!field) { return; }
-    field.select();
+    var text;
+    if (field.matches("input, textarea")) {
+      text = field.value;
+      field.select();
+    } else {
+      // Selected too, so the execCommand fallback copies it and the reader sees what went.
+      text = field.textContent;
+      var range = document.createRange();
+      range.selectNodeContents(field);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+    }
     var done = function () {
       var label = button.textContent;
       button.textContent = button.getAttribute("data-copied") || label;
       setTimeout(function () { button.textContent = label; }, 2000);
     };
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
+      navigator.clipboard.writeText(text).then(done, function () { document.execCommand("copy"); done(); });
     } else {
       document.execCommand("copy");
       done();

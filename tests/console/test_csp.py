@@ -66,3 +66,18 @@ def test_template_comments_are_single_line():
         for number, line in enumerate(template.read_text().splitlines(), 1):
             if "{#" in line:
                 assert "#}" in line, f"{template}:{number}: use {{% comment %}} across lines"
+
+
+def test_plotlys_stylesheet_and_map_style_id_match_the_installed_plotly():
+    """plotly.js injects inline <style> unless our page provides its rules and ids (the CSP
+    refuses inline styles): after a plotly upgrade, scripts/plotly-csp-css must be re-run."""
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = runpy.run_path(str(root / "scripts" / "plotly-csp-css"))
+    current = (root / "static" / "vendor" / "plotly-csp.css").read_text(encoding="utf-8")
+    assert current == script["generate"](), "run scripts/plotly-csp-css"
+    source = script["plotly_js"]().read_text(encoding="utf-8")
+    assets = (root / "templates" / "billing" / "_chart_assets.html").read_text(encoding="utf-8")
+    assert f'id="{script["maplibre_style_id"](source)}"' in assets

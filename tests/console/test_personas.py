@@ -16,6 +16,8 @@ from billing.payments import payment_method_add, payment_record_manual, payment_
 from billing.selectors import current_month
 from console.models import Invitation
 from console.services import invitation_create
+from gateway import errors
+from gateway.services import Refused, console_caller, new_request_id, record_refusal
 from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.models import ApiKey
 from keys.services import api_key_create
@@ -254,6 +256,12 @@ EXPECTATIONS = {
     ),
     # Prompt history: content, so never finance (or viewers).
     "history:search": ("get", None, None, {**_members_only(200), "finance_a": 403}),
+    # Usage numbers carry no content: every member reads them; B reads its own (empty) usage.
+    "usage:index": ("get", None, None, _members_only(200)),
+    "usage:csv": ("get", None, None, _members_only(200)),
+    # The usage API answers a JSON 401 (not a redirect) to a caller with no key or session.
+    "usage_api:usage": ("get", None, None, _members_only(200, anonymous=401)),
+    "usage_api:costs": ("get", None, None, _members_only(200, anonymous=401)),
     "history:detail": (
         "get",
         lambda w: {"log_id": w.log_a.pk},
@@ -291,6 +299,20 @@ EXPECTATIONS = {
     "gateway_models": ("get", None, None, _all(401)),
     # The simulator takes no key and holds no data; a form post is not its JSON.
     "simulator_chat": ("post", None, None, _all(400)),
+    # The playground: owner, admin and developer. Its chat takes JSON, so the form post here
+    # is a 400 for members (B posting A's project is a 404: tests/gateway/test_playground.py).
+    "playground": ("get", None, None, {**_members_only(200), "finance_a": 403}),
+    "playground_chat": ("post", None, None, {**_members_only(400), "finance_a": 403}),
+    # A's playground message (refused in arrears) is the object.
+    "playground_result": (
+        "get",
+        lambda w: {"request_id": w.playground_request_a},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
+    # Pricing and quickstart: every member, each reading its own account's currency.
+    "pricing": ("get", None, None, _members_only(200)),
+    "quickstart": ("get", None, None, _members_only(200)),
     # API keys: A's key in that project is the object. Finance never manages keys.
     "keys:list": ("get", None, None, {**_members_only(200), "finance_a": 403}),
     "keys:create": (
@@ -414,6 +436,16 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
     world.key_a = api_key_create(
         account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
     ).key
+    world.playground_request_a = new_request_id()
+    record_refusal(
+        refused=Refused(
+            errors.ARREARS, console_caller(account=world.account_a, project=world.project_a)
+        ),
+        request_id=world.playground_request_a,
+        body={"model": "glm-4.7"},
+        client_request_id="",
+        stream=True,
+    )
     return world
 
 

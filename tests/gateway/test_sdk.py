@@ -2,18 +2,11 @@
 WSGI and buffers streams). PostgreSQL only: the server process must see the test data."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import openai
 import pytest
-from django.db import connection
 
 from billing.audit import audit_all
 from billing.models import LedgerEntry, UsageRecord, Wallet
@@ -22,55 +15,12 @@ from history.models import PromptLog
 from keys.services import api_key_revoke
 from tests.conftest import requires_postgres
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def server():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@"
-        f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "SIMULATOR_FIRST_TOKEN_MS": "20",
-        "SIMULATOR_CHUNK_MS": "5",
-        "STATICFILES_BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
-    }
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs Redis: the server process and the test share limits and reservations")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.3)
-    yield base + "/api/paas/v4/"
-    process.terminate()
-    process.wait(timeout=30)
+def server(uvicorn_site):
+    return uvicorn_site + "/api/paas/v4/"
 
 
 def test_the_sdk_non_stream_and_stream_get_the_simulator_and_exact_records(server, funded):

@@ -20,7 +20,7 @@ from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_start_bank_transfer, payment_start_card
 from billing.selectors import current_month, previous_month
 from billing.statements import statement_generate
-from console.models import AuditEvent, Tier, User
+from console.models import Announcement, AuditEvent, Tier, User
 from console.services import invitation_create, user_signup
 from keys.services import api_key_create, api_key_revoke
 from projects.models import Project
@@ -51,7 +51,7 @@ PROMPTS = [
 ]
 
 
-def _seed_money(*, account, project, key) -> None:
+def _seed_money(*, account, project, key, spare) -> None:
     """A recharge and 30 days of backdated API traffic, settled through the gateway's own
     settlement (charge, usage record, prompt log) as real requests are. Once only: the
     request ids are fixed, so a re-run would change nothing anyway."""
@@ -81,14 +81,19 @@ def _seed_money(*, account, project, key) -> None:
         created_at=paid_at
     )
     auth = Authenticated(key=key, project=project, account=account)
+    staging = Authenticated(key=spare, project=project, account=account)
     randomness = random.Random(42)  # noqa: S311 - demo data, the same every time
     for day in range(30, 0, -1):
         for call in range(randomness.randint(3, 8)):
             model = randomness.choice(["glm-4.7", "glm-4.7", "glm-4.5-air", "glm-4.7-flash"])
             role, prompt = randomness.choice(PROMPTS)
             body = {"model": model, "messages": [{"role": role, "content": prompt}]}
+            # Most traffic on the production key, some on the staging one; a few upstream
+            # failures, so the usage page's error rate has something to show.
+            caller = auth if call % 4 else staging
+            failed = randomness.random() < 0.08
             admitted = Admitted(
-                auth=auth,
+                auth=caller,
                 route=None,
                 estimate=None,
                 request_id=f"demo-{day}-{call}",
@@ -98,7 +103,9 @@ def _seed_money(*, account, project, key) -> None:
             settle(
                 admitted=admitted,
                 body=body,
-                outcome=Outcome(
+                outcome=Outcome(code="1230", status=502)
+                if failed
+                else Outcome(
                     status=200,
                     input_tokens=randomness.randint(20_000, 400_000),
                     output_tokens=output_tokens,
@@ -189,8 +196,16 @@ class Command(BaseCommand):
                     actor_kind=AuditEvent.ActorKind.SYSTEM,
                 )
                 api_key_revoke(key=old.key, actor=user, reason="demo: a key that was revoked")
-                _seed_money(account=account, project=support, key=demo_keys[0])
+                _seed_money(account=account, project=support, key=demo_keys[0], spare=demo_keys[1])
                 _seed_documents(account=account, user=user)
+                Announcement.objects.get_or_create(
+                    title="GLM-4.7 is available in the playground",
+                    defaults={
+                        "body": "Try it from the Playground page; messages are billed like "
+                        "API calls.",
+                        "starts_at": timezone.now() - timedelta(days=2),
+                    },
+                )
                 owner = account.memberships.get(user=user)
                 invitation_create(
                     account=account, inviter=owner, email=DEMO_TEAMMATE, role="finance"

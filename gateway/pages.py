@@ -1,0 +1,56 @@
+"""Console pages about calling the API: the price list and the quickstart. Everyone in the
+account may read them; neither shows anything secret (the quickstart's key is a
+placeholder, never one of the account's keys)."""
+
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from billing import selectors
+from console.tenancy import account_view
+
+# The model the quickstart's snippets name when it is callable: the flagship, as in
+# docs/api.md; otherwise the first callable one.
+QUICKSTART_MODEL = "glm-4.7"
+
+
+@account_view("overview.view")
+@require_GET
+def pricing(request):
+    currency = request.account.currency
+    return render(
+        request,
+        "gateway/pricing.html",
+        {
+            "currency": currency,
+            "prices": selectors.price_list(currency=currency),
+            "products": selectors.pack_products_on_sale(),
+        },
+    )
+
+
+@account_view("overview.view")
+@require_GET
+def quickstart(request):
+    callable_models = [row.model for row in selectors.price_list(currency=request.account.currency)]
+    model = (
+        QUICKSTART_MODEL
+        if QUICKSTART_MODEL in callable_models or not callable_models
+        else callable_models[0]
+    )
+    # The SDKs append `chat/completions` to the base URL: it must end with a slash.
+    base_path = reverse("gateway_models").removesuffix("models")
+    return render(
+        request,
+        "gateway/quickstart.html",
+        {
+            "base_url": request.build_absolute_uri(base_path),
+            "model": model,
+            # Never one of the account's keys (only hashes are stored, and the page is for
+            # every role). Plain strings, not safe ones: the page escapes the angle brackets.
+            "key_placeholder": _("<your API key>"),
+            # Translators: the message the example requests send.
+            "prompt": _("Hello"),
+        },
+    )

@@ -1,0 +1,191 @@
+"""Usage roll-ups: written with each usage record, equal to the records' sums, rebuildable,
+reconciled, exact beside concurrent writers."""
+
+import zoneinfo
+from collections import Counter, defaultdict
+from datetime import UTC, timedelta
+
+import pytest
+from django.db.models import F
+from django.utils import timezone
+
+from billing.models import UsageDaily, UsageHourly, UsageRecord
+from billing.rollups import (
+    METRICS,
+    UPSTREAM_ERROR_CODES,
+    rollups_disagreeing,
+    rollups_rebuild,
+    rollups_reconcile,
+)
+from billing.tasks import rebuild_rollups
+from console.services import account_update
+from gateway import errors
+from keys.services import api_key_create
+from projects.services import project_create
+from tests.billing.factories import funded_account
+from tests.billing.traffic import mixed_traffic, settle_one
+from tests.threads import run_together
+
+pytestmark = pytest.mark.django_db
+
+
+def expected_from_records(account, bucket):
+    """The records of `account` summed per group and bucket, in Python."""
+    sums = defaultdict(Counter)
+    for record in UsageRecord.objects.filter(account=account):
+        key = (
+            bucket(record.created_at),
+            record.project_id or 0,
+            record.api_key_id or 0,
+            record.model,
+            record.source,
+        )
+        failed = record.status != 200 and record.code in UPSTREAM_ERROR_CODES
+        sums[key].update(
+            {
+                "requests": 1,
+                "refused": int(record.status != 200 and not failed),
+                "upstream_errors": int(failed),
+                **{name: getattr(record, name) for name in METRICS[3:]},
+            }
+        )
+    return {key: tuple(counter[name] for name in METRICS) for key, counter in sums.items()}
+
+
+def stored(model, account, bucket_field):
+    return {
+        (getattr(row, bucket_field), row.project_id, row.api_key_id, row.model, row.source): tuple(
+            getattr(row, name) for name in METRICS
+        )
+        for row in model.objects.filter(account=account)
+    }
+
+
+def hour_bucket(moment):
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_bucket(zone):
+    return lambda moment: timezone.localtime(moment, zone).date()
+
+
+@pytest.fixture
+def busy_account():
+    account = funded_account(recharge_units=500, bonus_units=50, time_zone="Asia/Kolkata")
+    other_project = project_create(account=account, name="Search", actor=None)
+    keys = [
+        api_key_create(account=account, project=project, label=f"k{index}", actor=None).key
+        for index, project in enumerate(
+            [
+                account.projects.get(is_default=True),
+                account.projects.get(is_default=True),
+                other_project,
+            ]
+        )
+    ]
+    made = mixed_traffic(keys, days=12)
+    return account, keys, made
+
+
+def test_it_keeps_hourly_and_daily_rows_equal_to_the_records(busy_account):
+    account, _keys, made = busy_account
+    assert UsageRecord.objects.filter(account=account).count() == made
+    zone = zoneinfo.ZoneInfo(account.time_zone)
+    assert stored(UsageHourly, account, "hour") == expected_from_records(account, hour_bucket)
+    assert stored(UsageDaily, account, "day") == expected_from_records(account, day_bucket(zone))
+    totals = UsageDaily.objects.filter(account=account)
+    assert sum(row.requests for row in totals) == made
+    assert sum(row.refused for row in totals) == 3  # one refusal per key
+    assert sum(row.fee_nano for row in totals) == sum(
+        r.fee_nano for r in UsageRecord.objects.filter(account=account)
+    )
+
+
+def test_it_rebuilds_the_same_rows_and_a_second_rebuild_changes_nothing(busy_account):
+    account, _keys, _made = busy_account
+    before_hourly = stored(UsageHourly, account, "hour")
+    before_daily = stored(UsageDaily, account, "day")
+    UsageHourly.objects.filter(account=account).update(requests=F("requests") + 5)
+    UsageDaily.objects.filter(account=account)[:1].get().delete()
+    rollups_rebuild(account=account)
+    assert stored(UsageHourly, account, "hour") == before_hourly
+    assert stored(UsageDaily, account, "day") == before_daily
+    rollups_rebuild(account=account)
+    assert stored(UsageHourly, account, "hour") == before_hourly
+    assert stored(UsageDaily, account, "day") == before_daily
+
+
+def test_a_rebuild_from_a_date_leaves_earlier_rows_alone(busy_account):
+    account, _keys, _made = busy_account
+    since = timezone.now() - timedelta(days=3)
+    early = UsageDaily.objects.filter(account=account).order_by("day").first()
+    UsageDaily.objects.filter(pk=early.pk).update(requests=999)
+    rollups_rebuild(account=account, since=since)
+    assert UsageDaily.objects.get(pk=early.pk).requests == 999
+    recent = stored(UsageDaily, account, "day")
+    rollups_rebuild(account=account)
+    assert {k: v for k, v in recent.items() if k[0] >= since.date()} == {
+        k: v for k, v in stored(UsageDaily, account, "day").items() if k[0] >= since.date()
+    }
+
+
+def test_reconciliation_finds_and_repairs_only_the_account_that_differs(busy_account):
+    account, _keys, _made = busy_account
+    calm = funded_account(recharge_units=10)
+    settle_one(
+        api_key_create(
+            account=calm, project=calm.projects.get(is_default=True), label="c", actor=None
+        ).key
+    )
+    since = timezone.now() - timedelta(days=2)
+    assert rollups_disagreeing(since=since) == []
+    assert rollups_reconcile(since=since) == []
+    row = UsageHourly.objects.filter(account=account).order_by("-hour").first()
+    UsageHourly.objects.filter(pk=row.pk).update(fee_nano=F("fee_nano") + 1)
+    assert rollups_disagreeing(since=since) == [account.pk]
+    assert rollups_reconcile(since=since) == [account.pk]
+    assert rollups_disagreeing(since=since) == []
+
+
+def test_changing_the_time_zone_moves_the_days(busy_account, django_capture_on_commit_callbacks):
+    account, _keys, _made = busy_account
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        account_update(
+            account=account,
+            actor=None,
+            name=account.name,
+            time_zone="America/Los_Angeles",
+            currency=account.currency,
+        )
+    assert len(callbacks) == 1  # the rebuild is queued once the change is committed
+    account.refresh_from_db()
+    rebuild_rollups.apply(args=[account.pk]).get()
+    zone = zoneinfo.ZoneInfo("America/Los_Angeles")
+    assert stored(UsageDaily, account, "day") == expected_from_records(account, day_bucket(zone))
+
+
+def test_the_upstream_failure_codes_are_the_gateways():
+    assert set(UPSTREAM_ERROR_CODES) == {errors.UPSTREAM_ERROR.code, errors.UPSTREAM_TIMEOUT.code}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_of_a_new_group_and_a_rebuild_count_each_record_once():
+    account = funded_account(recharge_units=100)
+    key = api_key_create(
+        account=account, project=account.projects.get(is_default=True), label="x", actor=None
+    ).key
+    settle_one(key, model="glm-4.5-air")  # an existing group; the writers below add new ones
+
+    def work(index):
+        if index == 0:
+            rollups_rebuild(account=account)
+        else:
+            settle_one(key, model=["glm-4.7", "glm-4.7-flash"][index % 2], input_tokens=index)
+
+    assert run_together(work, 17) == []
+    records = UsageRecord.objects.filter(account=account)
+    assert sum(r.requests for r in UsageHourly.objects.filter(account=account)) == records.count()
+    assert stored(UsageHourly, account, "hour") == expected_from_records(account, hour_bucket)
+    assert stored(UsageDaily, account, "day") == expected_from_records(
+        account, day_bucket(zoneinfo.ZoneInfo(account.time_zone))
+    )
