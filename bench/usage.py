@@ -164,6 +164,39 @@ def measure(accounts) -> dict:
     }
 
 
+def settle_cost() -> tuple[float, float]:
+    """Settlement p50 (charge, usage record, prompt log) on one account, sequentially, with
+    the roll-up upserts and with them replaced by a no-op: what the roll-ups add."""
+    from billing import rollups
+    from billing.money import NANO_PER_UNIT
+    from billing.services import recharge
+    from tests.billing.traffic import settle_one
+
+    _user, account = user_signup(
+        email=f"settle-{time.time_ns()}@example.com",
+        password="bench-password-123",
+        name="",
+        account_name="settle cost",
+        currency="CNY",
+        email_verified=True,
+        starter_pack=False,
+        tier=Tier.objects.get(slug="enterprise"),
+    )
+    recharge(account=account, amount_nano=10**6 * NANO_PER_UNIT, reference="settle")
+    key = api_key_create(account=account, project=account.projects.get(), label="k", actor=None)
+    real = rollups.rollup_add
+    rounds = {"with": [], "without": []}
+    try:
+        for _ in range(3):
+            rollups.rollup_add = real
+            rounds["with"].append(timed(lambda: settle_one(key.key), repeat=300))
+            rollups.rollup_add = lambda **kwargs: None
+            rounds["without"].append(timed(lambda: settle_one(key.key), repeat=300))
+    finally:
+        rollups.rollup_add = real
+    return statistics.median(rounds["with"]), statistics.median(rounds["without"])
+
+
 def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("bench/usage.py needs DATABASE_URL=postgres://... (a scratch database)")
@@ -203,6 +236,11 @@ def main() -> None:
             f"{row['daily_rows']:>7,} {row['hourly_rows']:>8,} {row['overview']:>11.1f} "
             f"{row['usage']:>9.1f} {row['api']:>7.1f} {row['raw']:>12.1f}"
         )
+    with_rollups, without = settle_cost()
+    print(
+        f"settle p50: {with_rollups:.2f} ms with the roll-up upserts, {without:.2f} ms without "
+        f"(+{with_rollups - without:.2f} ms)"
+    )
     small, large = results[0], results[-1]
     for name in ("overview", "usage", "api", "raw"):
         print(

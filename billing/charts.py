@@ -6,6 +6,8 @@ Money goes to the browser as exact decimal strings (plotly reads numeric strings
 numbers), never as floats.
 """
 
+import html
+
 from django.utils.translation import gettext as _
 
 from billing.money import decimal_string
@@ -55,12 +57,18 @@ def _x(report: UsageReport) -> list[str]:
     return [bucket.isoformat() for bucket in report.buckets]
 
 
+def plotly_text(text: str) -> str:
+    """Names people typed (a project, a key label) as plain text in a figure: plotly.js reads
+    a small HTML subset in trace names (links, styles, popups), so < > & go as entities."""
+    return html.escape(str(text), quote=False)
+
+
 def _series(report: UsageReport) -> list[tuple[str, dict]]:
     """(label, {bucket: metrics}) per group, the costliest MAX_SERIES first, then Other."""
     shown, rest = report.groups[:MAX_SERIES], report.groups[MAX_SERIES:]
     series = [
         (
-            group.label,
+            plotly_text(group.label),
             {b: report.cells.get((b, group.id), Metrics()) for b in report.buckets},
         )
         for group in shown

@@ -5,9 +5,10 @@ Kept current incrementally: `usage_record_write` inserts a record and adds it to
 and daily rows in the same transaction, by an upsert that adds (`requests = requests + 1`),
 so a record counts exactly once — it is inserted once (unique request id), and a rolled-back
 insert takes its increment with it. `rollups_rebuild` recomputes any stretch from the
-records (after a time-zone change, or if rows were ever edited by hand); the daily
-reconciliation job finds accounts whose roll-ups disagree with their records and rebuilds
-them.
+records (after a time-zone change, after an upgrade or an import, or if rows were ever
+edited by hand); the nightly reconciliation finds accounts whose roll-ups disagree with
+their records in any metric, hour or day (a request that settled across a time-zone change
+lands on the old zone's day) and rebuilds them.
 
 Hours are UTC; days are calendar days in the account's time zone, like caps and statements.
 """
@@ -122,9 +123,25 @@ def rollup_add(*, record: UsageRecord, time_zone: str) -> None:
     _upsert(UsageDaily, "day", [(*group, day_of(record.created_at, time_zone), *metrics)])
 
 
+# The advisory-lock class of roll-up writes (the second key is the account id): writers take
+# it shared, a rebuild of the account exclusive. Only that account's writers wait.
+ROLLUP_LOCK = 8_101
+
+
+def _lock_account(account_id: int, *, exclusive: bool) -> None:
+    """Writers of one account share this lock; its rebuild holds it alone, until commit.
+    On SQLite every write transaction is exclusive already."""
+    if connection.vendor != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK, account_id])
+
+
 def usage_record_write(**fields) -> UsageRecord:
     """The one way a usage record is written: the record and its roll-ups, atomically."""
     with transaction.atomic():
+        _lock_account(fields["account"].pk, exclusive=False)
         record = UsageRecord.objects.create(**fields)
         rollup_add(record=record, time_zone=fields["account"].time_zone)
     return record
@@ -160,17 +177,18 @@ def _aggregate(records, bucket_expression) -> list[tuple]:
     ]
 
 
-def rollups_rebuild(*, account: Account, since: datetime | None = None) -> tuple[int, int]:
+def rollups_rebuild(
+    *, account: Account, since: datetime | None = None, hourly: bool = True
+) -> tuple[int, int]:
     """Recompute `account`'s roll-ups from its usage records, all of them or from `since` on
-    (hours from since's hour, days from since's local day). Idempotent. Returns the numbers
-    of hourly and daily rows written.
+    (hours from since's hour, days from since's local day); only the daily rows when
+    `hourly` is false (a time-zone change moves days, not UTC hours). Idempotent. Returns
+    the numbers of hourly and daily rows written.
 
-    Exact beside live traffic: on PostgreSQL the roll-up tables are locked against writers
-    (SHARE ROW EXCLUSIVE) for the rebuild's transaction. A writer that already added its
-    record holds its lock until it commits, so the rebuild waits and then counts the record;
-    a writer that has not yet added waits for the rebuild and then adds to the rebuilt row.
-    Either way once. Writers of every account wait meanwhile, so rebuilds are for repairs
-    and time-zone changes, not for routine use. (SQLite's writers are serialised anyway.)
+    Exact beside live traffic: the rebuild holds the account's roll-up lock exclusively
+    (`usage_record_write` takes it shared before inserting a record). A writer that already
+    holds it commits first, and the rebuild then counts its record; a writer that comes
+    later waits, then adds to the rebuilt row. Either way once; other accounts never wait.
     """
     zone = zoneinfo.ZoneInfo(account.time_zone)
     records = UsageRecord.objects.filter(account=account)
@@ -186,55 +204,102 @@ def rollups_rebuild(*, account: Account, since: datetime | None = None) -> tuple
         daily_records = records.filter(
             created_at__gte=datetime.combine(first_day, time.min, tzinfo=zone)
         )
+    hourly_rows: list[tuple] = []
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"LOCK TABLE {UsageHourly._meta.db_table}, {UsageDaily._meta.db_table} "
-                    "IN SHARE ROW EXCLUSIVE MODE"
-                )
-        hours.delete()
+        _lock_account(account.pk, exclusive=True)
+        if hourly:
+            hours.delete()
+            hourly_rows = _aggregate(hourly_records, TruncHour("created_at", tzinfo=UTC))
+            hourly_rows = [(account.pk, *row[1:]) for row in hourly_rows]
+            _upsert(UsageHourly, "hour", hourly_rows)
         days.delete()
-        hourly = _aggregate(hourly_records, TruncHour("created_at", tzinfo=UTC))
-        daily = _aggregate(daily_records, TruncDate("created_at", tzinfo=zone))
-        hourly = [(account.pk, *row[1:]) for row in hourly]
-        daily = [(account.pk, *row[1:]) for row in daily]
-        _upsert(UsageHourly, "hour", hourly)
-        _upsert(UsageDaily, "day", daily)
+        daily_rows = _aggregate(daily_records, TruncDate("created_at", tzinfo=zone))
+        daily_rows = [(account.pk, *row[1:]) for row in daily_rows]
+        _upsert(UsageDaily, "day", daily_rows)
     log.info(
         "rollups rebuilt: account=%s since=%s hourly=%s daily=%s",
         account.pk,
         since,
-        len(hourly),
-        len(daily),
+        len(hourly_rows),
+        len(daily_rows),
     )
-    return len(hourly), len(daily)
+    return len(hourly_rows), len(daily_rows)
+
+
+def _record_sums(records, bucket_expression) -> dict[tuple, tuple]:
+    """{(account id, bucket): every metric} summed from usage records."""
+    failed = Q(code__in=UPSTREAM_ERROR_CODES) & ~Q(status=200)
+    rows = (
+        records.annotate(bucket=bucket_expression)
+        .values("account_id", "bucket")
+        .annotate(
+            n_requests=Count("id"),
+            n_refused=Count("id", filter=~Q(status=200) & ~failed),
+            n_upstream_errors=Count("id", filter=failed),
+            **{f"sum_{name}": Sum(name) for name in METRICS[3:]},
+        )
+        .order_by()
+    )
+    return {
+        (row["account_id"], row["bucket"]): (
+            row["n_requests"],
+            row["n_refused"],
+            row["n_upstream_errors"],
+            *(row[f"sum_{name}"] or 0 for name in METRICS[3:]),
+        )
+        for row in rows
+    }
+
+
+def _rollup_sums(rows, bucket: str) -> dict[tuple, tuple]:
+    """{(account id, bucket): every metric} summed from roll-up rows."""
+    return {
+        (row["account_id"], row[bucket]): tuple(row[f"sum_{name}"] or 0 for name in METRICS)
+        for row in rows.values("account_id", bucket)
+        .annotate(**{f"sum_{name}": Sum(name) for name in METRICS})
+        .order_by()
+    }
+
+
+def _differing(left: dict, right: dict) -> set[int]:
+    return {key[0] for key in left.keys() | right.keys() if left.get(key) != right.get(key)}
 
 
 def rollups_disagreeing(*, since: datetime) -> list[int]:
-    """Accounts whose hourly roll-ups from `since`'s hour on disagree with their usage records
-    (count, tokens or fee). Reads one aggregate of each side per account."""
-    first_hour = hour_of(since)
-    fields = ("input_tokens", "output_tokens", "fee_nano")
-    from_records = {
-        row["account_id"]: (row["n"], *(row[f] or 0 for f in fields))
-        for row in UsageRecord.objects.filter(created_at__gte=first_hour)
-        .values("account_id")
-        .annotate(n=Count("id"), **{f: Sum(f) for f in fields})
-        .order_by()
-    }
-    from_rollups = {
-        row["account_id"]: (row["n"] or 0, *(row[f] or 0 for f in fields))
-        for row in UsageHourly.objects.filter(hour__gte=first_hour)
-        .values("account_id")
-        .annotate(n=Sum("requests"), **{f: Sum(f) for f in fields})
-        .order_by()
-    }
-    return sorted(
-        account_id
-        for account_id in from_records.keys() | from_rollups.keys()
-        if from_records.get(account_id) != from_rollups.get(account_id)
-    )
+    """Accounts whose roll-ups from `since` on disagree with their usage records, in any
+    metric of any hour or (local) day. Both sides are read in one snapshot on PostgreSQL
+    (REPEATABLE READ), so a request settling meanwhile cannot look like a difference."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        differ = set()
+        first_hour = hour_of(since)
+        differ |= _differing(
+            _record_sums(
+                UsageRecord.objects.filter(created_at__gte=first_hour),
+                TruncHour("created_at", tzinfo=UTC),
+            ),
+            _rollup_sums(UsageHourly.objects.filter(hour__gte=first_hour), "hour"),
+        )
+        # Days are each account's own: compare per time zone.
+        for name in Account.objects.values_list("time_zone", flat=True).distinct():
+            zone = zoneinfo.ZoneInfo(name)
+            first_day = day_of(since, name)
+            differ |= _differing(
+                _record_sums(
+                    UsageRecord.objects.filter(
+                        account__time_zone=name,
+                        created_at__gte=datetime.combine(first_day, time.min, tzinfo=zone),
+                    ),
+                    TruncDate("created_at", tzinfo=zone),
+                ),
+                _rollup_sums(
+                    UsageDaily.objects.filter(account__time_zone=name, day__gte=first_day), "day"
+                ),
+            )
+    return sorted(differ)
 
 
 def rollups_reconcile(*, since: datetime) -> list[int]:

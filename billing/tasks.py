@@ -74,14 +74,15 @@ def make_monthly_statements() -> int:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def rebuild_rollups(account_id: int) -> str:
-    """An account's roll-ups from its records (after its time zone changed: days move)."""
+    """An account's daily roll-ups from its records, after its time zone changed (days move;
+    hours are UTC and stay)."""
     from billing.rollups import rollups_rebuild
     from console.models import Account
 
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
         return "gone"
-    hourly, daily = rollups_rebuild(account=account)
+    hourly, daily = rollups_rebuild(account=account, hourly=False)
     logger.info("rebuild_rollups account=%s hourly=%s daily=%s", account_id, hourly, daily)
     return f"{hourly} hourly, {daily} daily"
 

@@ -115,15 +115,27 @@ class UsageQuery:
 PAGE_PARAMETERS = {"start", "end", "group", "bucket", "project", "key"}
 
 
-def _parse_day(text: str) -> date | None:
+# Dates outside these are not usage anyone has: they fall back like malformed ones (and keep
+# date arithmetic far from year 1 and year 9999).
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAYS_AHEAD = 366
+
+
+def _parse_day(text: str, *, today: date) -> date | None:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         return None
+    return day if EARLIEST_DAY <= day <= today + timedelta(days=LATEST_DAYS_AHEAD) else None
 
 
-def _parse_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and 0 < int(text) < 2**63 else None
+def parse_id(text: str) -> int | None:
+    """A database id from a query string: ASCII digits only ("²".isdigit() is true, and
+    int() refuses it), within a 64-bit column."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    value = int(text)
+    return value if 0 < value < 2**63 else None
 
 
 def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[UsageQuery, list[str]]:
@@ -136,12 +148,12 @@ def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[Usage
         notes.append(_("Ignored unknown parameters: %(names)s.") % {"names": ", ".join(unknown)})
     end = today
     if params.get("end"):
-        end = _parse_day(params["end"]) or today
+        end = _parse_day(params["end"], today=today) or today
         if end == today and params["end"] != today.isoformat():
             notes.append(_("The end date is not a date (YYYY-MM-DD): showing up to today."))
     start = end - timedelta(days=DEFAULT_DAYS - 1)
     if params.get("start"):
-        parsed = _parse_day(params["start"])
+        parsed = _parse_day(params["start"], today=today)
         if parsed is None:
             notes.append(_("The start date is not a date (YYYY-MM-DD): showing 30 days."))
         else:
@@ -162,7 +174,7 @@ def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[Usage
         bucket = "day"
     project_id = api_key_id = None
     if params.get("project"):
-        project_id = _parse_id(params["project"])
+        project_id = parse_id(params["project"])
         if (
             project_id is None
             or not Project.objects.filter(account=account, pk=project_id).exists()
@@ -171,7 +183,7 @@ def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[Usage
             notes.append(_("No such project: showing every project."))
             project_id = None
     if params.get("key"):
-        api_key_id = _parse_id(params["key"])
+        api_key_id = parse_id(params["key"])
         keys = ApiKey.objects.filter(account=account, pk=api_key_id)
         if api_key_id is None or not keys.exists():
             notes.append(_("No such API key: showing every key."))

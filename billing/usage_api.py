@@ -14,7 +14,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from billing.money import decimal_string
-from billing.usage import Metrics, day_start, local_today, rollup_sums
+from billing.usage import Metrics, day_start, local_today, parse_id, rollup_sums
 from console.roles import role_can
 from console.tenancy import current_membership
 from gateway import errors
@@ -92,12 +92,16 @@ def _list(params, name) -> list[str]:
     return [item.strip() for value in params.getlist(name) for item in value.split(",") if item]
 
 
+# Unix times from 2000 to 2100: anything else is no one's usage, and keeping far from the
+# year 9999 keeps local-time conversion and bucket arithmetic from overflowing.
+EARLIEST, LATEST = 946_684_800, 4_102_444_800
+
+
 def _timestamp(text: str) -> datetime | None:
-    try:
-        value = int(text)
-    except ValueError:
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
         return None
-    if not 0 <= value < 253_402_300_800:  # up to the year 9999
+    value = int(text)
+    if not EARLIEST <= value < LATEST:
         return None
     return datetime.fromtimestamp(value, tz=UTC)
 
@@ -119,7 +123,7 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     limit = default_size
     if "limit" in params:
         text = params["limit"]
-        if text.isdigit() and 1 <= int(text) <= max_size:
+        if text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= max_size:
             limit = int(text)
         else:
             warnings.append(f"limit must be 1 to {max_size} for this bucket_width: using {limit}")
@@ -128,7 +132,7 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     if "end_time" in params:
         end = _timestamp(params["end_time"]) or now
         if _timestamp(params["end_time"]) is None:
-            warnings.append("end_time is not a unix time in seconds: using now")
+            warnings.append("end_time is not a unix time in seconds (2000 to 2100): using now")
     start = None
     if "page" in params:
         start = _timestamp(params["page"])
@@ -137,7 +141,7 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     if start is None and "start_time" in params:
         start = _timestamp(params["start_time"])
         if start is None:
-            warnings.append("start_time is not a unix time in seconds: using the default")
+            warnings.append("start_time is not a unix time (2000 to 2100): using the default")
     # By default the page ends with the bucket that holds end_time.
     default_start = _floor(end, width, account) - step * (limit - 1)
     if start is None:
@@ -155,7 +159,7 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     ids = {}
     for name in ("project_ids", "api_key_ids"):
         values = _list(params, name)
-        good = [int(v) for v in values if v.isdigit() and int(v) < 2**63]
+        good = [parse_id(v) for v in values if parse_id(v) is not None]
         if len(good) != len(values):
             warnings.append(f"{name} must be numeric ids: the others were ignored")
         ids[name] = tuple(good)

@@ -75,7 +75,7 @@ class RateUse:
 class Dashboard:
     account: Account
     tier: Tier
-    balance: object  # billing.selectors.Balance
+    balance: object | None  # billing.selectors.Balance; None for roles without billing.view
     pack_tokens_remaining: int
     month_to_date_nano: int
     last_month_nano: int
@@ -121,9 +121,13 @@ def _rate_use(account: Account) -> RateUse | None:
     return RateUse(used, tier.requests_per_minute, concurrent, tier.concurrency)
 
 
-def overview_dashboard(*, account: Account, now: datetime | None = None) -> Dashboard:
+def overview_dashboard(
+    *, account: Account, with_balance: bool = True, now: datetime | None = None
+) -> Dashboard:
     """Everything the overview shows, from the wallet, the month counters and the daily
-    roll-ups (never the usage records): the same few queries at any volume."""
+    roll-ups (never the usage records): the same few queries at any volume. Without
+    `with_balance` (roles that may not see billing) the balance and the days it lasts are
+    left out."""
     from billing.charts import sparkline
     from billing.models import UsageDaily
     from billing.selectors import (
@@ -151,8 +155,8 @@ def overview_dashboard(*, account: Account, now: datetime | None = None) -> Dash
         for offset in range(SPARKLINE_DAYS)
     ]
     burn = sum(fee for _day, fee in spend_days[-BURN_DAYS:]) // BURN_DAYS
-    current = balance(account=account)
-    spendable = current.recharge_nano + current.bonus_nano
+    current = balance(account=account) if with_balance else None
+    spendable = current.recharge_nano + current.bonus_nano if current else 0
     month = current_month(account=account, now=now)
     todays = rollup_sums(account=account, bucket="day", start=today, end=today + timedelta(days=1))
     today_metrics = Metrics()
@@ -162,11 +166,13 @@ def overview_dashboard(*, account: Account, now: datetime | None = None) -> Dash
         account=account,
         tier=account.tier,
         balance=current,
-        pack_tokens_remaining=sum(pack.tokens_remaining for pack in current.packs),
+        pack_tokens_remaining=sum(pack.tokens_remaining for pack in current.packs)
+        if current
+        else 0,
         month_to_date_nano=account_month_spend(account=account, month=month),
         last_month_nano=account_month_spend(account=account, month=previous_month(month)),
         burn_per_day_nano=burn,
-        days_left=spendable // burn if burn else None,
+        days_left=spendable // burn if burn and current else None,
         today=today_metrics,
         active_projects=project_list(account=account).count(),
         active_keys=ApiKey.objects.filter(

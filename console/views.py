@@ -37,7 +37,10 @@ def overview(request):
         "console/overview.html",
         {
             "summary": selectors.account_overview(account=request.account),
-            "dashboard": selectors.overview_dashboard(account=request.account),
+            "dashboard": selectors.overview_dashboard(
+                account=request.account,
+                with_balance=selectors.membership_can(request.membership, "billing.view"),
+            ),
         },
     )
 

@@ -24,6 +24,7 @@ from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.factories import funded_account
 from tests.billing.traffic import mixed_traffic, settle_one
+from tests.conftest import requires_postgres
 from tests.threads import run_together
 
 pytestmark = pytest.mark.django_db
@@ -168,6 +169,7 @@ def test_the_upstream_failure_codes_are_the_gateways():
     assert set(UPSTREAM_ERROR_CODES) == {errors.UPSTREAM_ERROR.code, errors.UPSTREAM_TIMEOUT.code}
 
 
+@requires_postgres  # SQLite's in-memory test database cannot take 17 writers at once
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_of_a_new_group_and_a_rebuild_count_each_record_once():
     account = funded_account(recharge_units=100)
@@ -189,3 +191,53 @@ def test_concurrent_writers_of_a_new_group_and_a_rebuild_count_each_record_once(
     assert stored(UsageDaily, account, "day") == expected_from_records(
         account, day_bucket(zoneinfo.ZoneInfo(account.time_zone))
     )
+
+
+def test_a_request_settled_across_a_time_zone_change_is_found_and_repaired():
+    """A stream that began before the owner changed the time zone settles with the account
+    as it was loaded: its day is the old zone's. The reconciliation compares every day."""
+    account = funded_account(recharge_units=100, time_zone="Asia/Shanghai")
+    key = api_key_create(
+        account=account, project=account.projects.get(is_default=True), label="k", actor=None
+    ).key
+    # 20:30 UTC: already tomorrow in Shanghai, still today in Los Angeles.
+    moment = timezone.now().replace(hour=20, minute=30) - timedelta(days=1)
+    account_update(
+        account=account,
+        actor=None,
+        name=account.name,
+        time_zone="America/Los_Angeles",
+        currency=account.currency,
+    )
+    rebuild_rollups.apply(args=[account.pk]).get()
+    settle_one(key, at=moment)  # key.account still says Asia/Shanghai
+    since = moment - timedelta(days=1)
+    assert rollups_disagreeing(since=since) == [account.pk]
+    assert rollups_reconcile(since=since) == [account.pk]
+    account.refresh_from_db()
+    zone = zoneinfo.ZoneInfo(account.time_zone)
+    assert stored(UsageDaily, account, "day") == expected_from_records(account, day_bucket(zone))
+
+
+def test_any_metric_that_differs_is_found(busy_account):
+    account, _keys, _made = busy_account
+    since = timezone.now() - timedelta(days=2)
+    row = UsageDaily.objects.filter(account=account).order_by("-day").first()
+    UsageDaily.objects.filter(pk=row.pk).update(bonus_nano=F("bonus_nano") + 1)
+    assert rollups_disagreeing(since=since) == [account.pk]
+
+
+def test_the_upgrade_backfills_roll_ups_for_records_written_before_them(busy_account):
+    import importlib
+
+    from django.apps import apps
+
+    account, _keys, _made = busy_account
+    hourly = stored(UsageHourly, account, "hour")
+    daily = stored(UsageDaily, account, "day")
+    UsageHourly.objects.all().delete()
+    UsageDaily.objects.all().delete()
+    migration = importlib.import_module("billing.migrations.0009_backfill_usage_rollups")
+    migration.backfill(apps, None)
+    assert stored(UsageHourly, account, "hour") == hourly
+    assert stored(UsageDaily, account, "day") == daily

@@ -199,3 +199,23 @@ def test_an_empty_account_gets_zero_buckets_not_an_error(client, world):
     page = client.get(USAGE, {"bucket_width": "1h"}).json()
     assert len(page["data"]) == 24
     assert all(b["results"][0]["requests"] == 0 for b in page["data"])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"end_time": "253402300799"},
+        {"start_time": "99999999999999", "bucket_width": "1h"},
+        {"limit": "²"},
+        {"project_ids": "²,١"},
+        {"api_key_ids": "9" * 40},
+        {"start_time": "-1", "end_time": "0"},
+        {"page": "abc", "group_by": ",,,"},
+    ],
+)
+def test_hostile_values_fall_back_with_warnings_and_never_fail(client, busy, params):
+    *_rest, raw = busy
+    for url in (USAGE, COSTS):
+        response = client.get(url, params, headers=bearer(raw))
+        assert response.status_code == 200, (url, params)
+        assert response.json()["warnings"], params

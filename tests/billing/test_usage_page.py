@@ -216,3 +216,39 @@ def test_every_figure_passes_plotlys_own_validation(world, busy, bucket):
     query = UsageQuery(start=today - timedelta(days=60), end=today, bucket=bucket)
     for figure in usage_figures(usage_report(account=account, query=query), currency="CNY"):
         go.Figure(figure["figure"])  # raises ValueError on an unknown or invalid property
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"project": "²"},
+        {"key": "١٢"},
+        {"project": "9" * 40},
+        {"end": "9999-12-31"},
+        {"end": "0001-01-01"},
+        {"start": "0001-01-01", "end": "0001-01-02"},
+        {"start": "\x00", "end": "2026-02-30"},
+    ],
+)
+def test_hostile_values_fall_back_and_never_fail(client, world, busy, query):
+    client.force_login(world.owner_a)
+    for url in (reverse("usage:index"), reverse("usage:csv")):
+        response = client.get(url, query)
+        assert response.status_code == 200, (url, query)
+    html = client.get(reverse("usage:index"), query).content.decode()
+    assert "notice-warning" in html
+
+
+def test_legend_names_are_text_not_markup(world, busy):
+    from billing.charts import plotly_text, usage_figures
+    from billing.usage import UsageQuery, usage_report
+
+    assert plotly_text('<a href="x">y</a> & z') == '&lt;a href="x"&gt;y&lt;/a&gt; &amp; z'
+    account, _keys, _search = busy
+    today = timezone.localdate(timezone=zoneinfo.ZoneInfo(account.time_zone))
+    report = usage_report(
+        account=account,
+        query=UsageQuery(start=today - timedelta(days=30), end=today, group_by="project"),
+    )
+    figure = usage_figures(report, currency="CNY")[0]["figure"]
+    assert '=HYPERLINK("x")' in {trace["name"] for trace in figure["data"]}

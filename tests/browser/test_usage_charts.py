@@ -6,6 +6,7 @@ import pytest
 from billing.money import NANO_PER_UNIT
 from billing.services import recharge
 from keys.services import api_key_create
+from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
 from tests.factories import PASSWORD, make_account, make_user
 
@@ -27,9 +28,13 @@ def test_the_usage_charts_render_and_redraw_under_the_csp(
     account = make_account(owner, name="Charts Co", starter_pack=False)
     recharge(account=account, amount_nano=500 * NANO_PER_UNIT, reference="fund")
     project = account.projects.get(is_default=True)
+    # A name with markup plotly.js would otherwise render (a link, in bold) in its legend.
+    hostile = project_create(
+        account=account, name='<a href="https://evil.example/">Renew</a>', actor=None
+    )
     keys = [
-        api_key_create(account=account, project=project, label=label, actor=None).key
-        for label in ("web", "batch")
+        api_key_create(account=account, project=project, label="web", actor=None).key,
+        api_key_create(account=account, project=hostile, label="batch", actor=None).key,
     ]
     mixed_traffic(keys, days=25)
 
@@ -55,4 +60,11 @@ def test_the_usage_charts_render_and_redraw_under_the_csp(
     assert position == "absolute"
     page.wait_for_timeout(500)  # let plotly's transition finish before the screenshot
     screenshot("usage-by-key")
+
+    page.get_by_label("Group by").select_option("project")
+    page.wait_for_url("**/usage/?*group=project*")
+    page.locator("#chart-cost .main-svg").first.wait_for()
+    legend = page.locator("#chart-cost .legend")
+    assert '<a href="https://evil.example/">Renew</a>' in legend.text_content()
+    assert legend.locator("a").count() == 0  # shown as text, not as a link
     assert console_errors == []

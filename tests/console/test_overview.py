@@ -137,3 +137,14 @@ def test_announcements_reach_their_audience_within_their_window(client, world):
         assert notice.title in html
     for notice in hidden:
         assert notice.title not in html
+
+
+@pytest.mark.parametrize("persona", ["developer_a", "viewer_a"])
+def test_roles_without_billing_do_not_see_the_balance(client, world, busy, persona):
+    account, _key = busy
+    client.force_login(world.user(persona))
+    html = client.get(reverse("overview")).content.decode()
+    dashboard = selectors.overview_dashboard(account=account)
+    assert format_amount(dashboard.balance.recharge_nano, "CNY") not in html
+    assert "of balance left" not in html
+    assert "Today" in html  # usage numbers are for everyone
