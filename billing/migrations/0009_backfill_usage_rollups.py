@@ -58,6 +58,14 @@ def backfill(apps, schema_editor):
     for account in Account.objects.filter(
         pk__in=UsageRecord.objects.values("account_id").distinct()
     ).iterator():
+        if schema_editor.connection.vendor == "postgresql":
+            # The lock live writers of this account take shared (billing.rollups.ROLLUP_LOCK):
+            # a record written while this runs is counted once, by it or after it.
+            with schema_editor.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [8_101, account.pk])
+        # Anything already there (written since migration 0008) is recomputed with the rest.
+        UsageHourly.objects.filter(account_id=account.pk).delete()
+        UsageDaily.objects.filter(account_id=account.pk).delete()
         records = UsageRecord.objects.filter(account_id=account.pk)
         zone = zoneinfo.ZoneInfo(account.time_zone)
         UsageHourly.objects.bulk_create(
