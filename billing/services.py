@@ -113,9 +113,15 @@ def _entry(account: Account, kind: str, **fields) -> LedgerEntry:
 
 def _after_balance_drop(wallet: Wallet, spent_nano: int) -> None:
     """Auto-recharge starts after the charge that takes the balance below its threshold
-    (on commit: the charge must stand before a payment is tried)."""
-    below = wallet.auto_recharge_below_nano
+    (on commit: the charge must stand before a payment is tried); the balance-low alert is
+    checked after the charge that takes it below the alert's threshold."""
     before = wallet.recharge_nano + wallet.bonus_nano
+    alert_below = wallet.alert_below_nano
+    if alert_below is not None and spent_nano and before >= alert_below > before - spent_nano:
+        from billing.alerts import schedule_evaluation
+
+        schedule_evaluation(wallet.account_id)
+    below = wallet.auto_recharge_below_nano
     if below is not None and spent_nano and before >= below > before - spent_nano:
         from billing.tasks import auto_recharge
 
@@ -216,6 +222,11 @@ def recharge(
                 )
             wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
             mark_money_moved(account, now)
+            if wallet.alert_below_nano is not None:
+                # A recharge may lift the balance back over the alert's threshold: re-arm it.
+                from billing.alerts import schedule_evaluation
+
+                schedule_evaluation(account.pk)
             account_promote_tier(
                 account=account, paid_nano=paid_totals(account=account).net_paid_nano
             )
@@ -711,17 +722,31 @@ def charge_usage(
 def _add_month_spend(*, account: Account, project, fee: int, at: datetime) -> None:
     """Month-to-date counters, in the caller's transaction (the wallet lock serialises an
     account's charges, so the upserts never race each other)."""
+    from billing.alerts import schedule_evaluation, spend_crossed_a_level
+
     month = current_month(account=account, now=at)
-    updated = AccountMonthSpend.objects.filter(account=account, month=month).update(
-        spent_nano=F("spent_nano") + fee
-    )
+    account_rows = AccountMonthSpend.objects.filter(account=account, month=month)
+    updated = account_rows.update(spent_nano=F("spent_nano") + fee)
     if not updated:
         AccountMonthSpend.objects.create(account=account, month=month, spent_nano=fee)
-    if project is not None:
-        updated = ProjectMonthSpend.objects.filter(project=project, month=month).update(
-            spent_nano=F("spent_nano") + fee
+    crossed = False
+    if account.monthly_budget_nano and fee:
+        # Only a budgeted account pays for reading the counter back.
+        after = account_rows.values_list("spent_nano", flat=True).first() or fee
+        crossed = spend_crossed_a_level(
+            before=after - fee, after=after, limit=account.monthly_budget_nano
         )
+    if project is not None:
+        project_rows = ProjectMonthSpend.objects.filter(project=project, month=month)
+        updated = project_rows.update(spent_nano=F("spent_nano") + fee)
         if not updated:
             ProjectMonthSpend.objects.create(
                 account=account, project=project, month=month, spent_nano=fee
             )
+        if project.monthly_cap_nano and fee and not crossed:
+            after = project_rows.values_list("spent_nano", flat=True).first() or fee
+            crossed = spend_crossed_a_level(
+                before=after - fee, after=after, limit=project.monthly_cap_nano
+            )
+    if crossed:
+        schedule_evaluation(account.pk)

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def expire_packs() -> int:
+    """Close resource packs past their expiry, recording what each forfeited."""
     closed = services.packs_expire()
     logger.info("expire_packs closed=%s", closed)
     return closed
@@ -45,6 +46,7 @@ def confirm_payment(payment_id: int) -> str:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def sweep_pending_payments() -> dict:
+    """Settle card payments whose confirmation was lost; cancel stale bank transfers."""
     result = payments.payments_sweep_pending()
     logger.info("sweep_pending_payments settled=%(settled)s expired=%(expired)s", result)
     return result
@@ -60,6 +62,7 @@ def auto_recharge(account_id: int) -> str:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def auto_recharge_sweep() -> int:
+    """Auto-recharge accounts below their threshold whose trigger was lost."""
     ran = payments.auto_recharge_sweep()
     logger.info("auto_recharge_sweep ran=%s", ran)
     return ran
@@ -67,6 +70,7 @@ def auto_recharge_sweep() -> int:
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def make_monthly_statements() -> int:
+    """Store last month's statement of each account whose month has ended."""
     made = statements.statements_generate_due()
     logger.info("make_monthly_statements made=%s", made)
     return made
@@ -100,3 +104,28 @@ def reconcile_rollups() -> list[int]:
     repaired = rollups_reconcile(since=timezone.now() - timedelta(days=2))
     logger.info("reconcile_rollups repaired=%s", repaired)
     return repaired
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def evaluate_alerts(account_id: int) -> int:
+    """One account's spend alerts, after a settlement crossed a threshold or a recharge."""
+    from billing.alerts import alerts_evaluate
+    from console.models import Account
+
+    account = Account.objects.filter(pk=account_id).first()
+    if account is None:
+        return 0
+    sent = len(alerts_evaluate(account=account))
+    logger.info("evaluate_alerts account=%s sent=%s", account_id, sent)
+    return sent
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def sweep_alerts() -> int:
+    """Every account with usage today or an alert set: spikes, packs, and any crossing whose
+    evaluation task was lost."""
+    from billing.alerts import alerts_sweep
+
+    sent = alerts_sweep()
+    logger.info("sweep_alerts sent=%s", sent)
+    return sent

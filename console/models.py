@@ -339,3 +339,37 @@ class Announcement(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class JobRun(models.Model):
+    """One run of a periodic job (an entry of console/schedule.py), written by the Celery
+    signal handlers in console/jobs.py for the staff job status page. Purged after 30 days."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", _("Success")
+        FAILURE = "failure", _("Failure")
+        RETRY = "retry", _("Retry")
+
+    task_name = models.CharField(_("task"), max_length=200)
+    task_id = models.CharField(_("task id"), max_length=64, blank=True)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"))
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    # What the task returned, or the error's class and first line: never arguments or secrets.
+    summary = models.CharField(_("summary"), max_length=300, blank=True)
+    hostname = models.CharField(_("worker"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("job run")
+        verbose_name_plural = _("job runs")
+        ordering = ["-started_at"]
+        indexes = [
+            # The staff job page: a task's latest run and latest failure.
+            models.Index(fields=["task_name", "-started_at"], name="jobrun_task_time_idx"),
+            # The 30-day purge.
+            models.Index(fields=["started_at"], name="jobrun_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"

@@ -15,6 +15,13 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=17, hour=3),
         "options": {"expires": 3600},
     },
+    # Delete records of job runs older than 30 days (the staff job page shows the latest
+    # runs; the table stays a few thousand rows). Daily, after the invitations purge.
+    "purge-old-job-runs": {
+        "task": "console.tasks.purge_old_job_runs",
+        "schedule": crontab(minute=27, hour=3),
+        "options": {"expires": 3600},
+    },
     # Move API keys' buffered last-used times from Redis into the database; the key list may
     # lag by this minute. A no-op on the embedded default (the web process writes them).
     "flush-api-key-last-used": {
@@ -43,6 +50,14 @@ BEAT_SCHEDULE = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
+    # Webhook deliveries whose next attempt is due and notification emails never sent: their
+    # task was lost (Redis keeps nothing on disk) or its retries ran out before the backoff
+    # did. The rows are the queue of record; a delivery is leased, so nothing goes twice.
+    "sweep-notification-deliveries": {
+        "task": "notifications.tasks.sweep_deliveries",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
     # Auto-recharge for accounts below their threshold whose trigger was lost (the charge
     # that crossed it enqueues the recharge at once; this is the safety net).
     "auto-recharge-sweep": {
@@ -56,6 +71,14 @@ BEAT_SCHEDULE = {
         "task": "billing.tasks.make_monthly_statements",
         "schedule": crontab(minute=7),
         "options": {"expires": 3000},
+    },
+    # Spend alerts: every account with usage today or an alert set. Crossings of the balance
+    # threshold, caps and budgets are evaluated at once, after the settlement that crossed;
+    # this catches spikes, packs running low or expiring, and any evaluation that was lost.
+    "sweep-spend-alerts": {
+        "task": "billing.tasks.sweep_alerts",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 280},
     },
     # Usage roll-ups against the usage records of the last two days; an account that differs
     # is rebuilt. Roll-ups are written in each record's own transaction, so this is a safety

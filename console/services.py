@@ -227,7 +227,7 @@ def account_update(
             # Daily roll-ups are days in the account's time zone: they move with it.
             from billing.tasks import rebuild_rollups
 
-            transaction.on_commit(lambda: rebuild_rollups.delay(locked.pk))
+            transaction.on_commit(lambda: rebuild_rollups.delay(locked.pk), robust=True)
         audit_record(
             action="account.update",
             account=locked,

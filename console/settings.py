@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "billing",
     "history",
     "gateway",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +129,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.console",
+                "notifications.context_processors.notifications",
             ],
         },
     },
@@ -250,6 +252,12 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="BigModel Console <console@localhost>")
+
+# --- Webhooks (notifications) ---------------------------------------------------------------
+# A failed delivery is retried after base × 2^(attempt − 1) seconds, up to the max attempts.
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_TIMEOUT_SECONDS = 5
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -65,10 +65,12 @@ urlpatterns = [
     path("api-keys/", include("keys.urls")),
     path("billing/", include("billing.urls")),
     path("history/", include("history.urls")),
+    path("notifications/", include("notifications.urls")),
     path("usage/", include("billing.usage_urls")),
     path("api/console/v1/", include("billing.usage_api_urls")),
     path("", include("gateway.urls")),
     # Operations.
+    path("staff/jobs/", views.staff_jobs, name="staff_jobs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

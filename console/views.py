@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,6 +21,7 @@ from console.forms import (
     SignupForm,
     SwitchAccountForm,
 )
+from console.jobs import job_statuses
 from console.models import Invitation, Membership
 from console.roles import assignable_roles
 from console.tenancy import account_object_or_404, account_view, switch_account
@@ -302,3 +303,13 @@ def set_language(request):
             target = reverse("overview")
         return HttpResponseRedirect(target)
     return django_set_language(request)
+
+
+@login_required
+@require_GET
+def staff_jobs(request):
+    """The periodic jobs for staff: schedule, last run, last failure, next run. Anyone else
+    signed in gets a 404: the page is not part of the console they know."""
+    if not request.user.is_staff:
+        raise Http404
+    return render(request, "console/staff_jobs.html", {"jobs": job_statuses()})

@@ -248,7 +248,8 @@ def history_export_start(*, account, user, query: dict, fmt: str):
 
         build_history_export.delay(export.pk)
 
-    transaction.on_commit(enqueue)
+    # robust: a broker that is down must not turn the recorded request into an error page.
+    transaction.on_commit(enqueue, robust=True)
     return export
 
 

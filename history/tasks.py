@@ -10,6 +10,7 @@ logger = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def purge_expired_history() -> int:
+    """Delete prompt history older than each tier's retention, in batches."""
     deleted = services.history_purge_expired()
     logger.info("purge_expired_history deleted=%s", deleted)
     return deleted

@@ -23,7 +23,7 @@ from billing.payments import (
     payment_start_card,
     payments_sweep_pending,
 )
-from billing.services import recharge, refund
+from billing.services import refund
 from console.services import ServiceError, account_update
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
@@ -155,10 +155,35 @@ def test_error_reports_never_show_a_card_number(client, world, monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_staff_reference_recorded_before_payments_existed_is_still_a_replay(capsys):
-    executor = MigrationExecutor(connection)
-    executor.migrate([("billing", "0006_seed_promotions")])
     account = funded_account()
-    recharge(account=account, amount_nano=100 * UNIT, bonus_nano=5 * UNIT, reference="TX-1")
+    executor = MigrationExecutor(connection)
+    before_payments = [("billing", "0006_seed_promotions")]
+    executor.migrate(before_payments)
+    # A staff top-up as the code of that time recorded it (today's services expect today's
+    # tables): the recharge entry, the promotion bonus entry with the same reference, the
+    # wallet's balances. Written with the historical models of that state.
+    old = executor.loader.project_state(before_payments).apps
+    OldLedgerEntry = old.get_model("billing", "LedgerEntry")
+    now = timezone.now()
+    OldLedgerEntry.objects.create(
+        account_id=account.pk,
+        kind="recharge",
+        recharge_delta_nano=100 * UNIT,
+        reference="TX-1",
+        metadata={"method": "manual"},
+        created_at=now,
+    )
+    OldLedgerEntry.objects.create(
+        account_id=account.pk,
+        kind="bonus_grant",
+        bonus_delta_nano=5 * UNIT,
+        reference="TX-1",
+        metadata={"granted_nano": 5 * UNIT},
+        created_at=now,
+    )
+    old.get_model("billing", "Wallet").objects.filter(account_id=account.pk).update(
+        recharge_nano=100 * UNIT, bonus_nano=5 * UNIT
+    )
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())

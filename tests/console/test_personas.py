@@ -21,6 +21,8 @@ from gateway.services import Refused, console_caller, new_request_id, record_ref
 from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.models import ApiKey
 from keys.services import api_key_create
+from notifications.models import Notification
+from notifications.services import notify, webhook_endpoint_create
 from projects.services import project_create
 
 # Exempt by a short explicit list: Django's admin (staff only, its own permission system),
@@ -43,6 +45,9 @@ def _members_only(status, anonymous=LOGIN):
 # name → (method, kwargs builder, POST data, {persona: expected status or LOGIN})
 EXPECTATIONS = {
     "overview": ("get", None, None, _members_only(200)),
+    # Staff only; no persona here is staff: signed-in non-staff get a 404 (the page is not
+    # part of their console). Staff get 200: tests/console/test_job_runs.py.
+    "staff_jobs": ("get", None, None, _members_only(404)),
     "signup": ("get", None, None, {**_all(302), "anonymous": 200}),
     "verify_email": ("get", lambda w: {"token": "not-a-token"}, None, _all(400)),
     "verify_email_resend": ("post", None, None, _members_only(302)),
@@ -144,6 +149,7 @@ EXPECTATIONS = {
     ),
     # Billing: owner, admin and finance; developers and viewers see no money pages.
     "billing:index": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "billing:alerts": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:transactions": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:transactions_csv": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:packs": ("get", None, None, {**_members_only(200), "developer_a": 403}),
@@ -294,6 +300,41 @@ EXPECTATIONS = {
         None,
         {**_members_only(200), "finance_a": 403, "user_b": 404},
     ),
+    # Notifications: every member reads their own; A's owner's notification is the object
+    # (anyone else's id is a 404, even for a teammate who got the same alert).
+    "notifications:list": ("get", None, None, _members_only(200)),
+    "notifications:read_all": ("post", None, None, _members_only(302)),
+    "notifications:read": (
+        "post",
+        lambda w: {"notification_id": w.notification_a.pk},
+        None,
+        {**_members_only(404), "owner_a": 302},
+    ),
+    # Webhooks: alerts.manage (owner, admin, finance); A's endpoint is the object. B adds
+    # its own endpoint (a redirect to it).
+    "notifications:webhooks": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "notifications:webhook_create": (
+        "post",
+        None,
+        lambda w: {"url": "https://example.com/hook"},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    **{
+        f"notifications:{name}": (
+            method,
+            lambda w: {"endpoint_id": w.webhook_a.pk},
+            data,
+            {**_members_only(status), "developer_a": 403, "user_b": 404},
+        )
+        for name, method, data, status in [
+            ("webhook_detail", "get", None, 200),
+            ("webhook_reveal", "post", None, 200),
+            ("webhook_rotate", "post", None, 302),
+            ("webhook_enabled", "post", lambda w: {"enabled": "0"}, 302),
+            ("webhook_test", "post", None, 302),
+            ("webhook_delete", "get", None, 200),
+        ]
+    },
     # The API authenticates with keys only: a console session is not a key.
     "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_models": ("get", None, None, _all(401)),
@@ -436,6 +477,17 @@ def persona_world(world, mailoutbox, django_capture_on_commit_callbacks):
     world.key_a = api_key_create(
         account=world.account_a, project=world.project_a, label="bot", actor=world.owner_a
     ).key
+    notify(
+        account=world.account_a,
+        event_type="alert.balance_low",
+        event_id="persona-alert",
+        title="Balance low",
+        body="A's balance is low.",
+    )
+    world.notification_a = Notification.objects.get(user=world.owner_a, event_id="persona-alert")
+    world.webhook_a = webhook_endpoint_create(
+        account=world.account_a, url="https://a.example/hook", actor=world.owner_a, ip=None
+    )
     world.playground_request_a = new_request_id()
     record_refusal(
         refused=Refused(

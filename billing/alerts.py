@@ -1,0 +1,375 @@
+"""Spend alerts: the rules an account sets, their evaluation, and the crossings that trigger
+it. Channels (email, in-app, webhooks) are `notifications.services.notify`'s.
+
+Rules: the balance below an amount; each project at 50, 80 and 100% of its monthly cap,
+and the account at those shares of its monthly budget; today's spend above N times the
+daily average of the 7 days before; a resource pack below P% of its tokens, or expiring
+within D days with tokens left.
+
+Each alert fires once per crossing and period: `AlertFiring` is unique per (account, kind,
+subject, level, period, sequence), and a firing stays open until its condition clears (a
+recharge, a raised cap), which re-arms it. Evaluation reads the wallet, the month counters,
+the daily roll-ups and the packs — never the usage records.
+
+Triggering: the settlement that takes the balance below the threshold, or a capped project
+(or a budgeted account) across a level, schedules `evaluate_alerts` on commit (no extra
+query on the hot path: the threshold is mirrored on the wallet row, the cap is on the
+project). A recharge schedules it too (to re-arm). The sweep every five minutes evaluates
+every account with usage today or an open alert, which also covers spikes and packs.
+"""
+
+import logging
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing.models import AlertFiring, AlertSettings, ResourcePack, UsageDaily, Wallet
+from billing.money import format_amount
+from billing.selectors import account_month_spend, current_month, project_month_spend
+from console.models import Account
+
+log = logging.getLogger(__name__)
+
+CAP_LEVELS = (50, 80, 100)
+SPIKE_DAYS = 7
+
+
+def alert_settings_for(account: Account) -> AlertSettings:
+    """The account's settings, or the defaults (unsaved) when it never set any."""
+    return AlertSettings.objects.filter(account=account).first() or AlertSettings(account=account)
+
+
+def alert_settings_save(*, account: Account, actor, **values) -> AlertSettings:
+    """Save the settings and mirror the balance threshold on the wallet row."""
+    from console.services import audit_record
+
+    with transaction.atomic():
+        settings_row, _created = AlertSettings.objects.update_or_create(
+            account=account, defaults=values
+        )
+        Wallet.objects.filter(account=account).update(
+            alert_below_nano=settings_row.balance_below_nano
+        )
+        audit_record(
+            action="alerts.update",
+            account=account,
+            actor=actor,
+            target=settings_row,
+            metadata={key: str(value) for key, value in values.items()},
+        )
+        # The new thresholds may already be crossed (or no longer be).
+        schedule_evaluation(account.pk)
+    return settings_row
+
+
+def schedule_evaluation(account_id: int) -> None:
+    """Evaluate the account's alerts once the current transaction commits. Robust: a broker
+    outage must not fail the settlement or the recharge that called this; the sweep
+    evaluates the account within five minutes anyway."""
+    from billing.tasks import evaluate_alerts
+
+    transaction.on_commit(lambda: evaluate_alerts.delay(account_id), robust=True)
+
+
+def crossed(before: int, after: int, threshold: int) -> bool:
+    """Whether a value rising from `before` to `after` reached `threshold`."""
+    return before < threshold <= after
+
+
+def spend_crossed_a_level(*, before: int, after: int, limit: int | None) -> bool:
+    """Whether month-to-date spend rising from `before` to `after` reached 50, 80 or 100% of
+    `limit` (a cap or a budget)."""
+    if not limit:
+        return False
+    return any(crossed(before, after, -(-limit * level // 100)) for level in CAP_LEVELS)
+
+
+# --- Evaluation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str
+    subject: str
+    level: int
+    period: str
+    active: bool
+    message: str
+    link: str
+    data: dict
+
+
+def _money(nano: int, account: Account) -> str:
+    return format_amount(nano, account.currency)
+
+
+def _conditions(account: Account, settings_row: AlertSettings, now: datetime) -> list[Condition]:
+    conditions: list[Condition] = []
+    wallet = Wallet.objects.filter(account=account).first()
+    spendable = (wallet.recharge_nano + wallet.bonus_nano) if wallet else 0
+    billing_url = reverse("billing:index")
+    if settings_row.balance_below_nano:
+        conditions.append(
+            Condition(
+                kind=AlertFiring.Kind.BALANCE_LOW,
+                subject="",
+                level=0,
+                period="",
+                active=spendable < settings_row.balance_below_nano,
+                message=_("The balance of %(account)s is %(balance)s, below %(threshold)s.")
+                % {
+                    "account": account.name,
+                    "balance": _money(spendable, account),
+                    "threshold": _money(settings_row.balance_below_nano, account),
+                },
+                link=billing_url,
+                data={
+                    "balance": str(spendable),
+                    "threshold": str(settings_row.balance_below_nano),
+                },
+            )
+        )
+    month = current_month(account=account, now=now)
+    if settings_row.caps:
+        spent_by_project = project_month_spend(account=account, month=month)
+        for project in account.projects.filter(
+            archived_at__isnull=True, monthly_cap_nano__isnull=False
+        ):
+            spent = spent_by_project.get(project.pk, 0)
+            for level in CAP_LEVELS:
+                conditions.append(
+                    Condition(
+                        kind=AlertFiring.Kind.PROJECT_CAP,
+                        subject=f"project:{project.pk}",
+                        level=level,
+                        period=month.strftime("%Y-%m"),
+                        active=spent * 100 >= project.monthly_cap_nano * level,
+                        message=_(
+                            "Project %(project)s has spent %(spent)s this month: %(level)s%% "
+                            "of its cap of %(cap)s."
+                        )
+                        % {
+                            "project": project.name,
+                            "spent": _money(spent, account),
+                            "level": level,
+                            "cap": _money(project.monthly_cap_nano, account),
+                        },
+                        link=reverse("projects:detail", args=[project.pk]),
+                        data={
+                            "project_id": project.pk,
+                            "spent": str(spent),
+                            "cap": str(project.monthly_cap_nano),
+                            "level": level,
+                        },
+                    )
+                )
+        if account.monthly_budget_nano:
+            spent = account_month_spend(account=account, month=month)
+            for level in CAP_LEVELS:
+                conditions.append(
+                    Condition(
+                        kind=AlertFiring.Kind.ACCOUNT_BUDGET,
+                        subject="",
+                        level=level,
+                        period=month.strftime("%Y-%m"),
+                        active=spent * 100 >= account.monthly_budget_nano * level,
+                        message=_(
+                            "%(account)s has spent %(spent)s this month: %(level)s%% of its "
+                            "budget of %(budget)s."
+                        )
+                        % {
+                            "account": account.name,
+                            "spent": _money(spent, account),
+                            "level": level,
+                            "budget": _money(account.monthly_budget_nano, account),
+                        },
+                        link=reverse("projects:list"),
+                        data={
+                            "spent": str(spent),
+                            "budget": str(account.monthly_budget_nano),
+                            "level": level,
+                        },
+                    )
+                )
+    if settings_row.spike_tenths:
+        today = now.astimezone(zoneinfo.ZoneInfo(account.time_zone)).date()
+        first = today - timedelta(days=SPIKE_DAYS)
+        by_day = dict(
+            UsageDaily.objects.filter(account=account, day__gte=first, day__lte=today)
+            .values("day")
+            .annotate(fee=Sum("fee_nano"))
+            .values_list("day", "fee")
+            .order_by()
+        )
+        today_spend = by_day.get(today) or 0
+        before = sum(fee or 0 for day, fee in by_day.items() if day < today)
+        # today > N/10 × (before / 7), in integers; nothing before means nothing to compare.
+        active = before > 0 and today_spend * 10 * SPIKE_DAYS > settings_row.spike_tenths * before
+        conditions.append(
+            Condition(
+                kind=AlertFiring.Kind.DAILY_SPIKE,
+                subject="",
+                level=0,
+                period=today.isoformat(),
+                # A spike is a day's event: once sent, it stays sent for that day.
+                active=active or _already_fired(account, AlertFiring.Kind.DAILY_SPIKE, today),
+                message=_(
+                    "%(account)s has spent %(today)s today, more than %(times)s times its "
+                    "daily average of %(average)s over the last 7 days."
+                )
+                % {
+                    "account": account.name,
+                    "today": _money(today_spend, account),
+                    "times": f"{settings_row.spike_tenths / 10:g}",
+                    "average": _money(before // SPIKE_DAYS, account),
+                },
+                link=reverse("usage:index"),
+                data={"today": str(today_spend), "average": str(before // SPIKE_DAYS)},
+            )
+        )
+    if settings_row.pack_low_percent or settings_row.pack_expiry_days:
+        packs = ResourcePack.objects.filter(
+            account=account, closed_at__isnull=True, expires_at__gt=now
+        )
+        for pack in packs:
+            if settings_row.pack_low_percent:
+                conditions.append(
+                    Condition(
+                        kind=AlertFiring.Kind.PACK_LOW,
+                        subject=f"pack:{pack.pk}",
+                        level=settings_row.pack_low_percent,
+                        period="",
+                        active=pack.tokens_remaining * 100
+                        < pack.tokens_total * settings_row.pack_low_percent,
+                        message=_("Resource pack %(pack)s has %(left)s of %(total)s tokens left.")
+                        % {
+                            "pack": pack.name,
+                            "left": f"{pack.tokens_remaining:,}",
+                            "total": f"{pack.tokens_total:,}",
+                        },
+                        link=reverse("billing:packs"),
+                        data={"pack_id": pack.pk, "tokens_remaining": pack.tokens_remaining},
+                    )
+                )
+            if settings_row.pack_expiry_days:
+                conditions.append(
+                    Condition(
+                        kind=AlertFiring.Kind.PACK_EXPIRING,
+                        subject=f"pack:{pack.pk}",
+                        level=settings_row.pack_expiry_days,
+                        period="",
+                        active=pack.tokens_remaining > 0
+                        and pack.expires_at <= now + timedelta(days=settings_row.pack_expiry_days),
+                        message=_(
+                            "Resource pack %(pack)s expires on %(date)s with %(left)s tokens left."
+                        )
+                        % {
+                            "pack": pack.name,
+                            "date": timezone.localtime(
+                                pack.expires_at, zoneinfo.ZoneInfo(account.time_zone)
+                            ).date(),
+                            "left": f"{pack.tokens_remaining:,}",
+                        },
+                        link=reverse("billing:packs"),
+                        data={"pack_id": pack.pk, "expires_at": pack.expires_at.isoformat()},
+                    )
+                )
+    return conditions
+
+
+def _already_fired(account: Account, kind: str, day) -> bool:
+    return AlertFiring.objects.filter(account=account, kind=kind, period=day.isoformat()).exists()
+
+
+def _apply(account, settings_row, condition: Condition, now) -> AlertFiring | None:
+    """Fire an armed condition that became true (once: the unique constraint), or clear an
+    open one that became false (re-arming it)."""
+    key = {
+        "account": account,
+        "kind": condition.kind,
+        "subject": condition.subject,
+        "level": condition.level,
+        "period": condition.period,
+    }
+    open_firing = AlertFiring.objects.filter(**key, cleared_at__isnull=True).first()
+    if not condition.active:
+        if open_firing is not None:
+            AlertFiring.objects.filter(pk=open_firing.pk, cleared_at__isnull=True).update(
+                cleared_at=now
+            )
+        return None
+    if open_firing is not None:
+        return None
+    # The next crossing after the cleared ones: two evaluations that both saw no open firing
+    # compute the same number, even if one commits between the other's reads, and the unique
+    # constraint lets one of them through.
+    sequence = AlertFiring.objects.filter(**key, cleared_at__isnull=False).count() + 1
+    try:
+        with transaction.atomic():
+            firing = AlertFiring.objects.create(
+                **key, sequence=sequence, message=condition.message[:300], fired_at=now
+            )
+            from notifications.services import notify
+
+            notify(
+                account=account,
+                event_type=f"alert.{condition.kind}",
+                event_id=f"alert-{firing.pk}",
+                title=str(AlertFiring.Kind(condition.kind).label),
+                body=condition.message,
+                link=condition.link,
+                data={**condition.data, "level": condition.level, "period": condition.period},
+                email=settings_row.email,
+                in_app=settings_row.in_app,
+                webhook=settings_row.webhook,
+            )
+    except IntegrityError:
+        return None  # a concurrent evaluation sent this one
+    log.info("alert fired: account=%s %s", account.pk, firing)
+    return firing
+
+
+def alerts_evaluate(*, account: Account, now: datetime | None = None) -> list[AlertFiring]:
+    """Evaluate every alert of `account`: fire what crossed, re-arm what cleared. Idempotent:
+    a second run sends nothing."""
+    now = now or timezone.now()
+    settings_row = alert_settings_for(account)
+    fired = []
+    for condition in _conditions(account, settings_row, now):
+        firing = _apply(account, settings_row, condition, now)
+        if firing is not None:
+            fired.append(firing)
+    return fired
+
+
+def alerts_sweep(*, now: datetime | None = None) -> int:
+    """The safety net: every account with usage today (in UTC terms: yesterday and today
+    cover every time zone) or an open alert. Returns how many alerts it sent."""
+    now = now or timezone.now()
+    active = set(
+        UsageDaily.objects.filter(day__gte=(now - timedelta(days=1)).date()).values_list(
+            "account_id", flat=True
+        )
+    )
+    active |= set(
+        AlertFiring.objects.filter(cleared_at__isnull=True).values_list("account_id", flat=True)
+    )
+    active |= set(
+        AlertSettings.objects.filter(balance_below_nano__isnull=False).values_list(
+            "account_id", flat=True
+        )
+    )
+    sent = 0
+    for account in Account.objects.filter(pk__in=active).select_related("tier"):
+        sent += len(alerts_evaluate(account=account, now=now))
+    return sent
+
+
+def recent_firings(*, account: Account, limit: int = 50):
+    return AlertFiring.objects.filter(account=account).order_by("-fired_at", "-pk")[:limit]
