@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import BigIntegerField, Sum
+from django.db.models.functions import Cast, Substr
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing.models import AlertFiring, AlertSettings, ResourcePack, UsageDaily, Wallet
-from billing.money import format_amount
+from billing.money import decimal_string, format_amount
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CAP_LEVELS = (50, 80, 100)
 SPIKE_DAYS = 7
+# The longest "expiring within D days" the settings form accepts.
+MAX_EXPIRY_DAYS = 90
 
 
 def alert_settings_for(account: Account) -> AlertSettings:
@@ -74,7 +77,11 @@ def schedule_evaluation(account_id: int) -> None:
     evaluates the account within five minutes anyway."""
     from billing.tasks import evaluate_alerts
 
-    transaction.on_commit(lambda: evaluate_alerts.delay(account_id), robust=True)
+    # retry=False: with the broker down, publishing fails at once instead of blocking the
+    # request that crossed the threshold while kombu retries the connection.
+    transaction.on_commit(
+        lambda: evaluate_alerts.apply_async((account_id,), retry=False), robust=True
+    )
 
 
 def crossed(before: int, after: int, threshold: int) -> bool:
@@ -130,8 +137,9 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
                 },
                 link=billing_url,
                 data={
-                    "balance": str(spendable),
-                    "threshold": str(settings_row.balance_below_nano),
+                    "balance": decimal_string(spendable),
+                    "threshold": decimal_string(settings_row.balance_below_nano),
+                    "currency": account.currency,
                 },
             )
         )
@@ -163,8 +171,9 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
                         link=reverse("projects:detail", args=[project.pk]),
                         data={
                             "project_id": project.pk,
-                            "spent": str(spent),
-                            "cap": str(project.monthly_cap_nano),
+                            "spent": decimal_string(spent),
+                            "cap": decimal_string(project.monthly_cap_nano),
+                            "currency": account.currency,
                             "level": level,
                         },
                     )
@@ -191,8 +200,9 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
                         },
                         link=reverse("projects:list"),
                         data={
-                            "spent": str(spent),
-                            "budget": str(account.monthly_budget_nano),
+                            "spent": decimal_string(spent),
+                            "budget": decimal_string(account.monthly_budget_nano),
+                            "currency": account.currency,
                             "level": level,
                         },
                     )
@@ -230,7 +240,11 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
                     "average": _money(before // SPIKE_DAYS, account),
                 },
                 link=reverse("usage:index"),
-                data={"today": str(today_spend), "average": str(before // SPIKE_DAYS)},
+                data={
+                    "today": decimal_string(today_spend),
+                    "average": decimal_string(before // SPIKE_DAYS),
+                    "currency": account.currency,
+                },
             )
         )
     if settings_row.pack_low_percent or settings_row.pack_expiry_days:
@@ -312,6 +326,10 @@ def _apply(account, settings_row, condition: Condition, now) -> AlertFiring | No
     sequence = AlertFiring.objects.filter(**key, cleared_at__isnull=False).count() + 1
     try:
         with transaction.atomic():
+            if condition.kind == AlertFiring.Kind.BALANCE_LOW and not _still_low(
+                account, settings_row
+            ):
+                return None  # a recharge committed since the condition was read
             firing = AlertFiring.objects.create(
                 **key, sequence=sequence, message=condition.message[:300], fired_at=now
             )
@@ -335,16 +353,41 @@ def _apply(account, settings_row, condition: Condition, now) -> AlertFiring | No
     return firing
 
 
+def _still_low(account: Account, settings_row: AlertSettings) -> bool:
+    """The balance condition again, with the wallet locked: a recharge (which locks it too)
+    either committed before, and the alert is not sent, or waits until it is."""
+    wallet = Wallet.objects.select_for_update().filter(account=account).first()
+    spendable = (wallet.recharge_nano + wallet.bonus_nano) if wallet else 0
+    return spendable < (settings_row.balance_below_nano or 0)
+
+
+def _condition_key(kind, subject, level, period) -> tuple:
+    return (kind, subject, level, period)
+
+
 def alerts_evaluate(*, account: Account, now: datetime | None = None) -> list[AlertFiring]:
     """Evaluate every alert of `account`: fire what crossed, re-arm what cleared. Idempotent:
-    a second run sends nothing."""
+    a second run sends nothing. Open firings that no current condition speaks for (a past
+    month or day, a closed pack, an archived project, a rule switched off) are closed too,
+    so open firings stay few and a rule switched back on starts armed."""
     now = now or timezone.now()
     settings_row = alert_settings_for(account)
     fired = []
+    current = set()
     for condition in _conditions(account, settings_row, now):
+        current.add(
+            _condition_key(condition.kind, condition.subject, condition.level, condition.period)
+        )
         firing = _apply(account, settings_row, condition, now)
         if firing is not None:
             fired.append(firing)
+    stale = [
+        firing.pk
+        for firing in AlertFiring.objects.filter(account=account, cleared_at__isnull=True)
+        if _condition_key(firing.kind, firing.subject, firing.level, firing.period) not in current
+    ]
+    if stale:
+        AlertFiring.objects.filter(pk__in=stale, cleared_at__isnull=True).update(cleared_at=now)
     return fired
 
 
@@ -365,9 +408,26 @@ def alerts_sweep(*, now: datetime | None = None) -> int:
             "account_id", flat=True
         )
     )
+    # Packs expire with no usage at all: an idle account is exactly who needs the warning.
+    # Each pack counts until its expiry alert has gone out (then the anti-join drops it).
+    expiring = ResourcePack.objects.filter(
+        closed_at__isnull=True,
+        tokens_remaining__gt=0,
+        expires_at__gt=now,
+        expires_at__lte=now + timedelta(days=MAX_EXPIRY_DAYS),
+    ).exclude(
+        pk__in=AlertFiring.objects.filter(kind=AlertFiring.Kind.PACK_EXPIRING)
+        .annotate(pack_id=Cast(Substr("subject", 6), BigIntegerField()))
+        .values("pack_id")
+    )
+    active |= set(expiring.values_list("account_id", flat=True))
     sent = 0
     for account in Account.objects.filter(pk__in=active).select_related("tier"):
-        sent += len(alerts_evaluate(account=account, now=now))
+        try:
+            sent += len(alerts_evaluate(account=account, now=now))
+        except Exception:
+            # One account's failure (a notify error, bad data) must not starve the others.
+            log.exception("alerts sweep: account %s failed", account.pk)
     return sent
 
 

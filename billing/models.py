@@ -444,8 +444,14 @@ class AlertFiring(models.Model):
             ),
         ]
         indexes = [
-            # The alerts page (newest first) and the evaluation's open-firing lookup.
+            # The alerts page: an account's firings, newest first.
             models.Index(fields=["account", "-fired_at"], name="alert_firing_account_idx"),
+            # The evaluation's and the sweep's open firings (few: stale ones are closed).
+            models.Index(
+                fields=["account"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="alert_firing_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -128,7 +128,9 @@ def _after_balance_drop(wallet: Wallet, spent_nano: int) -> None:
         account_id = wallet.account_id
         # robust: the gateway's answer must not fail because the broker is down; the
         # auto-recharge sweep catches the crossing later.
-        transaction.on_commit(lambda: auto_recharge.delay(account_id), robust=True)
+        transaction.on_commit(
+            lambda: auto_recharge.apply_async((account_id,), retry=False), robust=True
+        )
 
 
 def _existing(account: Account, kind: str, reference: str) -> LedgerEntry | None:

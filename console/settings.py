@@ -258,6 +258,9 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="BigModel Console <consol
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_TIMEOUT_SECONDS = 5
+# Endpoints on loopback, private, link-local or reserved addresses turn "Send test" into a probe
+# of internal services: refused unless this is set (local development and the tests only).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

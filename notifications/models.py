@@ -178,3 +178,24 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} → {self.endpoint_id}"
+
+
+class NotificationEmail(models.Model):
+    """One recipient's email of one event: recorded as it goes out, so a retry after another
+    recipient's failure never sends it twice, and counted, so a failing one is given up on."""
+
+    event = models.ForeignKey(NotificationEvent, on_delete=models.CASCADE, related_name="emails")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("notification email")
+        verbose_name_plural = _("notification emails")
+        constraints = [
+            models.UniqueConstraint(fields=["event", "user"], name="notification_email_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.user_id}"

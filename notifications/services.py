@@ -7,15 +7,19 @@ enqueued on commit. The rows are the queue of record: a lost task is picked up b
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+import idna
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -25,6 +29,7 @@ from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
 
 from console.models import Account, User
 from console.roles import PERMISSIONS
@@ -32,6 +37,7 @@ from console.services import ServiceError, audit_record
 from gateway.upstream import decrypt_secret, encrypt_secret
 from notifications.models import (
     Notification,
+    NotificationEmail,
     NotificationEvent,
     WebhookDelivery,
     WebhookEndpoint,
@@ -42,14 +48,19 @@ logger = logging.getLogger(__name__)
 RECIPIENT_PERMISSION = "alerts.manage"
 SECRET_PREFIX = "whsec_"
 URL_MAX_LENGTH = 500
-# While an attempt runs, its delivery is leased for this long (far above the POST timeout):
-# the sweep leaves it alone, and a worker that died mid-attempt only delays it this much.
+# While an attempt runs, its delivery is leased for this long: far above an attempt's whole
+# wall-clock deadline (WEBHOOK_TIMEOUT_SECONDS, see _post), so the sweep never claims and POSTs
+# a delivery whose attempt is still running; a worker that died mid-attempt only delays it.
 ATTEMPT_LEASE = timedelta(seconds=60)
 # A Celery countdown may fire a little early against the database's idea of "due".
 DUE_SLACK = timedelta(seconds=2)
 # An email whose task has not run after this long is sent by the sweep.
 EMAIL_SWEEP_AFTER = timedelta(minutes=2)
+# A recipient whose email failed this many times is given up on (the error is kept).
+EMAIL_MAX_ATTEMPTS = 5
 SWEEP_BATCH = 500
+# Each phase of a POST gets the full timeout, but never past the attempt's deadline.
+PHASES = ("connect", "read", "write", "pool")
 
 
 # --- Recipients and the entry point ---------------------------------------------------------
@@ -148,7 +159,9 @@ def _on_commit_enqueue(task_name: str, object_id: int) -> None:
     def enqueue():
         from notifications import tasks
 
-        getattr(tasks, task_name).delay(object_id)
+        # retry=False: with the broker down, fail at once instead of blocking the caller while
+        # kombu retries the publish; the row is written and the sweep catches up.
+        getattr(tasks, task_name).apply_async((object_id,), retry=False)
 
     # robust: a broker that is down must not fail the caller's commit; the sweep catches up.
     transaction.on_commit(enqueue, robust=True)
@@ -171,34 +184,68 @@ def notifications_mark_read(
 
 
 def notification_email_send(*, event_pk: int) -> int:
-    """Email an event to each recipient, once: the event row is claimed first (the update's
-    row count says who won), so a duplicate task or the sweep sends nothing twice. If sending
-    fails the claim is released for the retry."""
+    """Email an event to each recipient, at most once each; returns how many were sent.
+
+    The event row is claimed first (the update's row count says who won), so a duplicate
+    task or the sweep never runs alongside. Each recipient's email is recorded as it goes
+    out, so a retry sends only to those still owed one. A recipient whose send fails is
+    retried (the claim is released and the last error re-raised for the task's retry; the
+    sweep catches up if the task is lost) until EMAIL_MAX_ATTEMPTS, then given up on with
+    the error kept: the event is then done."""
     claimed = NotificationEvent.objects.filter(
         pk=event_pk, email_requested=True, emailed_at__isnull=True
     ).update(emailed_at=timezone.now())
     if not claimed:
         return 0
     event = NotificationEvent.objects.select_related("account").get(pk=event_pk)
+    records = {record.user_id: record for record in NotificationEmail.objects.filter(event=event)}
     sent = 0
-    try:
-        for user in alert_recipients(account=event.account):
-            with translation.override(user.language or settings.LANGUAGE_CODE):
-                send_mail(
-                    subject=_("[%(account)s] %(title)s")
-                    % {"account": event.account.name, "title": event.title},
-                    message=render_to_string(
-                        "notifications/email/event.txt",
-                        {"event": event, "user": user, "link": absolute_link(event.link)},
-                    ),
-                    from_email=None,
-                    recipient_list=[user.email],
-                )
-            sent += 1
-    except Exception:
+    last_error: Exception | None = None
+    owed = False
+    for user in alert_recipients(account=event.account):
+        record = records.get(user.pk) or NotificationEmail(event=event, user=user)
+        if record.sent_at is not None or record.attempts >= EMAIL_MAX_ATTEMPTS:
+            continue
+        try:
+            _email_one(event=event, user=user)
+        except Exception as error:
+            record.attempts += 1
+            # The class name only: an SMTP error text may echo addresses or server details.
+            record.last_error = type(error).__name__[:200]
+            record.save()
+            logger.warning(
+                "notification_email event=%s user=%s attempt=%s failed: %s",
+                event.pk,
+                user.pk,
+                record.attempts,
+                record.last_error,
+            )
+            last_error = error
+            owed = owed or record.attempts < EMAIL_MAX_ATTEMPTS
+            continue
+        record.attempts += 1
+        record.sent_at = timezone.now()
+        record.last_error = ""
+        record.save()
+        sent += 1
+    if owed:
         NotificationEvent.objects.filter(pk=event_pk).update(emailed_at=None)
-        raise
+        raise last_error
     return sent
+
+
+def _email_one(*, event: NotificationEvent, user: User) -> None:
+    with translation.override(user.language or settings.LANGUAGE_CODE):
+        send_mail(
+            subject=_("[%(account)s] %(title)s")
+            % {"account": event.account.name, "title": event.title},
+            message=render_to_string(
+                "notifications/email/event.txt",
+                {"event": event, "user": user, "link": absolute_link(event.link)},
+            ),
+            from_email=None,
+            recipient_list=[user.email],
+        )
 
 
 def emails_unsent(*, now: datetime | None = None) -> list[int]:
@@ -222,8 +269,37 @@ def webhook_secret_generate() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
+def address_is_public(address: str) -> bool:
+    """Whether an IP address is on the public internet (not loopback, private, link-local
+    such as 169.254.169.254, reserved, multicast or unspecified)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone index is not the address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+    )
+
+
+def _host_is_private_literal(host: str) -> bool:
+    """`localhost` or an IP literal that is not public (a name is checked when it is sent)."""
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return not address_is_public(host)
+    except ValueError:
+        return False
+
+
 def webhook_url_check(url: str) -> str:
-    """The URL an endpoint may have: http(s), at most 500 characters, no credentials."""
+    """The URL an endpoint may have: http(s), at most 500 characters, no credentials, a host
+    the sender can encode, and (unless WEBHOOK_ALLOW_PRIVATE_NETWORKS) not a loopback,
+    private, link-local or reserved address."""
     url = url.strip()
     if not url:
         raise ServiceError(_("Enter the URL that should receive the events."))
@@ -240,7 +316,35 @@ def webhook_url_check(url: str) -> str:
         raise ServiceError(
             _("Do not put credentials in the URL: verify the signature header instead.")
         )
+    try:
+        host = httpx.URL(url).host
+        if not _is_ip_literal(host):
+            idna.encode(host)
+    except Exception as error:  # httpx.InvalidURL, idna's errors: the sender would fail alike
+        raise ServiceError(
+            _("The host name of this URL is not valid: check it for stray characters.")
+        ) from error
+    if not settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS and _host_is_private_literal(host):
+        raise ServiceError(
+            _(
+                "Use a public address: loopback, private, link-local and reserved networks "
+                "cannot receive webhooks."
+            )
+        )
     return url
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _audit_host(url: str) -> str:
+    """The URL's host only: its path or query may hold the receiver's token."""
+    return urlsplit(url).hostname or ""
 
 
 def webhook_endpoint_create(
@@ -261,7 +365,7 @@ def webhook_endpoint_create(
             actor=actor,
             target=endpoint,
             ip=ip,
-            metadata={"url": url},
+            metadata={"host": _audit_host(url)},
         )
     return endpoint
 
@@ -293,7 +397,7 @@ def webhook_endpoint_delete(
             actor=actor,
             target=endpoint,
             ip=ip,
-            metadata={"url": endpoint.url},
+            metadata={"host": _audit_host(endpoint.url)},
         )
         endpoint.delete()
 
@@ -426,44 +530,142 @@ def _claim(delivery_id: int, now: datetime) -> WebhookDelivery | None:
     return delivery
 
 
-def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
-    """One POST. Returns (status code or None, short error or "", milliseconds)."""
-    body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
-    secret = decrypt_secret(delivery.endpoint.secret_encrypted)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "BigModel-Console-Webhooks/1.0",
-        "X-Console-Event": delivery.event_type,
-        "X-Console-Delivery": str(delivery.pk),
-        "X-Console-Signature": webhook_signature(
-            secret=secret, timestamp=int(time.time()), body=body
-        ),
-    }
-    started = time.monotonic()
-    try:
-        response = httpx.post(
-            delivery.endpoint.url,
-            content=body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            follow_redirects=False,
+class AddressNotPublic(Exception):
+    """The endpoint's host resolves to an address that is not public."""
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends at the attempt's deadline: the per-phase
+    timeouts alone let an endpoint that trickles its answer hold an attempt for ever."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float):
+        self._stream = stream
+        self._deadline = deadline
+
+    def _timeout(self, timeout: float | None, error: type[Exception]) -> float:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise error("the attempt's deadline passed")
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._timeout(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._timeout(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        stream = self._stream.start_tls(
+            ssl_context, server_hostname, self._timeout(timeout, httpcore.ConnectTimeout)
         )
-    except httpx.TimeoutException:
+        return _DeadlineStream(stream, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeliveryBackend(httpcore.SyncBackend):
+    """Resolves the host once, refuses it unless every address is public (or private networks
+    are allowed), and connects to an address it checked: a DNS answer that changes between
+    the check and the connection cannot redirect the POST. TLS still verifies the host name."""
+
+    def __init__(self, *, deadline: float, allow_private: bool):
+        self._deadline = deadline
+        self._allow_private = allow_private
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise httpcore.ConnectError("the host name did not resolve") from error
+        addresses = list(dict.fromkeys(info[4][0] for info in resolved))
+        if not self._allow_private and not all(address_is_public(a) for a in addresses):
+            raise AddressNotPublic
+        last_error: Exception = httpcore.ConnectError("no address")
+        for address in addresses:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise httpcore.ConnectTimeout("the attempt's deadline passed")
+            try:
+                stream = super().connect_tcp(
+                    address,
+                    port,
+                    timeout=remaining if timeout is None else min(timeout, remaining),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                last_error = error
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        raise last_error
+
+
+@sensitive_variables("secret", "headers")
+def _post(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
+    """One POST, within WEBHOOK_TIMEOUT_SECONDS of wall-clock time in all (resolving,
+    connecting, sending and reading the status; the body is never read). Returns (status code
+    or None, short error or "", milliseconds). Never raises: whatever goes wrong is a failed
+    attempt, so the backoff and the attempt limit apply to it."""
+    started = time.monotonic()
+    timeout = settings.WEBHOOK_TIMEOUT_SECONDS
+    try:
+        body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        secret = decrypt_secret(delivery.endpoint.secret_encrypted)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "BigModel-Console-Webhooks/1.0",
+            "X-Console-Event": delivery.event_type,
+            "X-Console-Delivery": str(delivery.pk),
+            "X-Console-Signature": webhook_signature(
+                secret=secret, timestamp=int(time.time()), body=body
+            ),
+        }
+        url = httpx.URL(delivery.endpoint.url)
+        backend = _DeliveryBackend(
+            deadline=started + timeout,
+            allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+        )
+        target = httpcore.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+        )
+        with (
+            httpcore.ConnectionPool(network_backend=backend, max_connections=1) as pool,
+            pool.stream(
+                "POST",
+                target,
+                headers=list(headers.items()),
+                content=body,
+                extensions={"timeout": dict.fromkeys(PHASES, timeout)},
+            ) as response,
+        ):
+            status_code = response.status
+    except AddressNotPublic:
+        return None, _("refused: the address is not public"), _elapsed_ms(started)
+    except httpcore.TimeoutException:
         return None, _("Timed out"), _elapsed_ms(started)
-    except httpx.HTTPError as error:
+    except (httpcore.NetworkError, httpcore.ProtocolError) as error:
         # The class name only: messages can be long and carry nothing the owner can act on.
         return (
             None,
             _("Connection failed (%(kind)s)") % {"kind": type(error).__name__},
-            (_elapsed_ms(started)),
+            _elapsed_ms(started),
         )
-    if 200 <= response.status_code < 300:
-        return response.status_code, "", _elapsed_ms(started)
-    return (
-        response.status_code,
-        _("HTTP %(code)s") % {"code": response.status_code},
-        _elapsed_ms(started),
-    )
+    except Exception as error:
+        # Anything else (a host name that cannot be encoded, say) is a failed attempt too:
+        # raised, it would leave the delivery pending and the sweep retrying it for ever.
+        logger.warning("webhook_post delivery=%s failed: %s", delivery.pk, type(error).__name__)
+        return (
+            None,
+            _("Could not send (%(kind)s)") % {"kind": type(error).__name__},
+            _elapsed_ms(started),
+        )
+    if 200 <= status_code < 300:
+        return status_code, "", _elapsed_ms(started)
+    return status_code, _("HTTP %(code)s") % {"code": status_code}, _elapsed_ms(started)
 
 
 def _elapsed_ms(started: float) -> int:

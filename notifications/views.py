@@ -82,6 +82,7 @@ def _webhook_list(request, *, form=None, status=200):
     return render(request, "notifications/webhooks/list.html", context, status=status)
 
 
+@sensitive_variables("secret", "context")
 def _webhook_detail(request, endpoint, *, secret=None):
     context = {
         "endpoint": endpoint,

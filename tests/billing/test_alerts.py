@@ -42,9 +42,10 @@ def eager_tasks():
 
 
 @pytest.fixture
-def team():
+def team(settings):
     """A funded account (¥100, no packs) with an owner, an admin, a finance member and a
-    developer, a key, and a webhook endpoint."""
+    developer, a key, and a webhook endpoint (on this machine: private addresses allowed)."""
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     account = funded_account(recharge_units=100)
     add_member(account, Role.ADMIN)
     add_member(account, Role.FINANCE)
@@ -278,3 +279,71 @@ def test_the_settings_page_saves_valid_rules_and_refuses_bad_ones(client, world)
     assert Wallet.objects.get(account=world.account_a).alert_below_nano == 25_500_000_000
     client.force_login(world.developer_a.user)
     assert client.get(url).status_code == 403
+
+
+def test_an_idle_accounts_pack_about_to_expire_is_found_by_the_sweep(eager_tasks):
+    account = funded_account(recharge_units=10)  # no usage at all
+    pack, _created = pack_grant(account=account, tokens=1_000, reference="idle", days=3)
+    assert alerts_sweep() == 1
+    firing = AlertFiring.objects.get(account=account)
+    assert (firing.kind, firing.subject) == ("pack_expiring", f"pack:{pack.pk}")
+    assert alerts_sweep() == 0  # sent: the sweep no longer visits it for this pack
+
+
+def test_open_firings_of_past_periods_or_gone_subjects_are_closed(team, eager_tasks):
+    account, key = team
+    now = timezone.now()
+    old = [
+        AlertFiring.objects.create(
+            account=account,
+            kind="project_cap",
+            subject=f"project:{key.project_id}",
+            level=50,
+            period="2020-01",
+            message="old month",
+            fired_at=now - timedelta(days=2000),
+        ),
+        AlertFiring.objects.create(
+            account=account,
+            kind="daily_spike",
+            period="2020-01-02",
+            message="old day",
+            fired_at=now - timedelta(days=2000),
+        ),
+        AlertFiring.objects.create(
+            account=account,
+            kind="pack_low",
+            subject="pack:999999",
+            level=10,
+            message="gone pack",
+            fired_at=now - timedelta(days=3),
+        ),
+    ]
+    alerts_evaluate(account=account)
+    assert all(AlertFiring.objects.get(pk=firing.pk).cleared_at is not None for firing in old)
+
+
+def test_a_recharge_that_lands_between_reading_and_sending_stops_the_alert(team, eager_tasks):
+    from billing.alerts import _apply, _conditions, alert_settings_for
+
+    account, key = team
+    alert_settings_save(account=account, actor=None, balance_below_nano=50 * UNIT)
+    spend(key, 60)
+    settings_row = alert_settings_for(account)
+    stale = [c for c in _conditions(account, settings_row, timezone.now()) if c.active]
+    recharge(account=account, amount_nano=100 * UNIT, reference="in-between")
+    assert [_apply(account, settings_row, c, timezone.now()) for c in stale] == [None]
+    assert not AlertFiring.objects.filter(account=account).exists()
+
+
+def test_webhook_amounts_are_exact_decimal_strings(
+    team, eager_tasks, django_capture_on_commit_callbacks
+):
+    account, key = team
+    alert_settings_save(account=account, actor=None, balance_below_nano=50 * UNIT)
+    with django_capture_on_commit_callbacks(execute=True):
+        spend(key, 60)
+    data = WebhookDelivery.objects.get().payload["data"]
+    assert data["threshold"] == "50.000000000"
+    assert data["currency"] == "CNY"
+    assert data["balance"].count(".") == 1 and len(data["balance"].split(".")[1]) == 9

@@ -50,6 +50,13 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def private_networks_allowed(settings):
+    """The receiver listens on 127.0.0.1, which production refuses (the SSRF guard): allowed
+    here; the tests of the guard switch it back off."""
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+
+
 @pytest.fixture
 def receiver():
     server = Receiver()

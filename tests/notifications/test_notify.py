@@ -1,6 +1,7 @@
 """notify: recipients, idempotency per event id, the channels, and safety inside a caller's
 transaction."""
 
+import contextlib
 from unittest import mock
 
 import pytest
@@ -135,8 +136,8 @@ def test_a_broker_outage_does_not_break_the_callers_transaction(
 ):
     webhook_endpoint_create(account=world.account_a, url=receiver.url, actor=None, ip=None)
     with (
-        mock.patch("notifications.tasks.deliver_webhook.delay", side_effect=ConnectionError),
-        mock.patch("notifications.tasks.send_event_email.delay", side_effect=ConnectionError),
+        mock.patch("notifications.tasks.deliver_webhook.apply_async", side_effect=ConnectionError),
+        mock.patch("notifications.tasks.send_event_email.apply_async", side_effect=ConnectionError),
         django_capture_on_commit_callbacks(execute=True),
         transaction.atomic(),
     ):
@@ -168,3 +169,38 @@ def test_concurrent_notifies_of_one_event_create_it_once():
     assert run_together(call, 6) == []
     assert sorted(created) == [0, 0, 0, 0, 0, 1]
     assert Notification.objects.filter(account=account).count() == 1
+
+
+def test_a_failing_recipient_never_causes_duplicates_and_is_given_up_on(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.core.mail import send_mail as real_send_mail
+    from django.utils import timezone
+
+    from notifications.models import NotificationEmail
+    from notifications.services import EMAIL_MAX_ATTEMPTS, emails_unsent, notification_email_send
+
+    def send_mail(**kwargs):
+        if kwargs["recipient_list"] == ["admin@a.example"]:
+            raise OSError("mailbox unavailable")
+        return real_send_mail(**kwargs)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        _notify(world.account_a)
+    event = NotificationEvent.objects.get()
+    later = timezone.now() + timedelta(hours=1)
+    with mock.patch("notifications.services.send_mail", side_effect=send_mail):
+        # The task and its retries, then the sweep, until nothing is owed.
+        for _ in range(EMAIL_MAX_ATTEMPTS + 3):
+            with contextlib.suppress(OSError):  # raised for the task's retry
+                notification_email_send(event_pk=event.pk)
+            if not emails_unsent(now=later):
+                break
+    assert sorted(message.to[0] for message in mailoutbox) == ["fin@a.example", "owner@a.example"]
+    failed = NotificationEmail.objects.get(event=event, user__email="admin@a.example")
+    assert (failed.sent_at, failed.attempts, failed.last_error) == (None, 5, "OSError")
+    assert emails_unsent(now=later) == [], "the sweep gives up after the limit"
+    assert notification_email_send(event_pk=event.pk) == 0
+    assert len(mailoutbox) == 2

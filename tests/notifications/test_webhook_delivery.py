@@ -297,7 +297,7 @@ def test_a_real_worker_retries_a_failing_endpoint_until_it_answers(redis_client,
     account = make_account(make_user())
     endpoint = _endpoint(account, receiver.url)
     receiver.statuses = [500]
-    with celery_worker(WEBHOOK_RETRY_BASE_SECONDS=1) as output:
+    with celery_worker(WEBHOOK_RETRY_BASE_SECONDS=1, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True) as output:
         with transaction.atomic():
             _notify(account)  # committed: its on-commit hook enqueues the task
         deadline = time.monotonic() + 60
