@@ -189,7 +189,7 @@ class JobStatus:
     next_run_at: datetime | None
 
 
-def _first_doc_line(task_name: str) -> str:
+def _first_doc_paragraph(task_name: str) -> str:
     from console.celery import app
 
     # Task modules are imported on demand in web processes (a worker imports them all).
@@ -199,7 +199,8 @@ def _first_doc_line(task_name: str) -> str:
         logger.warning("the scheduled task %s cannot be imported", task_name)
     task = app.tasks.get(task_name)
     doc = (getattr(task, "__doc__", None) or "").strip()
-    return doc.splitlines()[0].strip() if doc else ""
+    # The first paragraph, joined: a first line may stop mid-sentence.
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 def job_statuses(*, now: datetime | None = None) -> list[JobStatus]:
@@ -228,7 +229,7 @@ def job_statuses(*, now: datetime | None = None) -> list[JobStatus]:
             JobStatus(
                 name=name,
                 task=entry["task"],
-                description=_first_doc_line(entry["task"]),
+                description=_first_doc_paragraph(entry["task"]),
                 schedule=schedule_in_words(schedule) if is_crontab else str(schedule),
                 expires_seconds=entry.get("options", {}).get("expires"),
                 last_run=last_runs.get(entry["task"]),

@@ -259,3 +259,13 @@ def test_a_real_worker_records_the_run_with_its_hostname(redis_client):
 
 def test_the_recorder_reads_the_schedule():
     assert jobs.periodic_task_names() == {entry["task"] for entry in BEAT_SCHEDULE.values()}
+
+
+def test_the_staff_page_describes_a_job_by_its_docstrings_whole_first_paragraph():
+    from console.jobs import _first_doc_paragraph
+
+    described = _first_doc_paragraph("billing.tasks.sweep_alerts")
+    assert described == (
+        "Every account with usage today or an alert set: spikes, packs, and any crossing "
+        "whose evaluation task was lost."
+    )
