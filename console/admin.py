@@ -1,11 +1,17 @@
-"""Django admin registrations. The full back-office (staff actions with reasons, read-only
-money) arrives with its own issue; here staff can browse and edit tiers."""
+"""Django admin registrations. Accounts carry the back-office's staff actions (each with a
+reason and an audit event: console/admin_staff.py) and the finance exports."""
+
+from functools import partial
 
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
+from billing.money import format_amount
+from console import admin_accounts, admin_staff
+from console.admin_mixins import CatalogueAuditMixin, ReadOnlyInline
 from console.forms import TIME_ZONE_CHOICES
 from console.models import Account, Announcement, AuditEvent, Invitation, Membership, Tier, User
 
@@ -27,28 +33,24 @@ class UserAdmin(DjangoUserAdmin):
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a user would null the actor on ledger entries, payments and invoices and
+        # drop memberships (even an account's last owner) without an audit row: people are
+        # deactivated instead (is_active off).
+        return False
+
 
 @admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
+class TierAdmin(CatalogueAuditMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "rank", "retention_days", "requests_per_minute", "concurrency"]
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(ReadOnlyInline):
     """Read-only: roles change through the members service (last-owner rule, audit)."""
 
     model = Membership
-    extra = 0
     fields = ["user", "role", "created_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class AccountAdminForm(forms.ModelForm):
@@ -61,11 +63,24 @@ class AccountAdminForm(forms.ModelForm):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "status", "tier", "tier_pinned", "currency", "created_at"]
+    list_display = [
+        "id",
+        "name",
+        "status",
+        "tier",
+        "tier_pinned",
+        "currency",
+        "recharge_balance",
+        "bonus_balance",
+        "arrears",
+        "month_spend",
+        "created_at",
+    ]
     list_filter = ["status", "tier", "currency"]
-    search_fields = ["id", "name", "memberships__user__email"]
-    # Status and tier change through services that write audit events (the back-office issue
-    # adds them as admin actions with a reason); editing them here would skip the audit.
+    search_fields = ["=id", "name", "memberships__user__email"]
+    list_select_related = ["tier"]
+    # Status, tier and money change only through the staff actions (services that write an
+    # audit event with the reason); editing them here would skip the audit.
     form = AccountAdminForm
     readonly_fields = [
         "status",
@@ -78,6 +93,73 @@ class AccountAdmin(admin.ModelAdmin):
         "created_at",
     ]
     inlines = [MembershipInline]
+    change_form_template = "admin/console/account/change_form.html"
+    change_list_template = "admin/console/account/change_list.html"
+
+    def get_queryset(self, request):
+        """Balances and this month's spend in the list's one query (no query per row)."""
+        return admin_accounts.with_money(super().get_queryset(request))
+
+    @admin.display(description=_("Recharge balance"), ordering="recharge_nano")
+    def recharge_balance(self, account):
+        return format_amount(account.recharge_nano or 0, account.currency)
+
+    @admin.display(description=_("Bonus balance"), ordering="bonus_nano")
+    def bonus_balance(self, account):
+        return format_amount(account.bonus_nano or 0, account.currency)
+
+    @admin.display(description=_("Arrears"), ordering="arrears_nano")
+    def arrears(self, account):
+        return format_amount(account.arrears_nano or 0, account.currency)
+
+    @admin.display(description=_("Spend this month"), ordering="month_spend_nano")
+    def month_spend(self, account):
+        return format_amount(account.month_spend_nano, account.currency)
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(partial(view, model_admin=self))
+
+        return [
+            path(
+                "finance-export/",
+                wrap(admin_staff.finance_export_view),
+                name="console_account_finance_export",
+            ),
+            path(
+                "<str:object_id>/staff/revoke-key/<str:key_id>/",
+                wrap(admin_staff.revoke_key_view),
+                name="console_account_revoke_key",
+            ),
+            path(
+                "<str:object_id>/staff/<slug:slug>/",
+                wrap(admin_staff.staff_action_view),
+                name="console_account_staff_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "staff_actions": admin_staff.offered_actions(request.user),
+        }
+        if object_id and object_id.isascii() and object_id.isdigit():
+            account = self.get_object(request, object_id)
+            if account is not None:
+                # Rendered here, where the request is known: the revoke links only for
+                # staff who may revoke.
+                extra_context["staff_summary"] = admin_accounts.summary_html(
+                    account, may_revoke=request.user.has_perm("console.staff_revoke_key")
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "may_export": request.user.has_perm("console.staff_export_finance"),
+        }
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(Invitation)
@@ -90,9 +172,19 @@ class InvitationAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "account", "actor", "actor_kind", "action", "target_type"]
+    list_display = [
+        "created_at",
+        "account",
+        "actor",
+        "actor_kind",
+        "action",
+        "target_type",
+        "target_id",
+        "reason",
+    ]
     list_filter = ["actor_kind", "action"]
-    search_fields = ["action", "account__name", "actor__email", "target_id"]
+    search_fields = ["=account__id", "account__name", "actor__email", "action", "target_id"]
+    list_select_related = ["account", "actor"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):
@@ -106,7 +198,7 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Announcement)
-class AnnouncementAdmin(admin.ModelAdmin):
+class AnnouncementAdmin(CatalogueAuditMixin, admin.ModelAdmin):
     """Staff publish notices on every account's overview (or one tier's or currency's)."""
 
     list_display = ["title", "level", "tier", "currency", "starts_at", "ends_at"]

@@ -158,6 +158,18 @@ class Account(models.Model):
     class Meta:
         verbose_name = _("account")
         verbose_name_plural = _("accounts")
+        # The back-office's staff actions, each checked with user.has_perm("console.<codename>");
+        # the groups that hold them are made by the staff_groups migration.
+        permissions = [
+            ("staff_grant_bonus", _("Can grant bonus credit")),
+            ("staff_confirm_transfer", _("Can confirm a bank-transfer recharge")),
+            ("staff_refund", _("Can refund a recharge")),
+            ("staff_grant_pack", _("Can grant a resource pack")),
+            ("staff_change_tier", _("Can change or pin an account's tier")),
+            ("staff_suspend_account", _("Can suspend or restore an account")),
+            ("staff_revoke_key", _("Can revoke an API key")),
+            ("staff_export_finance", _("Can download finance exports")),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(currency__in=["CNY", "USD"]), name="account_currency_known"

@@ -48,6 +48,17 @@ def open_invitations(*, account: Account) -> QuerySet[Invitation]:
     ).order_by("-created_at")
 
 
+def audit_log(*, account: Account, action_prefix: str = "") -> QuerySet:
+    """The account's own audit events, newest first (an action prefix such as `api_key.`
+    narrows them). Served by the audit event's (account, created_at) index."""
+    from console.models import AuditEvent
+
+    events = AuditEvent.objects.filter(account=account).select_related("actor")
+    if action_prefix:
+        events = events.filter(action__startswith=action_prefix)
+    return events.order_by("-created_at", "-pk")
+
+
 def user_memberships(*, user) -> QuerySet[Membership]:
     """The accounts a user can switch to (the switcher)."""
     return Membership.objects.filter(user=user).select_related("account").order_by("account__name")

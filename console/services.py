@@ -270,6 +270,37 @@ def account_set_tier(
     return locked
 
 
+def account_set_status(
+    *,
+    account: Account,
+    status: str,
+    actor: User | None = None,
+    actor_kind: str = AuditEvent.ActorKind.STAFF,
+    reason: str = "",
+) -> Account:
+    """Suspend or restore an account (staff). The gateway reads the status on every request,
+    so a suspended account's next request is refused (1120)."""
+    if status not in Account.Status.values:
+        raise ServiceError(_("Unknown account status."))
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        if locked.status == status:
+            return locked
+        before = locked.status
+        locked.status = status
+        locked.save(update_fields=["status"])
+        audit_record(
+            action="account.suspend" if status == Account.Status.SUSPENDED else "account.restore",
+            account=locked,
+            actor=actor,
+            actor_kind=actor_kind,
+            target=locked,
+            reason=reason,
+            metadata={"from": before, "to": status},
+        )
+    return locked
+
+
 def account_promote_tier(*, account: Account, paid_nano: int) -> Tier | None:
     """Promote to the best tier whose threshold the cumulative paid recharge reaches (never
     down, never a pinned tier). Called by every paid recharge, in its transaction. Returns

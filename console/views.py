@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -29,6 +30,15 @@ from console.tenancy import account_object_or_404, account_view, switch_account
 
 def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
+
+
+@account_view("audit.view")
+@require_GET
+def audit_log(request):
+    action = request.GET.get("action", "").strip()[:64]
+    events = selectors.audit_log(account=request.account, action_prefix=action)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(request, "console/audit_log.html", {"page": page, "action": action})
 
 
 @account_view("overview.view")

@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
+from console.admin_mixins import CatalogueAuditMixin
 from gateway.models import UpstreamRoute
 from gateway.upstream import encrypt_secret
 
@@ -10,7 +12,8 @@ class UpstreamRouteForm(forms.ModelForm):
     secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored secret. It is never shown again.",
+        label=_("secret"),
+        help_text=_("Leave empty to keep the stored secret. It is never shown again."),
     )
 
     class Meta:
@@ -27,7 +30,8 @@ class UpstreamRouteForm(forms.ModelForm):
 
 
 @admin.register(UpstreamRoute)
-class UpstreamRouteAdmin(admin.ModelAdmin):
+class UpstreamRouteAdmin(CatalogueAuditMixin, admin.ModelAdmin):
+    audit_hidden_fields = ("secret",)
     form = UpstreamRouteForm
     list_display = [
         "model",
@@ -38,6 +42,6 @@ class UpstreamRouteAdmin(admin.ModelAdmin):
         "has_secret",
     ]
 
-    @admin.display(boolean=True, description="secret stored")
+    @admin.display(boolean=True, description=_("secret stored"))
     def has_secret(self, route):
         return bool(route.secret_encrypted)

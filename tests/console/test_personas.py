@@ -79,6 +79,13 @@ EXPECTATIONS = {
         {**_members_only(200), "developer_a": 403, "finance_a": 403},
     ),
     "members": ("get", None, None, _members_only(200)),
+    # Owners and admins read their own account's audit log (B's owner: B's own, empty of A).
+    "audit_log": (
+        "get",
+        None,
+        None,
+        {**_members_only(200), "developer_a": 403, "finance_a": 403},
+    ),
     "member_invite": (
         "post",
         None,
