@@ -27,18 +27,9 @@ class ReadOnlyAdminMixin:
         return list(dict.fromkeys([*names, *super().get_readonly_fields(request, obj)]))
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class CatalogueAuditMixin:
