@@ -247,6 +247,9 @@ MAILERS = {
         "OPTIONS": (
             {key: value for key, value in _smtp_options.items() if value not in (None, "")}
             if _email["EMAIL_BACKEND"].endswith("smtp.EmailBackend")
+            # filemail:///path: the file backend refuses to start without its folder.
+            else {"file_path": _email["EMAIL_FILE_PATH"]}
+            if _email["EMAIL_BACKEND"].endswith("filebased.EmailBackend")
             else {}
         ),
     }
@@ -266,6 +269,8 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", defa
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates and numbers per language: console/formats (over Django's own locale formats).
+FORMAT_MODULE_PATH = ["console.formats"]
 USE_I18N = True
 TIME_ZONE = "UTC"
 USE_TZ = True

@@ -56,4 +56,28 @@
       done();
     }
   });
+  // A posted form shows that it is working (a PDF statement or a payment can take seconds)
+  // and cannot be sent twice by an impatient second click. htmx forms have their own
+  // indicator. Disabled after the submit has collected the button's name; enabled again when
+  // the page comes back from the history cache, or after a while if no page replaced it.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || form.hasAttribute("hx-post") || (form.method || "").toLowerCase() !== "post") { return; }
+    var buttons = form.querySelectorAll("button[type=submit]:not([disabled]), button:not([type]):not([disabled])");
+    form.setAttribute("aria-busy", "true");
+    setTimeout(function () {
+      buttons.forEach(function (button) { button.disabled = true; button.setAttribute("data-busy", ""); });
+    }, 0);
+    setTimeout(function () { release(form); }, 15000);
+  });
+  function release(form) {
+    form.removeAttribute("aria-busy");
+    form.querySelectorAll("button[data-busy]").forEach(function (button) {
+      button.disabled = false;
+      button.removeAttribute("data-busy");
+    });
+  }
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[aria-busy]").forEach(release);
+  });
 })();

@@ -8,17 +8,10 @@ from billing.services import recharge
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
-from tests.factories import PASSWORD, make_account, make_user
+from tests.browser.session import sign_in
+from tests.factories import make_account, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def sign_in(page, live_server, email):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def test_the_usage_charts_render_and_redraw_under_the_csp(
@@ -38,7 +31,7 @@ def test_the_usage_charts_render_and_redraw_under_the_csp(
     ]
     mixed_traffic(keys, days=25)
 
-    sign_in(page, live_server, "charts@example.com")
+    sign_in(page, live_server.url, "charts@example.com")
     page.locator(".sparkline svg").wait_for()
     page.get_by_role("link", name="Usage", exact=True).first.click()
     page.wait_for_url(f"{live_server.url}/usage/")

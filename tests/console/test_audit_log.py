@@ -50,6 +50,9 @@ def test_metadata_and_reasons_are_escaped(world, login):
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;" in text
     assert "<b>bold</b>" not in text
+    # Shown as name and value, not as a Python dict.
+    assert "<dt>name</dt><dd><code>&lt;b&gt;bold&lt;/b&gt;</code></dd>" in text
+    assert "{&#x27;name&#x27;" not in text
 
 
 def test_it_paginates(world, login):
