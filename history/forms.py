@@ -54,8 +54,13 @@ class HistoryFilterForm(forms.Form):
     )
     before = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
 
-    def __init__(self, *args, account, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, data=None, *args, account, **kwargs):
+        if data is not None and not data.get("range"):
+            # A link with only ?q=… searches the default period; the select must say so
+            # rather than show its first choice (Today) over last week's results.
+            data = data.copy()
+            data["range"] = self.base_fields["range"].initial
+        super().__init__(data, *args, **kwargs)
         self.account = account
         self.fields["key"].queryset = ApiKey.objects.filter(account=account).order_by("label")
         self.fields["project"].queryset = Project.objects.filter(account=account).order_by("name")

@@ -56,8 +56,10 @@ def search(client, **params):
 def test_chinese_and_english_substrings_find_exactly_the_matching_rows(client, world, corpus):
     rows, other = corpus
     client.force_login(world.owner_a)
-    _response, found = search(client, q="智谱")
+    response, found = search(client, q="智谱")
     assert found == [rows["zh"].pk]  # 7 days by default: the 20-day-old row is outside
+    # ... and the period select says so (not its first choice, Today).
+    assert '<option value="7d" selected>' in response.content.decode()
     _response, found = search(client, q="智谱", range="30d")
     assert set(found) == {rows["zh"].pk, rows["old"].pk}
     assert other.pk not in found
