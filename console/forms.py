@@ -19,6 +19,13 @@ def no_control_characters(value: str) -> None:
 TIME_ZONE_CHOICES = [(zone, zone) for zone in sorted(zoneinfo.available_timezones())]
 
 
+class TimeZoneSelect(forms.Select):
+    """IANA names, which no one translates (nor should a browser's translation)."""
+
+    def __init__(self, attrs=None, choices=()):
+        super().__init__({"translate": "no", **(attrs or {})}, choices)
+
+
 class SignupForm(forms.Form):
     email = forms.EmailField(label=_("Email address"), max_length=254)
     name = forms.CharField(
@@ -74,6 +81,7 @@ class AccountCreateForm(forms.Form):
         label=_("Time zone"),
         choices=TIME_ZONE_CHOICES,
         initial=settings.DEFAULT_ACCOUNT_TIME_ZONE,
+        widget=TimeZoneSelect,
     )
 
 
@@ -85,6 +93,7 @@ class AccountSettingsForm(forms.Form):
         label=_("Time zone"),
         choices=TIME_ZONE_CHOICES,
         help_text=_("Monthly caps and statements follow this time zone."),
+        widget=TimeZoneSelect,
     )
     currency = forms.ChoiceField(label=_("Currency"), choices=settings.CURRENCIES)
     store_prompt_content = forms.BooleanField(

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from console.roles import Role
 
@@ -71,6 +72,15 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.name or self.email.split("@")[0]
 
 
+# The names migration 0002 seeds, translated for display (see Tier.display_name).
+SEEDED_TIER_NAMES = {
+    "Free": pgettext_lazy("tier", "Free"),
+    "Standard": pgettext_lazy("tier", "Standard"),
+    "Pro": pgettext_lazy("tier", "Pro"),
+    "Enterprise": pgettext_lazy("tier", "Enterprise"),
+}
+
+
 class Tier(models.Model):
     """A usage level (staff-editable). Limits apply per account, across models."""
 
@@ -105,6 +115,12 @@ class Tier(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def display_name(self) -> str:
+        """The name in the reader's language while it is still the one the tiers were seeded
+        with; a name staff typed is shown as typed (the catalogue has no translation of it)."""
+        return str(SEEDED_TIER_NAMES.get(self.name, self.name))
 
     def promotion_threshold_nano(self, currency: str) -> int:
         return {

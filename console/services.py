@@ -324,7 +324,8 @@ def account_promote_tier(*, account: Account, paid_nano: int) -> Tier | None:
         account=locked,
         tier=best,
         actor_kind=AuditEvent.ActorKind.SYSTEM,
-        reason=_("Promotion: %(tier)s reached by cumulative paid recharge.") % {"tier": best.name},
+        reason=_("Promotion: %(tier)s reached by cumulative paid recharge.")
+        % {"tier": best.display_name},
     )
     account.tier = best
     return best

@@ -1,15 +1,23 @@
 """Shared fixtures: real PostgreSQL and Redis when configured, the personas, the CI rule."""
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import translation
 
 from console.roles import Role
 from tests.factories import add_member, make_account, make_user
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
@@ -97,6 +105,15 @@ def _reseed_after_flush(request):
 
 
 @pytest.fixture(autouse=True)
+def _english_after_each_test():
+    """A request through the test client activates its user's language in this thread and
+    leaves it there (as every server request does for its own thread); the next test must not
+    start in Chinese because this one ended with a Chinese page."""
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
+
+
+@pytest.fixture(autouse=True)
 def _billing_audit_after_each_test(request):
     """billing_audit must pass over every test's data (unless the test tampers on purpose)."""
     names = set(request.fixturenames)
@@ -118,6 +135,116 @@ def _billing_audit_after_each_test(request):
 
     _accounts, problems = audit_all()
     assert not problems, "billing_audit: " + "; ".join(map(str, problems))
+
+
+# --- The site under a real ASGI server -------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_shared_state():
+    """Rate windows, slots and reservations from another test must not leak into this one."""
+    from console.shared_state import shared_state
+
+    shared_state.cache_clear()
+    state = shared_state()
+    client = getattr(state, "client", None)
+    if client is not None:
+        for key in client.scan_iter(state.prefix + "*"):
+            client.delete(key)
+    yield state
+    shared_state.cache_clear()
+
+
+# The server process's settings in the static-file shape of production (files collected once,
+# served by WhiteNoise), without the manifest: compressing plotly.js takes seconds per run.
+STATIC_STORAGE = "django.contrib.staticfiles.storage.StaticFilesStorage"
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """Static files collected for the server process. WhiteNoise serves only collected files
+    when DEBUG is off; without them every page under uvicorn lacks its CSS, htmx and plotly."""
+    root = tmp_path_factory.mktemp("static")
+    env = {**os.environ, "STATIC_ROOT": str(root), "STATICFILES_BACKEND": STATIC_STORAGE}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    return root
+
+
+@pytest.fixture
+def uvicorn_env() -> dict[str, str]:
+    """Extra environment of the server process; a test module overrides this fixture to
+    change a setting there (the test process's `settings` fixture does not reach it)."""
+    return {}
+
+
+@pytest.fixture
+def uvicorn_mailbox(tmp_path) -> Path:
+    """Where the server process writes its emails, one .log file per message."""
+    return tmp_path / "mailbox"
+
+
+@pytest.fixture
+def uvicorn_site(fresh_shared_state, uvicorn_env, uvicorn_mailbox, collected_static, tmp_path):
+    """The site served by uvicorn in a subprocess, on the test database and Redis (live_server
+    is WSGI: it buffers streams and never sees a client leave). Needs `transaction=True`
+    tests on PostgreSQL, so the server process sees the test's data."""
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs Redis: the server process and the test share limits and reservations")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@"
+        f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "SIMULATOR_FIRST_TOKEN_MS": "20",
+        "SIMULATOR_CHUNK_MS": "5",
+        "STATICFILES_BACKEND": STATIC_STORAGE,
+        "STATIC_ROOT": str(collected_static),
+        # Links in emails point at this server; the emails land in files the test reads.
+        "SITE_URL": base,
+        # django-environ drops the first slash of the path: four for an absolute one.
+        "EMAIL_URL": f"filemail:///{uvicorn_mailbox}",
+        **uvicorn_env,
+    }
+    # A file, not a pipe: a pipe nobody reads fills up and stalls the server mid-test.
+    log_path = tmp_path / "uvicorn.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "console.asgi:application",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "uvicorn did not start: " + log_path.read_text()
+            time.sleep(0.3)
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
 
 
 # --- Personas -------------------------------------------------------------------------------

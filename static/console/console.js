@@ -16,6 +16,21 @@
       event.stopPropagation();
     }
   }, true);
+  // The bar at the top of the page shows while any htmx request is in flight: htmx marks only
+  // the element that asked (or its hx-indicator), and the bar is outside it. The request's
+  // own loadend comes once, whatever the outcome (htmx's afterRequest may come twice).
+  var inFlight = 0;
+  document.addEventListener("htmx:beforeSend", function (event) {
+    var bar = document.querySelector(".htmx-progress");
+    var xhr = event.detail.xhr;
+    if (!bar || !xhr) { return; }
+    inFlight += 1;
+    bar.classList.add("htmx-request");
+    xhr.addEventListener("loadend", function () {
+      inFlight -= 1;
+      if (inFlight === 0) { bar.classList.remove("htmx-request"); }
+    });
+  });
   // A form marked data-reset-on-success empties itself once htmx reports success (the new
   // key's dialog is showing; the form should not invite a double submit).
   document.addEventListener("htmx:afterRequest", function (event) {

@@ -33,7 +33,7 @@ def settle_one(
     )
     return settle(
         admitted=admitted,
-        body={"model": model, "messages": [{"role": "user", "content": "你好 hello"}]},
+        body={"model": model, "messages": [{"role": "user", "content": "你好，世界"}]},
         outcome=Outcome(
             status=status,
             code=code,

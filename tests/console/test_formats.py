@@ -46,3 +46,16 @@ def test_chinese_numbers_are_grouped_not_run_together():
         assert Template("{% load humanize %}{{ n|intcomma }}").render(Context({"n": 10**9})) == (
             "1,000,000,000"
         )
+
+
+@pytest.mark.django_db
+def test_seeded_tier_names_are_translated_and_staff_names_shown_as_typed():
+    from console.models import Tier
+
+    standard = Tier.objects.get(slug="standard")
+    with translation.override("zh-hans"):
+        assert standard.display_name == "标准版"
+        standard.name = "Gold partners"
+        assert standard.display_name == "Gold partners"
+    with translation.override("en"):
+        assert Tier.objects.get(slug="standard").display_name == "Standard"
