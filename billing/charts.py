@@ -105,7 +105,14 @@ def usage_figures(report: UsageReport, *, currency: str) -> list[dict]:
         ],
         "layout": _layout(
             report,
-            yaxis={"title": {"text": currency}, "rangemode": "tozero", "gridcolor": "#e5e7eb"},
+            yaxis={
+                "title": {"text": currency},
+                "rangemode": "tozero",
+                "gridcolor": "#e5e7eb",
+                # Plain decimals: plotly's SI prefixes read ¥0.0006 as "600µ".
+                "exponentformat": "none",
+                "separatethousands": True,
+            },
         ),
     }
     totals = [report.by_bucket[b] for b in report.buckets]

@@ -112,6 +112,8 @@ def test_the_charts_carry_the_same_money_as_the_records(client, world, busy):
     figure = json.loads(data.group(1))
     charted = sum(int(value.replace(".", "")) for trace in figure["data"] for value in trace["y"])
     assert charted == record_sums(account)["fee"]
+    # Money ticks are plain decimals, never plotly's SI prefixes (¥0.0006 as "600µ").
+    assert figure["layout"]["yaxis"]["exponentformat"] == "none"
     assert 'src="/static/vendor/plotly.min.js"' in html
     assert "<script>" not in html  # nothing inline: the CSP would refuse it
 
