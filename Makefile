@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --python $(BIN)/python --quiet
 
-.PHONY: run test lint format messages check-migrations clean
+.PHONY: run test drills lint format messages check-migrations clean
 
 $(BIN)/python:
 	"$$(scripts/find-python)" -m venv $(VENV)
@@ -32,6 +32,12 @@ run: $(VENV)/.deps-run
 ## make test: the suite (PostgreSQL when DATABASE_URL is set, Redis when REDIS_URL is set).
 test: $(VENV)/.deps-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make drills: processes killed and dependencies restarted under load, against uvicorn and
+## Celery in subprocesses (PostgreSQL and Redis required; docs/drills.md). At most 20 minutes;
+## the harness sets Django up itself, hence -p no:django.
+drills: $(VENV)/.deps-test
+	timeout --kill-after=30 1200 $(BIN)/python -m pytest drills -p no:cacheprovider -p no:django -q $(DRILL_ARGS)
 
 lint: $(VENV)/.deps-test
 	$(BIN)/ruff check .

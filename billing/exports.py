@@ -14,8 +14,8 @@ from django.utils.translation import gettext_lazy as _
 from billing.models import Invoice, LedgerEntry, Payment
 from billing.money import decimal_string
 from billing.selectors import month_bounds
-from billing.usage import csv_cell
 from console.models import Account
+from console.spreadsheet import csv_cell
 
 KINDS = {
     "recharges": _("Recharges"),

@@ -20,6 +20,7 @@ from billing.models import LedgerEntry, PackConsumption, Statement
 from billing.money import decimal_string
 from billing.selectors import current_month, month_bounds, next_month, previous_month
 from console.models import Account
+from console.spreadsheet import csv_cell
 from projects.models import Project
 
 
@@ -211,8 +212,8 @@ def statement_csv(data: dict) -> str:
             (
                 data["month"][:7],
                 data["currency"],
-                line["project"],
-                line["model"],
+                csv_cell(line["project"]),
+                csv_cell(line["model"]),
                 line["requests"],
                 line["input_tokens"],
                 line["output_tokens"],

@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from billing.models import UsageDaily, UsageHourly
 from billing.selectors import next_month
 from console.models import Account
+from console.spreadsheet import csv_cell
 from keys.models import ApiKey
 from projects.models import Project
 
@@ -334,14 +335,6 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
         by_bucket=by_bucket,
         total=total,
     )
-
-
-def csv_cell(value):
-    """A name people typed (a project, a key label) that a spreadsheet would run as a
-    formula is kept as text."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def usage_csv_rows(report: UsageReport) -> list[list]:

@@ -163,7 +163,10 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
         if len(good) != len(values):
             warnings.append(f"{name} must be numeric ids: the others were ignored")
         ids[name] = tuple(good)
-    models = tuple(value[:64] for value in _list(params, "models"))
+    models = tuple(value[:64] for value in _list(params, "models") if "\x00" not in value)
+    if len(models) != len(_list(params, "models")):
+        # PostgreSQL refuses NUL in a query, and no model's name has one.
+        warnings.append("models must not contain NUL characters: those were ignored")
     query = ApiQuery(
         width=width,
         start=_floor(start, width, account),

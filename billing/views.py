@@ -19,6 +19,7 @@ from billing.models import LedgerEntry, PackProduct, ResourcePack
 from billing.money import decimal_string
 from billing.payments import billing_profile
 from console.services import ServiceError
+from console.spreadsheet import csv_cell
 from console.tenancy import account_view, object_or_404
 
 
@@ -138,13 +139,13 @@ def transactions_csv(request):
                     decimal_string(entry.bonus_delta_nano),
                     decimal_string(entry.arrears_delta_nano),
                     decimal_string(entry.fee_nano),
-                    entry.model,
+                    csv_cell(entry.model),
                     entry.input_tokens,
                     entry.output_tokens,
                     sum(c.input_tokens + c.output_tokens for c in entry.consumptions.all()),
-                    entry.project.name if entry.project else "",
-                    entry.request_id,
-                    entry.reference,
+                    csv_cell(entry.project.name if entry.project else ""),
+                    csv_cell(entry.request_id),
+                    csv_cell(entry.reference),
                 ]
             if before is None:
                 return

@@ -10,6 +10,7 @@ and Redis for the cache, the Celery broker and the shared gateway state.
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -79,7 +80,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with a site that asks staff for a second factor (console/admin_site.py).
+    "console.admin_site.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -88,6 +90,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "console",
     "projects",
     "keys",
@@ -105,11 +111,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed the second factor (django-otp).
+    "django_otp.middleware.OTPMiddleware",
     "console.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a refused sign-in into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -144,6 +154,11 @@ if env("DATABASE_URL", default=""):
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+            # After PostgreSQL went away, the pool retries with a doubling delay for this
+            # long, then gives up and starts afresh at the next request. psycopg's default
+            # (300 s) lets the delay grow past the outage: after a 17 s restart, requests to a web
+            # process still waited up to ~9 s for a connection (drills/test_dependencies.py).
+            "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=5),
         }
         # pg_trgm only sees CJK characters in a UTF-8 LC_CTYPE; the test database copies
         # this template's locale (see NOTES.md).
@@ -220,6 +235,11 @@ AUTH_USER_MODEL = "console.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes first: it refuses a locked-out sign-in before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -227,6 +247,30 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 EMAIL_VERIFICATION_MAX_AGE = 3 * 24 * 3600
+# Sign-in throttling (django-axes, attempts kept in the database): this many failed attempts
+# for one email address from one IP address lock that pair out for the cool-off; a failure
+# during the lockout starts it again. Other addresses and other IPs are not affected.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_USERNAME_FORM_FIELD = "username"
+# Addresses are matched ignoring case: "A@x.com" must not get five more tries than "a@x.com".
+AXES_USERNAME_CALLABLE = "console.two_factor.login_username"
+# The lockout page in the console's layout, status 429.
+AXES_LOCKOUT_CALLABLE = "console.security_views.locked_out"
+AXES_RESET_ON_SUCCESS = True
+# Failed attempts are what throttling needs; a row per successful sign-in is not kept.
+AXES_DISABLE_ACCESS_LOG = True
+# Sign-up and password-reset requests per IP address and hour: sign-up answers whether an
+# address is registered, password reset sends email; neither goes through authenticate().
+SIGNUPS_PER_HOUR_PER_IP = env.int("SIGNUPS_PER_HOUR_PER_IP", default=10)
+PASSWORD_RESETS_PER_HOUR_PER_IP = env.int("PASSWORD_RESETS_PER_HOUR_PER_IP", default=10)
+# Two-factor authentication (django-otp): TOTP apps, plus single-use recovery codes. Optional
+# for users, required for staff in the back-office and on the staff pages.
+OTP_TOTP_ISSUER = "BigModel Console"
+# The admin lists devices without their secrets (a TOTP key is a password).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 INVITATION_VALID_DAYS = 7
 
 # --- Email ----------------------------------------------------------------------------------
@@ -373,11 +417,26 @@ DEFAULT_CURRENCY = "CNY"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # On every handler: anything shaped like an API key or a bearer token is masked to its
+    # last four characters, in the message, its arguments and tracebacks.
+    "filters": {"mask_keys": {"()": "console.log_masking.KeyMaskingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_keys"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's own default handlers would print request errors unmasked: its records
+        # go to the masked handler instead (uvicorn's handlers: console/asgi.py).
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
+        # django-axes tells of every sign-in at INFO; lockouts are its warnings.
+        "axes": {"level": "WARNING"},
         # WeasyPrint logs every rendering step at INFO.
         "weasyprint": {"level": "WARNING"},
         "fontTools": {"level": "WARNING"},

@@ -1,5 +1,5 @@
 """The small interface behind the gateway's shared, fast-changing state: rate-limit windows,
-concurrency slots and counters with a time to live (reservations, key-cache generations).
+concurrency slots, money held per request (reservations) and counters with a time to live.
 
 Two implementations with one contract (tests run the same cases against both):
 - `RedisState`: one Lua script per operation, so each check-and-change is atomic across
@@ -40,6 +40,27 @@ class SharedState(Protocol):
 
     def slot_count(self, key: str) -> int:
         """Slots held now (expired ones not counted)."""
+
+    def hold(
+        self,
+        key: str,
+        *,
+        token: str,
+        amount: int,
+        ttl_seconds: float,
+        ceiling: int | None = None,
+    ) -> bool:
+        """Atomically: if what is held under `key` now is below `ceiling` (always when None),
+        hold `amount` for `token` and return True; otherwise change nothing and return False.
+        Each hold expires on its own after the TTL, so one a killed process never gave back
+        is gone by then however many holds come after it (a single counter whose TTL every
+        request refreshes would keep it for as long as traffic goes on)."""
+
+    def hold_release(self, key: str, *, token: str) -> None:
+        """Give the token's hold back; releasing twice, or after expiry, is harmless."""
+
+    def held(self, key: str) -> int:
+        """The sum of the holds now (expired ones not counted)."""
 
     def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
         """Add `amount` (may be negative) and refresh the TTL; returns the new value."""
@@ -95,6 +116,43 @@ return 1
 
 _SLOT_COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
 
+# Holds: a sorted set of "<token>:<amount>" scored by expiry (Redis's clock, as for slots).
+# Summing walks the live holds: as many as the account has requests in flight.
+_HOLD = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] ~= '' then
+  local total = 0
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    total = total + tonumber(string.match(member, ':(%d+)$'))
+  end
+  if total >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 1000) + 1000)
+return 1
+"""
+)
+
+_HOLD_RELEASE = """
+local prefix = ARGV[1] .. ':'
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, 1, #prefix) == prefix then redis.call('ZREM', KEYS[1], member) end
+end
+"""
+
+_HELD = (
+    _NOW
+    + """
+local total = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  total = total + tonumber(string.match(member, ':(%d+)$'))
+end
+return total
+"""
+)
+
 _HASH_DRAIN = """
 local values = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -127,6 +185,9 @@ class RedisState:
         self._hit_window = self.client.register_script(_HIT_WINDOW)
         self._slot_acquire = self.client.register_script(_SLOT_ACQUIRE)
         self._slot_count = self.client.register_script(_SLOT_COUNT)
+        self._hold = self.client.register_script(_HOLD)
+        self._hold_release = self.client.register_script(_HOLD_RELEASE)
+        self._held = self.client.register_script(_HELD)
         self._incr = self.client.register_script(_INCR)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
         self._reserve_below = self.client.register_script(_RESERVE_BELOW)
@@ -152,6 +213,26 @@ class RedisState:
 
     def slot_count(self, key: str) -> int:
         return int(self._slot_count(keys=[self._key(key)]))
+
+    def hold(
+        self,
+        key: str,
+        *,
+        token: str,
+        amount: int,
+        ttl_seconds: float,
+        ceiling: int | None = None,
+    ) -> bool:
+        limit = "" if ceiling is None else ceiling
+        return bool(
+            self._hold(keys=[self._key(key)], args=[token, int(amount), limit, ttl_seconds])
+        )
+
+    def hold_release(self, key: str, *, token: str) -> None:
+        self._hold_release(keys=[self._key(key)], args=[token])
+
+    def held(self, key: str) -> int:
+        return int(self._held(keys=[self._key(key)]))
 
     def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
         return int(self._incr(keys=[self._key(key)], args=[amount, int(ttl_seconds * 1000)]))
@@ -190,6 +271,7 @@ class LocalState:
         self._clock = clock
         self._counters: dict[str, tuple[int, float]] = {}  # key → (value, expires at)
         self._slots: dict[str, dict[str, float]] = {}  # key → token → expires at
+        self._holds: dict[str, dict[str, tuple[int, float]]] = {}  # key → token → (amount, expires)
         self._hashes: dict[str, dict[str, str]] = {}
 
     def _counter(self, key: str, now: float) -> tuple[int, float] | None:
@@ -234,6 +316,37 @@ class LocalState:
         with self._lock:
             return len(self._live_slots(key, self._clock()))
 
+    def _live_holds(self, key: str, now: float) -> dict[str, tuple[int, float]]:
+        holds = self._holds.setdefault(key, {})
+        for token in [token for token, (_amount, expires) in holds.items() if expires <= now]:
+            del holds[token]
+        return holds
+
+    def hold(
+        self,
+        key: str,
+        *,
+        token: str,
+        amount: int,
+        ttl_seconds: float,
+        ceiling: int | None = None,
+    ) -> bool:
+        with self._lock:
+            now = self._clock()
+            holds = self._live_holds(key, now)
+            if ceiling is not None and sum(held for held, _ in holds.values()) >= ceiling:
+                return False
+            holds[token] = (int(amount), now + ttl_seconds)
+            return True
+
+    def hold_release(self, key: str, *, token: str) -> None:
+        with self._lock:
+            self._holds.get(key, {}).pop(token, None)
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return sum(amount for amount, _ in self._live_holds(key, self._clock()).values())
+
     def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
         with self._lock:
             now = self._clock()
@@ -259,6 +372,7 @@ class LocalState:
         with self._lock:
             self._counters.pop(key, None)
             self._slots.pop(key, None)
+            self._holds.pop(key, None)
             self._hashes.pop(key, None)
 
     def hash_set(self, key: str, field: str, value: str) -> None:

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from console import health, views
+from console import health, security_views, views
+from console.throttling import throttle_posts
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -10,11 +11,9 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/verify/<str:token>/", views.verify_email, name="verify_email"),
     path("accounts/verify-resend/", views.verify_email_resend, name="verify_email_resend"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
+    # The password, then (with two-factor authentication on) the code: console/security_views.py.
+    path("accounts/login/", security_views.SignInView.as_view(), name="login"),
+    path("accounts/login/verify/", security_views.login_verify, name="login_verify"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "accounts/password/change/",
@@ -28,7 +27,9 @@ urlpatterns = [
     ),
     path(
         "accounts/password/reset/",
-        auth_views.PasswordResetView.as_view(),
+        throttle_posts("password_reset", "PASSWORD_RESETS_PER_HOUR_PER_IP")(
+            auth_views.PasswordResetView.as_view()
+        ),
         name="password_reset",
     ),
     path(
@@ -46,6 +47,10 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
+    # Two-factor authentication (under the user menu).
+    path("account/security/", security_views.two_factor_page, name="two_factor"),
+    path("account/security/setup/", security_views.two_factor_setup, name="two_factor_setup"),
+    path("account/security/disable/", security_views.two_factor_disable, name="two_factor_disable"),
     # Accounts and members.
     path("accounts/new/", views.account_create, name="account_create"),
     path("accounts/switch/", views.account_switch, name="account_switch"),

@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -26,6 +26,8 @@ from console.jobs import job_statuses
 from console.models import Invitation, Membership
 from console.roles import assignable_roles
 from console.tenancy import account_object_or_404, account_view, switch_account
+from console.throttling import throttle_posts
+from console.two_factor import staff_view
 
 
 def client_ip(request) -> str | None:
@@ -35,7 +37,8 @@ def client_ip(request) -> str | None:
 @account_view("audit.view")
 @require_GET
 def audit_log(request):
-    action = request.GET.get("action", "").strip()[:64]
+    # NUL is no action's, and PostgreSQL refuses it in a query.
+    action = request.GET.get("action", "").replace("\x00", "").strip()[:64]
     events = selectors.audit_log(account=request.account, action_prefix=action)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     return render(request, "console/audit_log.html", {"page": page, "action": action})
@@ -57,6 +60,7 @@ def overview(request):
 
 
 @require_http_methods(["GET", "POST"])
+@throttle_posts("signup", "SIGNUPS_PER_HOUR_PER_IP")
 def signup(request):
     if request.user.is_authenticated:
         return redirect("overview")
@@ -315,11 +319,10 @@ def set_language(request):
     return django_set_language(request)
 
 
-@login_required
+@staff_view
 @require_GET
 def staff_jobs(request):
-    """The periodic jobs for staff: schedule, last run, last failure, next run. Anyone else
-    signed in gets a 404: the page is not part of the console they know."""
-    if not request.user.is_staff:
-        raise Http404
+    """The periodic jobs for staff (with a session verified by two-factor authentication):
+    schedule, last run, last failure, next run. Anyone else signed in gets a 404: the page is
+    not part of the console they know."""
     return render(request, "console/staff_jobs.html", {"jobs": job_statuses()})

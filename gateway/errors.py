@@ -36,6 +36,9 @@ ACCOUNT_BUDGET = Refusal(429, "1123", "The account's monthly budget is reached."
 UPSTREAM_ERROR = Refusal(502, "1230", "The model service failed; nothing was charged.")
 UPSTREAM_TIMEOUT = Refusal(504, "1231", "The model service timed out; nothing was charged.")
 STATE_UNAVAILABLE = Refusal(503, "1240", "Rate limiting is unavailable; try again shortly.")
+DATABASE_UNAVAILABLE = Refusal(
+    503, "1241", "The service's database is unavailable; nothing was charged. Try again shortly."
+)
 METHOD = Refusal(405, "1210", "Method not allowed.")
 
 AUTH_REASONS = {

@@ -28,7 +28,7 @@ from console.models import Membership
 from console.roles import role_can
 from console.tenancy import account_view, current_membership
 from gateway import errors, services
-from gateway.views import refuse, stream_events, validate
+from gateway.views import InvalidBody, parse_body, refuse, stream_events, validate
 from history.models import PromptLog
 from projects.models import Project
 from projects.selectors import project_list
@@ -144,13 +144,11 @@ async def playground_chat(request):
         raw = request.body
         if len(raw) > settings.GATEWAY_MAX_BODY_BYTES:
             return errors.error_response(errors.BODY_TOO_LARGE, headers=headers)
-        body = json.loads(raw)
+        body = parse_body(raw)
     except RequestDataTooBig:
         return errors.error_response(errors.BODY_TOO_LARGE, headers=headers)
-    except (ValueError, UnicodeDecodeError):
-        return errors.error_response(
-            errors.INVALID_PARAMETERS, message="The body is not valid JSON.", headers=headers
-        )
+    except InvalidBody as error:
+        return errors.error_response(errors.INVALID_PARAMETERS, message=str(error), headers=headers)
     if not isinstance(body, dict):
         return errors.error_response(
             errors.INVALID_PARAMETERS, message="The body must be a JSON object.", headers=headers

@@ -11,11 +11,12 @@ concretely, by at most the sum over in-flight requests of (actual cost − estim
 which is zero when clients send max_tokens, plus one request admitted at the edge.
 """
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from billing.models import UsageRecord
@@ -35,6 +36,8 @@ from history.services import prompt_log_write
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_mark_used
+
+logger = logging.getLogger(__name__)
 
 
 def new_request_id() -> str:
@@ -93,8 +96,15 @@ def authenticate(header: str | None) -> Authenticated | Refused:
     return Refused(refusal)
 
 
+def reservation_keys(*, account_id: int, project_id: int) -> tuple[str, str]:
+    """The shared-state keys of the money held for an account's and a project's requests in
+    flight: one hold per request, each expiring on its own after GATEWAY_RESERVATION_TTL, so
+    what a killed web worker held comes back even while the account keeps sending."""
+    return f"hold:account:{account_id}", f"hold:project:{project_id}"
+
+
 def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
-    return f"reserve:account:{auth.account.pk}", f"reserve:project:{auth.project.pk}"
+    return reservation_keys(account_id=auth.account.pk, project_id=auth.project.pk)
 
 
 def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
@@ -124,18 +134,36 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     if not window.allowed:
         return Refused(errors.FREQUENCY, auth, rate_headers=headers)
     ttl = settings.GATEWAY_RESERVATION_TTL
-    if not state.slot_acquire(
-        f"conc:{account.pk}", token=request_id, limit=tier.concurrency, ttl_seconds=ttl
-    ):
+    # Redis may go away between these calls too: the same 1240 refusal, never a 500.
+    try:
+        acquired = state.slot_acquire(
+            f"conc:{account.pk}", token=request_id, limit=tier.concurrency, ttl_seconds=ttl
+        )
+    except Exception:
+        logger.warning("gateway: shared state unavailable", exc_info=True)
+        return Refused(errors.STATE_UNAVAILABLE, auth, rate_headers=headers)
+    if not acquired:
         return Refused(errors.CONCURRENCY, auth, rate_headers=headers)
-    refusal, reserved = _reserve(auth=auth, estimate=estimate, state=state, ttl=ttl)
+    try:
+        refusal, reserved = _reserve(
+            auth=auth, estimate=estimate, state=state, ttl=ttl, token=request_id
+        )
+    except DatabaseError:
+        # The database went away mid-admission: give the slot back, or it stays taken until
+        # its TTL and the account's concurrency shrinks meanwhile.
+        _forget(state.slot_release, f"conc:{account.pk}", token=request_id)
+        raise
+    except Exception:
+        logger.warning("gateway: shared state unavailable", exc_info=True)
+        _forget(state.slot_release, f"conc:{account.pk}", token=request_id)
+        return Refused(errors.STATE_UNAVAILABLE, auth, rate_headers=headers)
     if refusal is not None:
         state.slot_release(f"conc:{account.pk}", token=request_id)
         return Refused(refusal, auth, rate_headers=headers)
     return Admitted(auth, route, estimate, request_id, reserved, headers)
 
 
-def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int):
+def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token: str):
     """Decide the money side of admission and reserve the estimate, atomically per key:
     a request is admitted while what is reserved stays below the room (balance, budget or
     cap left), so concurrent admissions cannot share the same room. Returns (refusal or
@@ -157,33 +185,44 @@ def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int):
             room, refusal = budget_room, errors.ACCOUNT_BUDGET
     account_key, project_key = _reservation_keys(auth)
     cost = estimate.cost_nano
-    if not state.reserve_below(account_key, cost, ceiling=room, ttl_seconds=ttl):
+    if not state.hold(account_key, token=token, amount=cost, ceiling=room, ttl_seconds=ttl):
         return refusal, 0
     if project.monthly_cap_nano and project.cap_mode == "block":
-        cap_room = project.monthly_cap_nano - project_month_spend(account=account).get(
-            project.pk, 0
-        )
-        if not state.reserve_below(project_key, cost, ceiling=cap_room, ttl_seconds=ttl):
-            state.incr(account_key, -cost, ttl_seconds=ttl)
+        try:
+            spent = project_month_spend(account=account).get(project.pk, 0)
+        except BaseException:
+            _forget(state.hold_release, account_key, token=token)
+            raise
+        cap_room = project.monthly_cap_nano - spent
+        if not state.hold(project_key, token=token, amount=cost, ceiling=cap_room, ttl_seconds=ttl):
+            state.hold_release(account_key, token=token)
             return errors.PROJECT_CAP, 0
     else:
-        state.incr(project_key, cost, ttl_seconds=ttl)
+        state.hold(project_key, token=token, amount=cost, ttl_seconds=ttl)
     return None, cost
 
 
+def _forget(operation, *args, **kwargs) -> None:
+    """A best-effort write to the shared state (a clean-up, a release, a last-used time)
+    that must neither hide the error being handled nor fail an answer already settled; what
+    it could not undo expires with its TTL."""
+    try:
+        operation(*args, **kwargs)
+    except Exception:
+        logger.warning("gateway: shared-state write skipped", exc_info=True)
+
+
 def release(admitted: Admitted) -> None:
-    """Give back the reservation and the concurrency slot (every exit path calls this)."""
+    """Give back the reservation and the concurrency slot (every exit path calls this).
+    Never raises: it runs after the settlement committed, whose answer must reach the
+    client; what Redis could not take back expires with its TTL."""
     state = shared_state()
     account_key, project_key = _reservation_keys(admitted.auth)
     if admitted.reserved_nano:
-        state.incr(
-            account_key, -admitted.reserved_nano, ttl_seconds=settings.GATEWAY_RESERVATION_TTL
-        )
-        state.incr(
-            project_key, -admitted.reserved_nano, ttl_seconds=settings.GATEWAY_RESERVATION_TTL
-        )
+        _forget(state.hold_release, account_key, token=admitted.request_id)
+        _forget(state.hold_release, project_key, token=admitted.request_id)
         admitted.reserved_nano = 0
-    state.slot_release(f"conc:{admitted.account.pk}", token=admitted.request_id)
+    _forget(state.slot_release, f"conc:{admitted.account.pk}", token=admitted.request_id)
 
 
 @dataclass(frozen=True)
@@ -291,5 +330,7 @@ def settle(
                 created_at=now,
             )
     if auth.key is not None:
-        api_key_mark_used(key=auth.key, at=now)
+        # Committed: a last-used time Redis cannot take now must not turn the answer into
+        # an error (the request is charged either way).
+        _forget(api_key_mark_used, key=auth.key, at=now)
     return record

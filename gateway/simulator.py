@@ -11,6 +11,7 @@ per request, from a `simulator` object in the body: {"first_token_ms": 50, "chun
 import asyncio
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -41,6 +42,21 @@ def _words(seed: str, count: int) -> list[str]:
     return [WORDS[(digest[index % len(digest)] + index) % len(WORDS)] for index in range(count)]
 
 
+# Knobs are the client's to set: bounded, so one request cannot make the server build a
+# billion words or sleep for a day.
+MAX_OUTPUT_TOKENS = 100_000
+MAX_DELAY_MS = 60_000
+
+
+def _knob(knobs: dict, name: str, most: int, *, default: int = 0) -> int:
+    """A whole number of the body's `simulator` object, from 0 to `most`; the default when it
+    is missing or not a number (a knob is never a reason to fail)."""
+    value = knobs.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return max(0, min(int(value), most))
+
+
 class Plan:
     """What the simulator will answer for one request (deterministic in its input)."""
 
@@ -50,11 +66,15 @@ class Plan:
         self.messages = body.get("messages") or []
         self.prompt_tokens = _prompt_tokens(self.messages)
         max_tokens = body.get("max_tokens") or 10**9
-        wanted = int(knobs.get("output_tokens") or settings.SIMULATOR_OUTPUT_TOKENS)
+        wanted = (
+            _knob(knobs, "output_tokens", MAX_OUTPUT_TOKENS) or settings.SIMULATOR_OUTPUT_TOKENS
+        )
         self.completion_tokens = max(1, min(wanted, int(max_tokens)))
         # Whole milliseconds (timings, not money).
-        self.first_token_ms = int(knobs.get("first_token_ms", settings.SIMULATOR_FIRST_TOKEN_MS))
-        self.chunk_ms = int(knobs.get("chunk_ms", settings.SIMULATOR_CHUNK_MS))
+        self.first_token_ms = _knob(
+            knobs, "first_token_ms", MAX_DELAY_MS, default=settings.SIMULATOR_FIRST_TOKEN_MS
+        )
+        self.chunk_ms = _knob(knobs, "chunk_ms", MAX_DELAY_MS, default=settings.SIMULATOR_CHUNK_MS)
         seed = json.dumps(self.messages, ensure_ascii=False, sort_keys=True) + self.model
         self.tokens = _words(seed, self.completion_tokens)
         self.id = "chatcmpl-sim-" + hashlib.sha256(seed.encode()).hexdigest()[:24]

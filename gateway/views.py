@@ -5,12 +5,16 @@ no transaction open, and streams pass chunks through as they arrive.
 """
 
 import asyncio
+import functools
 import json
+import logging
 import math
+import re
 import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -19,9 +23,73 @@ from gateway.models import UpstreamRoute
 
 ROLES = {"system", "user", "assistant", "tool"}
 
+logger = logging.getLogger(__name__)
+
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class InvalidBody(ValueError):
+    """A body refused before it is read: not JSON (NaN and Infinity are not JSON either),
+    nested deeper than the parser goes, or holding what PostgreSQL cannot store (NUL
+    characters, unpaired surrogates, numbers too large to be finite): an answer of 400, not a
+    500 when the usage record or the prompt log is written."""
+
+
+# NUL, and the surrogates that only a JSON escape (\ud800) can put in a Python string.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Control characters: a client's request_id comes back in a header.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def parse_body(raw: bytes):
+    """The request body as JSON, or InvalidBody with the reason."""
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise InvalidBody("The body is nested too deeply.") from None
+    except ValueError:  # UnicodeDecodeError included
+        raise InvalidBody("The body is not valid JSON.") from None
+    # Walked without recursion: the parser allows more depth than a recursive walk would.
+    pending = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif (isinstance(value, str) and _UNSTORABLE.search(value)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise InvalidBody(
+                "The body contains NUL characters, unpaired surrogates or numbers too large."
+            )
+    return body
+
+
+def _content_ok(content) -> bool:
+    """A message's content as the API documents it: text, null, or a list of parts (objects)
+    whose text, when they have one, is text."""
+    if content is None or isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(
+        isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content
+    )
+
+
+def client_request_id_of(body) -> str:
+    """The caller's own id for the request when it is a valid one (validate refuses the
+    rest): it is stored with the usage record, and sent back in a header."""
+    value = body.get("request_id") if isinstance(body, dict) else None
+    if isinstance(value, str) and len(value) <= 128 and not _CONTROL.search(value):
+        return value
+    return ""
 
 
 def validate(body) -> tuple[errors.Refusal, str] | None:
@@ -36,7 +104,11 @@ def validate(body) -> tuple[errors.Refusal, str] | None:
         not isinstance(messages, list)
         or not messages
         or not all(
-            isinstance(message, dict) and message.get("role") in ROLES for message in messages
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)  # a list or an object is not hashable
+            and message["role"] in ROLES
+            and _content_ok(message.get("content"))
+            for message in messages
         )
     ):
         return errors.INVALID_MESSAGES, errors.INVALID_MESSAGES.message
@@ -59,6 +131,8 @@ def validate(body) -> tuple[errors.Refusal, str] | None:
     request_id = body.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
         return errors.INVALID_PARAMETERS, "request_id must be a string of at most 128 characters."
+    if request_id is not None and _CONTROL.search(request_id):
+        return errors.INVALID_PARAMETERS, "request_id must not contain control characters."
     return None
 
 
@@ -94,9 +168,26 @@ def _upstream_body(body: dict, route) -> dict:
     return forwarded
 
 
+def answers_database_outage(view):
+    """The database unreachable (stopped, restarting, the pool's wait for a connection over):
+    BigModel's error body with 503 / 1241 and the request's id, not a 500 page. Whatever
+    failed ran in a transaction that rolled back, and admission gives back what it took."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        request_id = services.new_request_id()
+        try:
+            return await view(request, request_id, *args, **kwargs)
+        except DatabaseError as error:
+            logger.warning("gateway: database unavailable, request %s: %s", request_id, error)
+            return errors.error_response(errors.DATABASE_UNAVAILABLE, headers=_headers(request_id))
+
+    return wrapper
+
+
 @csrf_exempt
-async def chat_completions(request):
-    request_id = services.new_request_id()
+@answers_database_outage
+async def chat_completions(request, request_id):
     if request.method != "POST":
         return errors.error_response(errors.METHOD, headers=_headers(request_id))
     length = request.headers.get("Content-Length", "")
@@ -108,13 +199,13 @@ async def chat_completions(request):
         raw = request.body
         if len(raw) > settings.GATEWAY_MAX_BODY_BYTES:
             return errors.error_response(errors.BODY_TOO_LARGE, headers=_headers(request_id))
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = parse_body(raw)
+    except InvalidBody as error:
         body = None
-        invalid = (errors.INVALID_PARAMETERS, "The body is not valid JSON.")
+        invalid = (errors.INVALID_PARAMETERS, str(error))
     else:
         invalid = validate(body)
-    client_request_id = body.get("request_id") or "" if isinstance(body, dict) else ""
+    client_request_id = client_request_id_of(body)
     stream = bool(isinstance(body, dict) and body.get("stream"))
     if isinstance(auth, services.Refused):
         if auth.auth is None:
@@ -246,7 +337,18 @@ async def stream_events(admitted, body, client_request_id):
             first_token_ms=first_token_ms,
         )
         # The usage record is committed before the final [DONE].
-        await _finish(admitted, body, outcome, client_request_id, True)
+        try:
+            await _finish(admitted, body, outcome, client_request_id, True)
+        except DatabaseError as error:
+            # Not settled (the transaction rolled back): nothing charged, and the client is
+            # told so instead of seeing the connection cut. No second attempt below.
+            settled = True
+            logger.warning(
+                "gateway: database unavailable, request %s: %s", admitted.request_id, error
+            )
+            refusal = errors.DATABASE_UNAVAILABLE
+            yield _sse({"error": {"code": refusal.code, "message": refusal.message}})
+            return
         settled = True
         yield "data: [DONE]\n\n"
     except upstream.UpstreamFailed as failure:
@@ -281,8 +383,8 @@ async def stream_events(admitted, body, client_request_id):
 
 
 @csrf_exempt
-async def models(request):
-    request_id = services.new_request_id()
+@answers_database_outage
+async def models(request, request_id):
     if request.method != "GET":
         return errors.error_response(errors.METHOD, headers=_headers(request_id))
     auth = await sync_to_async(services.authenticate)(request.headers.get("Authorization"))
@@ -314,8 +416,8 @@ async def simulator_chat(request):
     """The simulator over HTTP (no key, no accounting): for routes that reach it through the
     real upstream path, and for benchmarks that call it directly."""
     try:
-        body = json.loads(request.body)
-    except ValueError:
+        body = parse_body(request.body)
+    except InvalidBody:
         return JsonResponse({"error": {"message": "invalid JSON"}}, status=400)
     if request.method != "POST" or validate(body) is not None:
         return JsonResponse({"error": {"message": "invalid request"}}, status=400)

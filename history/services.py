@@ -1,6 +1,7 @@
 import csv
 import json
 
+from console.spreadsheet import csv_cell
 from history.models import MAX_BODY_CHARACTERS, TRUNCATION_MARKER, PromptLog
 from history.selectors import history_queryset
 
@@ -192,16 +193,16 @@ def export_rows(*, account, filters, fmt: str, progress=None):
                 yield writer.writerow(
                     [
                         row.created_at.isoformat(),
-                        row.request_id,
-                        row.model,
+                        csv_cell(row.request_id),
+                        csv_cell(row.model),
                         row.status,
                         row.input_tokens,
                         row.output_tokens,
                         row.latency_ms,
-                        row.api_key.mask if row.api_key else "",
-                        row.project.name if row.project else "",
-                        row.preview,
-                        row.response_text,
+                        csv_cell(row.api_key.mask if row.api_key else ""),
+                        csv_cell(row.project.name if row.project else ""),
+                        csv_cell(row.preview),
+                        csv_cell(row.response_text),
                     ]
                 )
             else:

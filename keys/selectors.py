@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -117,3 +117,25 @@ def key_list(*, account: Account, project: Project | None = None) -> QuerySet[Ap
     if project is not None:
         keys = keys.filter(project=project)
     return keys.order_by("-created_at", "-pk")
+
+
+def pepper_usage() -> dict[int, int]:
+    """Usable keys (not revoked, not expired) per pepper version: an old pepper can leave
+    API_KEY_PEPPERS once no usable key was hashed with it (docs/security.md)."""
+    rows = (
+        ApiKey.objects.filter(ApiKey.usable_q(timezone.now()))
+        .values("pepper_version")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return {row["pepper_version"]: row["count"] for row in rows}
+
+
+def pepper_usage_by_account(*, version: int) -> list[dict]:
+    """The accounts whose usable keys still use `version`, most keys first."""
+    return list(
+        ApiKey.objects.filter(ApiKey.usable_q(timezone.now()), pepper_version=version)
+        .values("account_id", "account__name")
+        .annotate(count=Count("pk"))
+        .order_by("-count", "account_id")
+    )

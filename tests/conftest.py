@@ -28,6 +28,11 @@ def pytest_configure(config):
     }
     # Hashing speed is not under test; MD5 keeps persona fixtures fast.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Sign-up and password-reset POSTs per IP and hour are counted in Redis, which outlives a
+    # test (and is shared by concurrent runs): every client here is 127.0.0.1. The limit is
+    # out of reach; tests/console/test_form_throttling.py sets its own, from a fresh address.
+    # (Sign-in throttling, django-axes, keeps its attempts in the test's database: untouched.)
+    settings.SIGNUPS_PER_HOUR_PER_IP = settings.PASSWORD_RESETS_PER_HOUR_PER_IP = 1_000_000
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # sync Playwright + live_server
     config._console_skips = []
 

@@ -22,3 +22,21 @@ def make_account(owner: User | None = None, *, name: str = "Acme", **fields) -> 
 
 def add_member(account: Account, role: str, user: User | None = None) -> Membership:
     return Membership.objects.create(account=account, user=user or make_user(), role=role)
+
+
+def login_verified(client, user: User):
+    """Sign the test client in as `user` in a session verified by two-factor authentication,
+    as the back-office and the staff pages require: the user gets a confirmed authenticator
+    app (if they have none) and the session is marked as verified by it, as the sign-in's
+    second step does."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="test app", confirmed=True)
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client

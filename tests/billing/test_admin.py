@@ -32,7 +32,7 @@ from billing.statements import statement_generate
 from console.models import AuditEvent
 from keys.services import api_key_create
 from tests.billing.traffic import settle_one
-from tests.factories import make_account, make_user
+from tests.factories import login_verified, make_account, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def staff_member(group_name: str):
 @pytest.fixture
 def superuser_client():
     client = Client()
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     return client
 
 
@@ -142,7 +142,7 @@ def test_a_usage_record_shows_the_masked_key_only(money, superuser_client):
 
 def test_support_staff_view_but_change_nothing(money):
     client = Client()
-    client.force_login(staff_member(STAFF_GROUPS.SUPPORT))
+    login_verified(client, staff_member(STAFF_GROUPS.SUPPORT))
     entry = LedgerEntry.objects.first()
     assert client.get(admin_url(LedgerEntry, "changelist")).status_code == 200
     assert client.get(admin_url(LedgerEntry, "change", entry.pk)).status_code == 200
@@ -244,7 +244,7 @@ def price_form(**overrides):
 
 def test_an_admin_post_without_the_csrf_token_is_refused(db):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     count = ModelPrice.objects.count()
     assert client.post(admin_url(ModelPrice, "add"), price_form()).status_code == 403
     assert ModelPrice.objects.count() == count

@@ -19,7 +19,7 @@ from billing.payments import payment_record_manual
 from billing.selectors import current_month
 from billing.services import charge_usage, refund
 from console.models import Account
-from tests.factories import make_account, make_user
+from tests.factories import login_verified, make_account, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +72,7 @@ def parse(response):
 
 def test_each_export_sums_to_the_ledger_for_the_month(client, books):
     month = current_month(account=books[0])
-    client.force_login(exporter())
+    login_verified(client, exporter())
 
     def download(kind):
         response = client.get(reverse(URL), {"month": f"{month:%Y-%m}", "kind": kind})
@@ -123,13 +123,13 @@ def test_another_month_is_empty(books):
 
 
 def test_the_page_offers_a_month_chooser_and_refuses_a_bad_month(client):
-    client.force_login(exporter())
+    login_verified(client, exporter())
     assert client.get(reverse(URL)).status_code == 200
     assert client.get(reverse(URL), {"month": "2026-13", "kind": "refunds"}).status_code == 400
 
 
 def test_staff_without_the_permission_and_non_staff_get_nothing(client):
-    client.force_login(make_user(is_staff=True))
+    login_verified(client, make_user(is_staff=True))
     assert client.get(reverse(URL), {"month": "2026-01", "kind": "refunds"}).status_code == 403
     client.force_login(make_user())
     response = client.get(reverse(URL))

@@ -19,7 +19,7 @@ from tests.every_page import (
     owner_page_names,
     page_url,
 )
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, login_verified
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -98,9 +98,10 @@ def sign_in(page, base_url, email):
 
 
 def session_cookie(user, base_url):
-    """The staff user's session, without a second trip through the sign-in form."""
+    """The staff user's session (verified by two-factor authentication, as staff pages
+    require), without a second trip through the sign-in form."""
     client = Client()
-    client.force_login(user)
+    login_verified(client, user)
     value = client.cookies[settings.SESSION_COOKIE_NAME].value
     return {"name": settings.SESSION_COOKIE_NAME, "value": value, "url": base_url}
 

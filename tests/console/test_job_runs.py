@@ -20,7 +20,7 @@ from console.models import JobRun
 from console.schedule import BEAT_SCHEDULE
 from tests.conftest import requires_postgres
 from tests.console.test_jobs import _old_invitation
-from tests.factories import make_account, make_user
+from tests.factories import login_verified, make_account, make_user
 from tests.workers import celery_worker
 
 PURGE = "console.tasks.purge_old_invitations"
@@ -216,7 +216,7 @@ def test_statuses_give_the_last_run_and_the_last_failure_of_each_job():
 @pytest.mark.django_db
 def test_staff_see_every_job_with_its_last_run(client):
     _run(PURGE, "failure", minutes_ago=3, summary="OperationalError: the database went away")
-    client.force_login(make_user("staff@example.com", is_staff=True))
+    login_verified(client, make_user("staff@example.com", is_staff=True))
     response = client.get(reverse("staff_jobs"))
     assert response.status_code == 200
     page = response.content.decode()
@@ -235,7 +235,7 @@ def test_other_users_get_a_404_and_anonymous_the_sign_in(client):
 
 @pytest.mark.django_db
 def test_the_back_office_and_the_user_menu_link_the_page(client):
-    client.force_login(make_user("staff@example.com", is_staff=True, is_superuser=True))
+    login_verified(client, make_user("staff@example.com", is_staff=True, is_superuser=True))
     link = f'href="{reverse("staff_jobs")}"'
     assert link in client.get(reverse("admin:index")).content.decode()
     assert link in client.get(reverse("staff_jobs")).content.decode()

@@ -53,6 +53,14 @@ EXPECTATIONS = {
     "verify_email_resend": ("post", None, None, _members_only(302)),
     "login": ("get", None, None, {**_all(302), "anonymous": 200}),
     "logout": ("post", None, None, _all(302)),
+    # The sign-in's second step: without a pending sign-in, the signed-out go back to the
+    # first step and the signed-in (no app, nothing to verify) on to the overview.
+    "login_verify": ("get", None, None, _members_only(302)),
+    # Two-factor authentication is each user's own (no account involved): every signed-in
+    # persona manages theirs. Turning it off when it is off is a redirect with a message.
+    "two_factor": ("get", None, None, _members_only(200)),
+    "two_factor_setup": ("get", None, None, _members_only(200)),
+    "two_factor_disable": ("post", None, None, _members_only(302)),
     "password_change": ("get", None, None, _members_only(200)),
     "password_change_done": ("get", None, None, _members_only(200)),
     "password_reset": ("get", None, None, _all(200)),

@@ -18,7 +18,7 @@ from keys.models import ApiKey
 from keys.services import api_key_create
 from projects.models import Project
 from tests.billing.factories import funded_account
-from tests.factories import make_user
+from tests.factories import login_verified, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ def key(account):
 
 def test_it_grants_bonus_credit_with_one_audit_row(client, account):
     staff = staff_with("staff_grant_bonus")
-    client.force_login(staff)
+    login_verified(client, staff)
     response = perform(
         client, action_url(account, "grant-bonus"), amount="12.50", reason="goodwill"
     )
@@ -95,7 +95,7 @@ def test_it_grants_bonus_credit_with_one_audit_row(client, account):
 
 
 def test_the_same_form_sent_twice_grants_once(client, account):
-    client.force_login(staff_with("staff_grant_bonus"))
+    login_verified(client, staff_with("staff_grant_bonus"))
     url = action_url(account, "grant-bonus")
     reference = client.get(url).context["form"].initial["reference"]
     for _attempt in range(2):
@@ -105,7 +105,7 @@ def test_the_same_form_sent_twice_grants_once(client, account):
 
 
 def test_it_refunds_through_the_service(client, account):
-    client.force_login(staff_with("staff_refund"))
+    login_verified(client, staff_with("staff_refund"))
     response = perform(client, action_url(account, "refund"), amount="30", reason="duplicate")
     assert response.status_code == 302
     assert wallet_of(account)["recharge_nano"] == 70 * NANO_PER_UNIT
@@ -118,7 +118,7 @@ def test_it_confirms_a_pending_bank_transfer(client, account):
     payment = payment_start_bank_transfer(
         account=account, amount_nano=50 * NANO_PER_UNIT, actor=None
     )
-    client.force_login(staff_with("staff_confirm_transfer"))
+    login_verified(client, staff_with("staff_confirm_transfer"))
     response = perform(
         client, action_url(account, "confirm-transfer"), payment=payment.pk, reason="arrived"
     )
@@ -131,7 +131,7 @@ def test_it_confirms_a_pending_bank_transfer(client, account):
 
 
 def test_it_grants_a_resource_pack(client, account):
-    client.force_login(staff_with("staff_grant_pack"))
+    login_verified(client, staff_with("staff_grant_pack"))
     response = perform(
         client, action_url(account, "grant-pack"), tokens=1000, days=10, model="", reason="trial"
     )
@@ -144,7 +144,7 @@ def test_it_grants_a_resource_pack(client, account):
 
 def test_it_changes_and_pins_the_tier(client, account):
     other = Tier.objects.exclude(pk=account.tier_id).order_by("-rank").first()
-    client.force_login(staff_with("staff_change_tier"))
+    login_verified(client, staff_with("staff_change_tier"))
     response = perform(
         client, action_url(account, "tier"), tier=other.pk, pinned="on", reason="partner"
     )
@@ -160,7 +160,7 @@ def test_it_suspends_and_restores_an_account(client, account):
 
     project = Project.objects.get(account=account, is_default=True)
     created = api_key_create(account=account, project=project, label="ci", actor=None)
-    client.force_login(staff_with("staff_suspend_account"))
+    login_verified(client, staff_with("staff_suspend_account"))
     perform(client, action_url(account, "status"), status="suspended", reason="fraud check")
     account.refresh_from_db()
     assert account.is_suspended
@@ -173,7 +173,7 @@ def test_it_suspends_and_restores_an_account(client, account):
 
 
 def test_it_revokes_a_key(client, account, key):
-    client.force_login(staff_with("staff_revoke_key"))
+    login_verified(client, staff_with("staff_revoke_key"))
     response = perform(client, revoke_url(key), reason="leaked on GitHub")
     assert response.status_code == 302
     key.refresh_from_db()
@@ -197,7 +197,7 @@ def test_it_revokes_a_key(client, account, key):
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(client, account, slug, data):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     before = (wallet_of(account), ResourcePack.objects.filter(account=account).count())
     response = perform(client, action_url(account, slug), **data)
     assert response.status_code == 422
@@ -213,7 +213,7 @@ def test_support_staff_without_permissions_can_do_none_of_them(client, account, 
     payment = payment_start_bank_transfer(
         account=account, amount_nano=50 * NANO_PER_UNIT, actor=None
     )
-    client.force_login(staff_with())  # support: is_staff, no permissions
+    login_verified(client, staff_with())  # support: is_staff, no permissions
     page = client.get(reverse("admin:console_account_change", args=[account.pk]))
     assert page.status_code in (200, 403)
     if page.status_code == 200:
@@ -245,7 +245,7 @@ def test_support_staff_without_permissions_can_do_none_of_them(client, account, 
 
 def test_one_permission_offers_only_its_action(client, account):
     # The change page needs the view permission of the model too (support staff have it).
-    client.force_login(staff_with("staff_grant_bonus", "view_account"))
+    login_verified(client, staff_with("staff_grant_bonus", "view_account"))
     page = client.get(reverse("admin:console_account_change", args=[account.pk]))
     assert page.status_code == 200
     assert action_url(account, "grant-bonus").encode() in page.content
@@ -265,7 +265,7 @@ def test_non_staff_are_sent_to_the_admin_login(client, account, who):
 
 def test_a_post_without_the_csrf_token_is_refused(account):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     response = client.post(
         action_url(account, "grant-bonus"),
         {"reference": "staff-csrf", "amount": "5", "reason": "x"},
@@ -276,7 +276,7 @@ def test_a_post_without_the_csrf_token_is_refused(account):
 
 
 def test_the_account_list_shows_money_without_a_query_per_row(client, account):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     url = reverse("admin:console_account_changelist")
     with CaptureQueriesContext(connection) as one:
         page = client.get(url)
@@ -290,7 +290,7 @@ def test_the_account_list_shows_money_without_a_query_per_row(client, account):
 
 def test_the_account_list_searches_by_email_name_and_id(client, account):
     owner_email = account.memberships.get(role="owner").user.email
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     url = reverse("admin:console_account_changelist")
     for term in (owner_email, account.name, str(account.pk)):
         page = client.get(url, {"q": term})
@@ -300,7 +300,7 @@ def test_the_account_list_searches_by_email_name_and_id(client, account):
 def test_the_account_page_shows_the_summary_and_never_a_secret(client, account):
     project = Project.objects.get(account=account, is_default=True)
     created = api_key_create(account=account, project=project, label="ci", actor=None)
-    client.force_login(make_user(is_staff=True, is_superuser=True))
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
     page = client.get(reverse("admin:console_account_change", args=[account.pk]))
     text = page.content.decode()
     assert created.key.mask in text
@@ -311,14 +311,16 @@ def test_the_account_page_shows_the_summary_and_never_a_secret(client, account):
 
 def test_the_revoke_links_are_offered_only_to_staff_who_may_revoke(client, account, key):
     url = reverse("admin:console_account_change", args=[account.pk])
-    client.force_login(staff_with("view_account"))
+    login_verified(client, staff_with("view_account"))
     assert "staff-revoke-link" not in client.get(url).content.decode()
-    client.force_login(staff_with("view_account", "staff_revoke_key"))
+    login_verified(client, staff_with("view_account", "staff_revoke_key"))
     assert "staff-revoke-link" in client.get(url).content.decode()
 
 
 def test_ids_that_are_not_ascii_digits_never_500(client, account):
-    client.force_login(User.objects.create_superuser(email="root2@example.com", password="x" * 20))
+    login_verified(
+        client, User.objects.create_superuser(email="root2@example.com", password="x" * 20)
+    )
     for url in (
         "/admin/console/account/%C2%B2/staff/grant-bonus/",
         "/admin/console/account/%C2%B2/staff/revoke-key/%C2%B2/",
@@ -329,7 +331,9 @@ def test_ids_that_are_not_ascii_digits_never_500(client, account):
 
 def test_users_cannot_be_deleted_in_the_admin_only_deactivated(client, account):
     owner = account.memberships.get(role="owner").user
-    client.force_login(User.objects.create_superuser(email="root3@example.com", password="x" * 20))
+    login_verified(
+        client, User.objects.create_superuser(email="root3@example.com", password="x" * 20)
+    )
     response = client.post(reverse("admin:console_user_delete", args=[owner.pk]), {"post": "yes"})
     assert response.status_code == 403
     assert User.objects.filter(pk=owner.pk).exists()

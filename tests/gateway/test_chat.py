@@ -257,7 +257,7 @@ async def test_every_slot_and_reservation_is_released(funded, fresh_shared_state
     from asgiref.sync import sync_to_async
 
     assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
-    assert await sync_to_async(state.get_int)(f"reserve:account:{account.pk}") == 0
+    assert await sync_to_async(state.held)(f"hold:account:{account.pk}") == 0
 
 
 @run_async

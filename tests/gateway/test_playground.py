@@ -157,8 +157,8 @@ async def test_slots_and_reservations_are_released(funded_owner, fresh_shared_st
             await read(response)
     state = fresh_shared_state
     assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
-    assert await sync_to_async(state.get_int)(f"reserve:account:{account.pk}") == 0
-    assert await sync_to_async(state.get_int)(f"reserve:project:{project.pk}") == 0
+    assert await sync_to_async(state.held)(f"hold:account:{account.pk}") == 0
+    assert await sync_to_async(state.held)(f"hold:project:{project.pk}") == 0
 
 
 @run_async

@@ -110,7 +110,7 @@ def test_a_client_leaving_mid_stream_is_billed_and_releases_its_slot(server, fun
     assert record.code == "client_closed" and 0 < record.output_tokens < 400
     state = shared_state()
     deadline = time.monotonic() + 10
-    while state.slot_count(f"conc:{account.pk}") or state.get_int(f"reserve:account:{account.pk}"):
+    while state.slot_count(f"conc:{account.pk}") or state.held(f"hold:account:{account.pk}"):
         assert time.monotonic() < deadline, "slot or reservation not released"
         time.sleep(0.2)
     assert audit_all()[1] == []
@@ -172,7 +172,7 @@ def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight
     assert 5 <= served <= 12
     state = shared_state()
     assert state.slot_count(f"conc:{account.pk}") == 0
-    assert state.get_int(f"reserve:account:{account.pk}") == 0
+    assert state.held(f"hold:account:{account.pk}") == 0
     assert audit_all()[1] == []
 
 

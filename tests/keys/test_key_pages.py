@@ -11,6 +11,7 @@ from console.models import AuditEvent
 from keys.models import ApiKey
 from keys.selectors import Authenticated, Refused, api_key_authenticate
 from projects.services import project_create
+from tests.factories import login_verified
 
 pytestmark = pytest.mark.django_db
 
@@ -241,7 +242,7 @@ def test_the_admin_shows_the_mask_and_never_the_hash(client, world):
     staff = world.owner_b
     staff.is_staff = staff.is_superuser = True
     staff.save()
-    client.force_login(staff)
+    login_verified(client, staff)
     page = client.get(reverse("admin:keys_apikey_change", args=[created.key.pk]))
     body = page.content.decode()
     assert page.status_code == 200 and created.key.mask in body

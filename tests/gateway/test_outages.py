@@ -1,0 +1,130 @@
+"""The gateway with a dependency failing under it (faults injected in-process; the restart
+drills in drills/test_dependencies.py do it for real): the database gone is 503 / 1241 and
+Redis gone is 503 / 1240, never a 500 page; a request whose settlement failed is not
+charged; a request already settled is answered even if Redis is gone by then; nothing
+stays held."""
+
+import json
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+from django.db import OperationalError
+from django.test import AsyncClient
+
+from billing.models import LedgerEntry, UsageRecord
+from gateway import services
+from tests.asynchronous import run_async
+from tests.gateway.test_chat import BODY, error_of, post
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
+
+
+def database_gone(*args, **kwargs):
+    raise OperationalError("connection failed: Connection refused (injected)")
+
+
+def redis_gone(*args, **kwargs):
+    raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379 (injected)")
+
+
+async def read(response) -> str:
+    if response.streaming:
+        return b"".join([chunk async for chunk in response.streaming_content]).decode()
+    return response.content.decode()
+
+
+async def nothing_held(state, account) -> None:
+    project = await account.projects.aget(is_default=True)
+    assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
+    for key in services.reservation_keys(account_id=account.pk, project_id=project.pk):
+        assert await sync_to_async(state.held)(key) == 0
+
+
+@run_async
+async def test_the_database_gone_is_503_1241_with_the_request_id(funded, monkeypatch):
+    _account, raw, _key = funded
+    monkeypatch.setattr(services, "api_key_authenticate", database_gone)
+    for body in (BODY, {**BODY, "stream": True}):
+        response = await post(raw, body)
+        assert response.status_code == 503
+        assert response["content-type"] == "application/json"
+        assert error_of(response) == "1241" and response["x-request-id"]
+    models = await AsyncClient().get(
+        "/api/paas/v4/models", headers={"Authorization": f"Bearer {raw}"}
+    )
+    assert (models.status_code, error_of(models)) == (503, "1241")
+
+
+@run_async
+async def test_the_database_gone_mid_admission_gives_the_slot_back(
+    funded, monkeypatch, fresh_shared_state
+):
+    account, raw, _key = funded
+    monkeypatch.setattr(services, "may_admit", database_gone)
+    response = await post(raw)
+    assert (response.status_code, error_of(response)) == (503, "1241")
+    await nothing_held(fresh_shared_state, account)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@run_async
+async def test_a_settlement_the_database_refuses_is_an_error_and_charges_nothing(
+    funded, monkeypatch, fresh_shared_state, stream
+):
+    """The upstream answered, then the settlement's transaction failed (after the charge was
+    written in it): rolled back, so nothing is charged, and the client is told so — a 503,
+    or for a stream already under way an error event in place of [DONE]."""
+    account, raw, _key = funded
+    monkeypatch.setattr(services, "usage_record_write", database_gone)
+    response = await post(raw, {**BODY, "stream": stream})
+    text = await read(response)
+    if stream:
+        assert response.status_code == 200
+        assert '"code":"1241"' in text and "[DONE]" not in text
+    else:
+        assert (response.status_code, error_of(response)) == (503, "1241")
+    assert not await LedgerEntry.objects.filter(account=account, kind="charge").aexists()
+    assert not await UsageRecord.objects.filter(request_id=response["x-request-id"]).aexists()
+    await nothing_held(fresh_shared_state, account)
+
+
+@pytest.mark.parametrize("operation", ["slot_acquire", "hold"])
+@run_async
+async def test_redis_gone_after_the_rate_window_is_1240(
+    funded, monkeypatch, fresh_shared_state, operation
+):
+    """Redis answered the rate-limit window, then went away before the slot or the
+    reservation: the same 1240 as Redis gone from the start, recorded, costing nothing."""
+    account, raw, _key = funded
+    monkeypatch.setattr(fresh_shared_state, operation, redis_gone)
+    response = await post(raw)
+    assert (response.status_code, error_of(response)) == (503, "1240")
+    record = await UsageRecord.objects.aget(request_id=response["x-request-id"])
+    assert (record.status, record.code, record.fee_nano) == (503, "1240", 0)
+    monkeypatch.undo()
+    await nothing_held(fresh_shared_state, account)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@run_async
+async def test_redis_gone_after_the_settlement_still_answers_the_charged_request(
+    funded, monkeypatch, fresh_shared_state, stream
+):
+    """The request was charged; Redis went away before the slot, the reservation and the
+    key's last-used time were written back. The client gets its answer (charged once), not
+    a 500 or a cut stream; what Redis kept expires with its TTL."""
+    account, raw, _key = funded
+    for operation in ("slot_release", "hold_release", "hash_set"):
+        monkeypatch.setattr(fresh_shared_state, operation, redis_gone)
+    response = await post(raw, {**BODY, "stream": stream})
+    text = await read(response)
+    assert response.status_code == 200
+    if stream:
+        assert text.rstrip().endswith("data: [DONE]")
+    else:
+        assert json.loads(text)["choices"]
+    charges = LedgerEntry.objects.filter(
+        account=account, kind="charge", request_id=response["x-request-id"]
+    )
+    assert await charges.acount() == 1
