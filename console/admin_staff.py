@@ -204,7 +204,7 @@ def _tier(request, account, data) -> str:
         actor_kind=STAFF,
         reason=data["reason"],
     )
-    return _("Tier set to %(tier)s.") % {"tier": data["tier"].name}
+    return _("Tier set to %(tier)s.") % {"tier": data["tier"].display_name}
 
 
 def _status(request, account, data) -> str:

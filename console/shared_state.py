@@ -62,16 +62,8 @@ class SharedState(Protocol):
     def held(self, key: str) -> int:
         """The sum of the holds now (expired ones not counted)."""
 
-    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
-        """Add `amount` (may be negative) and refresh the TTL; returns the new value."""
-
     def get_int(self, key: str) -> int:
         """The counter's value, 0 when absent or expired."""
-
-    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
-        """Atomically: if the counter is below `ceiling`, add `amount` (and refresh the TTL)
-        and return True; otherwise change nothing and return False. Two admissions can never
-        both see the same room."""
 
     def delete(self, key: str) -> None: ...
 
@@ -159,20 +151,6 @@ redis.call('DEL', KEYS[1])
 return values
 """
 
-_RESERVE_BELOW = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current >= tonumber(ARGV[2]) then return 0 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-_INCR = """
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return value
-"""
-
 
 class RedisState:
     def __init__(self, url: str, prefix: str = "console:state:"):
@@ -188,9 +166,7 @@ class RedisState:
         self._hold = self.client.register_script(_HOLD)
         self._hold_release = self.client.register_script(_HOLD_RELEASE)
         self._held = self.client.register_script(_HELD)
-        self._incr = self.client.register_script(_INCR)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
-        self._reserve_below = self.client.register_script(_RESERVE_BELOW)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -234,19 +210,9 @@ class RedisState:
     def held(self, key: str) -> int:
         return int(self._held(keys=[self._key(key)]))
 
-    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
-        return int(self._incr(keys=[self._key(key)], args=[amount, int(ttl_seconds * 1000)]))
-
     def get_int(self, key: str) -> int:
         value = self.client.get(self._key(key))
         return int(value) if value is not None else 0
-
-    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
-        return bool(
-            self._reserve_below(
-                keys=[self._key(key)], args=[amount, ceiling, int(ttl_seconds * 1000)]
-            )
-        )
 
     def delete(self, key: str) -> None:
         self.client.delete(self._key(key))
@@ -347,26 +313,10 @@ class LocalState:
         with self._lock:
             return sum(amount for amount, _ in self._live_holds(key, self._clock()).values())
 
-    def incr(self, key: str, amount: int, *, ttl_seconds: float) -> int:
-        with self._lock:
-            now = self._clock()
-            value = (self._counter(key, now) or (0, 0))[0] + amount
-            self._counters[key] = (value, now + ttl_seconds)
-            return value
-
     def get_int(self, key: str) -> int:
         with self._lock:
             entry = self._counter(key, self._clock())
             return entry[0] if entry else 0
-
-    def reserve_below(self, key: str, amount: int, *, ceiling: int, ttl_seconds: float) -> bool:
-        with self._lock:
-            now = self._clock()
-            current = (self._counter(key, now) or (0, 0))[0]
-            if current >= ceiling:
-                return False
-            self._counters[key] = (current + amount, now + ttl_seconds)
-            return True
 
     def delete(self, key: str) -> None:
         with self._lock:

@@ -690,31 +690,41 @@ def restart_under_load(
     return load.answers, down, up
 
 
-def test_postgres_restart_under_load(stack, say):
-    """PostgreSQL stops (fast shutdown: every connection cut) and starts again under load.
-    While it is down the gateway answers 503 / 1241; afterwards the pools reconnect with no
-    restart of uvicorn or the worker; no charge is lost or doubled; billing_audit is clean."""
+def outage_drill(stack, *, stop, start, outage: float, name: str, code: str):
+    """What both restart drills share: a fresh account under load while `stop`/`start` take a
+    dependency away and back; the answers while it was down carry `code`; the site recovers
+    with no process restarted; the worker runs a task again (its database connections and
+    its broker connection recover); the money matches what the client saw."""
     account = stack.new_account()
     pids = stack.pids()
-    started = time.monotonic()
     answers, down, up = restart_under_load(
-        stack,
-        account,
-        stop=lambda: stack.pg.stop("fast"),
-        start=stack.pg.start,
-        outage=POSTGRES_OUTAGE_SECONDS,
-        name="postgres",
+        stack, account, stop=stop, start=start, outage=outage, name=name
     )
-    outage = check_answers(answers, down=down, up=up, outage_codes={"1241"})
+    outage_figures = check_answers(answers, down=down, up=up, outage_codes={code})
     recovery = check_recovery(answers, up=up)
-    for name in pids:
-        stack.assert_alive(name)
+    for process in pids:
+        stack.assert_alive(process)
     assert stack.pids() == pids, "a process of the site or the worker was restarted"
-    # The worker's own connections recover too: a task that reads the database runs.
     done = stack.log_count("worker", "sweep_pending_payments settled=")
     stack.send_task("billing.tasks.sweep_pending_payments")
     stack.wait_for_log("worker", "sweep_pending_payments settled=", count=done + 1, timeout=60)
     money = check_money(stack, account, answers)
+    return account, answers, down, up, outage_figures, recovery, money
+
+
+def test_postgres_restart_under_load(stack, say):
+    """PostgreSQL stops (fast shutdown: every connection cut) and starts again under load.
+    While it is down the gateway answers 503 / 1241; afterwards the pools reconnect with no
+    restart of uvicorn or the worker; no charge is lost or doubled; billing_audit is clean."""
+    started = time.monotonic()
+    account, answers, down, up, outage, recovery, money = outage_drill(
+        stack,
+        stop=lambda: stack.pg.stop("fast"),
+        start=stack.pg.start,
+        outage=POSTGRES_OUTAGE_SECONDS,
+        name="postgres",
+        code="1241",
+    )
     state = check_state_released(stack, account)
     audit = stack.billing_audit()
     say(
@@ -744,27 +754,15 @@ def test_redis_restart_under_load(stack, say):
     """Redis stops (everything it held is gone) and starts again under load. While it is
     down the gateway answers 503 / 1240 (docs/api.md) and records the refusals; afterwards
     it recovers by itself; no charge lost or doubled; no slot or reservation left over."""
-    account = stack.new_account()
-    pids = stack.pids()
     started = time.monotonic()
-    answers, down, up = restart_under_load(
+    account, answers, down, up, outage, recovery, money = outage_drill(
         stack,
-        account,
         stop=stack.redis.stop,
         start=stack.redis.start,
         outage=REDIS_OUTAGE_SECONDS,
         name="redis",
+        code="1240",
     )
-    outage = check_answers(answers, down=down, up=up, outage_codes={"1240"})
-    recovery = check_recovery(answers, up=up)
-    for name in pids:
-        stack.assert_alive(name)
-    assert stack.pids() == pids, "a process of the site or the worker was restarted"
-    # The worker reconnects to the restarted broker: a task sent now runs.
-    done = stack.log_count("worker", "sweep_pending_payments settled=")
-    stack.send_task("billing.tasks.sweep_pending_payments")
-    stack.wait_for_log("worker", "sweep_pending_payments settled=", count=done + 1, timeout=60)
-    money = check_money(stack, account, answers)
     # Refusals passed authentication: each has its usage record (503, 1240), costing nothing.
     refused = [a.request_id for a in answers if a.code == "1240"]
     recorded = dict(
