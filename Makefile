@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --python $(BIN)/python --quiet
 
-.PHONY: run test drills lint format messages check-migrations clean
+.PHONY: run test drills bench lint format messages check-migrations clean
 
 $(BIN)/python:
 	"$$(scripts/find-python)" -m venv $(VENV)
@@ -39,6 +39,12 @@ test: $(VENV)/.deps-test
 drills: $(VENV)/.deps-test
 	timeout --kill-after=30 1200 $(BIN)/python -m pytest drills -p no:cacheprovider -p no:django -q $(DRILL_ARGS)
 
+## make bench: every benchmark in bench/ on real PostgreSQL and Redis, one after another
+## (BENCH_SCALE=quick or full; DATABASE_URL names the server). Writes bench/results/; about
+## 15 minutes in full on 2 cores once the seeds are cached (docs/performance.md).
+bench: $(VENV)/.deps-test
+	$(BIN)/python bench/run.py
+
 lint: $(VENV)/.deps-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,7 +55,7 @@ format: $(VENV)/.deps-test
 
 ## make messages: refresh the translation catalogues (needs GNU gettext) and compile them.
 messages: $(VENV)/.deps-test
-	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete --ignore=.venv --ignore=var --ignore=tests --ignore=bench
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete --ignore=.venv --ignore=var --ignore=tests --ignore=bench --ignore=drills
 	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 check-migrations: $(VENV)/.deps-test

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import common
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
 import django
@@ -25,13 +27,11 @@ from keys.models import ApiKey
 from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_create
 
-COUNT = int(os.environ.get("BENCH_COUNT", "10000"))
+COUNT = int(os.environ.get("BENCH_COUNT", "2000" if common.QUICK else "10000"))
 ROUNDS = 10
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+percentile = common.percentile
 
 
 def main() -> None:
@@ -90,9 +90,15 @@ def main() -> None:
         )
     ratio = percentile(auth_times, 0.5) / percentile(pk_times, 0.5)
     raw_ratio = percentile(auth_times, 0.5) / percentile(raw_pk_times, 0.5)
-    print(
-        f"headline: authenticate p50 is {ratio:.2f}x an ORM primary-key lookup and "
-        f"{raw_ratio:.2f}x a raw-SQL one (target <= 2x)"
+    common.report(
+        "authenticate",
+        {
+            name: {"p50_us": percentile(times, 0.5) * 1e6, "p99_us": percentile(times, 0.99) * 1e6}
+            for name, times in rows
+        },
+        [common.goal("authenticate p50 ÷ an ORM primary-key lookup", ratio, 2, at_most=True)],
+        f"authenticate p50 is {ratio:.2f}x an ORM primary-key lookup and "
+        f"{raw_ratio:.2f}x a raw-SQL one (target <= 2x)",
     )
 
 

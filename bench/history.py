@@ -1,141 +1,96 @@
-"""Prompt-history search and purge at 100k and 1M rows (BENCH_SCALE=quick: 100k only).
+"""Prompt-history search at two sizes (100k and 1M rows; BENCH_SCALE=quick: 10k and 100k),
+the retention purge's rate, and the gateway's latency during a purge against idle.
 
-Rows are spread over 20 accounts and 90 days, with mixed Chinese and English prompts, loaded
-with COPY (the trigram index is dropped during the load and rebuilt after, as a bulk import
-would). Searches run within one account and a 30-day window, through the same selector the
-page uses, for 2-, 4- and 8-character texts; then the retention purge runs on the free tier
-(7 days) and its rate is printed. Headline (printed last): p95 of an 8-character search at
-the largest size.
+Rows are spread over 20 accounts and 90 days, mixed Chinese and English prompts
+(`bench/seeds.py`, loaded with COPY once and kept as a template database). Searches run
+through the page's own form and selector (first page of 50 plus the capped count) within one
+account and a 30-day window, for 2-, 4- and 8-character texts, Chinese and English.
 
-    DATABASE_URL=postgres://.../scratch .venv/bin/python bench/history.py
+The purge runs three times on a copy of the large seed, each time after moving three other
+accounts to the free tier (7 days), while four clients call the gateway (uvicorn, the
+simulator answering at once, full accounting) one request after another; the same clients'
+latency for 5 s with no purge running comes first. Headline (printed last): the worst p95 ratio
+large ÷ small over the query lengths, and the gateway p99 during a purge ÷ idle (medians of
+the three runs).
+
+    DATABASE_URL=postgres://.../scratch REDIS_URL=redis://127.0.0.1:6379/9 \
+        .venv/bin/python bench/history.py
 """
 
-import io
 import os
-import random
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+from bench import common
 
-import django
-
-django.setup()
-
-from django.db import connection
-
-from console.models import Account, Tier
-from console.services import user_signup
-from history.forms import HistoryFilterForm
-from history.models import PromptLog
-from history.selectors import history_search
-from history.services import history_purge_expired
-
-SIZES = [100_000] if os.environ.get("BENCH_SCALE") == "quick" else [100_000, 1_000_000]
-ACCOUNTS = 20
+SIZES = [10_000, 100_000] if common.QUICK else [100_000, 1_000_000]
 QUERIES = {
     2: ["智谱", "密钥", "ok", "AI"],
     4: ["开放平台", "API密钥", "rota", "发票开具"],
     8: ["智谱AI开放平台", "rotate an", "资源包扣费顺序", "GLM-4.7 "],
 }
-ZH = [
-    "智谱AI开放平台",
-    "API密钥无法使用",
-    "资源包扣费顺序",
-    "发票开具",
-    "客服工单",
-    "模型调用失败",
-    "欢迎使用",
-    "请帮我总结",
-    "翻译成中文",
-    "余额不足",
-]
-EN = [
-    "rotate an API key",
-    "explain the invoice",
-    "GLM-4.7 pricing",
-    "summarise this ticket",
-    "translate to English",
-    "why was I charged",
-    "stream the answer",
-    "resource pack",
-]
+REPEAT = 15
+PURGE_RUNS = 3
+# Each purge moves this many accounts to the free tier: at 1M rows, ~130k rows to delete.
+VICTIMS = 3
+CLIENTS = 4  # gateway clients during the idle and purge windows
+IDLE_SECONDS = 3 if common.QUICK else 5
 
 
-def text(rng: random.Random) -> str:
-    parts = [rng.choice(ZH if rng.random() < 0.5 else EN) for _ in range(rng.randint(2, 6))]
-    return "，".join(parts) + f" #{rng.randint(0, 10**6)}"
+def _django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    import logging
+
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def load(accounts, count: int, rng: random.Random) -> float:
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    buffer = io.StringIO()
-    for index in range(count):
-        account = accounts[index % len(accounts)]
-        prompt = text(rng)
-        answer = text(rng)
-        at = now - timedelta(seconds=rng.randint(0, 90 * 24 * 3600))
-        search_text = f"{prompt}\n{answer}".replace("\t", " ")
-        buffer.write(
-            f"{account.pk}\tbench-{count}-{index}\tglm-4.7\t[]\t{{}}\t{answer}\t200\t"
-            f"{rng.randint(10, 4000)}\t{rng.randint(10, 2000)}\t{rng.randint(50, 9000)}\t"
-            f"{at.isoformat()}\t{search_text.replace(chr(10), chr(92) + 'n')}\t{prompt[:200]}\n"
-        )
-    buffer.seek(0)
-    with connection.cursor() as cursor:
-        cursor.execute("DROP INDEX IF EXISTS prompt_search_trgm_idx")
-        with cursor.connection.cursor().copy(
-            "COPY history_promptlog (account_id, request_id, model, messages, parameters, "
-            "response_text, status, input_tokens, output_tokens, latency_ms, created_at, "
-            "search_text, preview) FROM STDIN"
-        ) as copy:
-            while chunk := buffer.read(1 << 20):
-                copy.write(chunk)
-        cursor.execute(
-            "CREATE INDEX prompt_search_trgm_idx ON history_promptlog "
-            "USING gin ((UPPER(search_text::text)) gin_trgm_ops)"
-        )
-        cursor.execute("ANALYZE history_promptlog")
-    return time.perf_counter() - started
+def _history_accounts():
+    from bench.seeds import HISTORY_NAME
+    from console.models import Account
+
+    return list(Account.objects.filter(name__startswith=HISTORY_NAME).order_by("pk"))
 
 
-def timings(account, query: str, repeat: int = 15) -> list[float]:
-    form = HistoryFilterForm({"range": "30d", "q": query}, account=account)
-    assert form.is_valid(), form.errors
-    filters = form.filters()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        history_search(account=account, filters=filters)
-        times.append(time.perf_counter() - started)
-    return times
+def phase_search() -> None:
+    """p50/p95 per query length in the first account's last 30 days."""
+    _django()
+    from history.forms import HistoryFilterForm
+    from history.models import PromptLog
+    from history.selectors import history_search
+
+    account = _history_accounts()[0]
+    row = {"rows": PromptLog.objects.count()}
+    for length, queries in QUERIES.items():
+        times = []
+        for query in queries:
+            form = HistoryFilterForm({"range": "30d", "q": query}, account=account)
+            assert form.is_valid(), form.errors
+            filters = form.filters()
+            history_search(account=account, filters=filters)  # warm
+            for _ in range(REPEAT):
+                started = time.perf_counter()
+                history_search(account=account, filters=filters)
+                times.append((time.perf_counter() - started) * 1000)
+        row[str(length)] = {
+            "p50_ms": statistics.median(times),
+            "p95_ms": common.percentile(times, 0.95),
+        }
+    common.phase_result(row)
 
 
-def percentile(values, fraction) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
-
-
-def gateway_during_purge():
-    """Sequential gateway calls with full accounting: 200 while idle, then as many as fit
-    while the purge runs in a thread. Needs REDIS_URL (skipped without it)."""
-    import socket
-    import subprocess
-    import threading
-
-    import httpx
-
-    if not os.environ.get("REDIS_URL"):
-        started = time.perf_counter()
-        deleted = history_purge_expired()
-        return [], [], deleted, time.perf_counter() - started
+def _gateway_key() -> str:
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
+    from console.models import Tier
+    from console.services import user_signup
     from keys.services import api_key_create
 
     _user, account = user_signup(
@@ -149,24 +104,49 @@ def gateway_during_purge():
         tier=Tier.objects.get(slug="enterprise"),
     )
     recharge(account=account, amount_nano=10**6 * NANO_PER_UNIT, reference="gw")
-    raw = api_key_create(account=account, project=account.projects.get(), label="b", actor=None).raw
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    return api_key_create(
+        account=account, project=account.projects.get(), label="b", actor=None
+    ).raw
+
+
+def load(url, body, headers, done, *, seconds: float | None = None) -> list[float]:
+    """Latencies (ms) of CLIENTS threads calling the gateway one request after another, for
+    `seconds` or until `done()`."""
+    import httpx
+
+    stop = time.perf_counter() + seconds if seconds else None
+    latencies: list[float] = []
+
+    def client():
+        with httpx.Client(timeout=30) as http:
+            while not done() and (stop is None or time.perf_counter() < stop):
+                started = time.perf_counter()
+                answer = http.post(url, json=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def phase_purge() -> None:
+    """Three purges, each of two accounts moved to the free tier, with the gateway's
+    latency measured idle and during each."""
+    _django()
+    from django.db import connections
+
+    from console.models import Account, Tier
+    from history.models import PromptLog
+    from history.services import history_purge_expired
+
+    accounts = _history_accounts()
+    raw = _gateway_key()
+    connections.close_all()
+    port = common.free_port()
     url = f"http://127.0.0.1:{port}/api/paas/v4/chat/completions"
     body = {
         "model": "glm-4.7",
@@ -175,104 +155,110 @@ def gateway_during_purge():
         "simulator": {"first_token_ms": 0, "chunk_ms": 0},
     }
     headers = {"Authorization": f"Bearer {raw}"}
-    try:
-        with httpx.Client(timeout=30) as client:
-            for _ in range(100):
-                try:
-                    client.get(f"http://127.0.0.1:{port}/healthz")
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
-
-            def call():
-                started = time.perf_counter()
-                assert client.post(url, json=body, headers=headers).status_code == 200
-                return time.perf_counter() - started
-
-            for _ in range(20):
-                call()  # warm
-            idle = [call() for _ in range(200)]
+    env = {**os.environ, "SHARED_STATE_BACKEND": "redis", "DEBUG": "false"}
+    runs = []
+    with common.server(
+        common.uvicorn_command("console.asgi:application", port),
+        f"http://127.0.0.1:{port}/healthz",
+        env=env,
+        log=common.ROOT / "var" / "bench" / "purge-gateway.log",
+    ):
+        load(url, body, headers, lambda: False, seconds=2)  # warm
+        for run in range(PURGE_RUNS):
+            victims = accounts[1 + VICTIMS * run : 1 + VICTIMS * (run + 1)]
+            Account.objects.filter(pk__in=[a.pk for a in victims]).update(
+                tier=Tier.objects.get(slug="free")
+            )
+            held = PromptLog.objects.filter(account__in=victims).count()
+            connections.close_all()
+            idle = load(url, body, headers, lambda: False, seconds=IDLE_SECONDS)
             result = {}
 
-            def purge():
+            def purge(result=result):
                 started = time.perf_counter()
                 result["deleted"] = history_purge_expired()
                 result["seconds"] = time.perf_counter() - started
+                connections.close_all()
 
             worker = threading.Thread(target=purge)
             worker.start()
-            during = []
-            while worker.is_alive():
-                during.append(call())
+            during = load(url, body, headers, lambda worker=worker: not worker.is_alive())
             worker.join()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return idle, during, result["deleted"], result["seconds"]
+            runs.append(
+                {
+                    "rows_held": held,
+                    "deleted": result["deleted"],
+                    "seconds": result["seconds"],
+                    "rows_per_second": result["deleted"] / result["seconds"],
+                    "idle_p50_ms": statistics.median(idle),
+                    "idle_p99_ms": common.percentile(idle, 0.99),
+                    "during_p50_ms": statistics.median(during),
+                    "during_p99_ms": common.percentile(during, 0.99),
+                    "calls_idle": len(idle),
+                    "calls_during": len(during),
+                }
+            )
+            print(
+                f"purge {run + 1}: {result['deleted']:,} rows in {result['seconds']:.1f} s; "
+                f"gateway p99 idle {runs[-1]['idle_p99_ms']:.1f} ms ({len(idle)} calls), during "
+                f"{runs[-1]['during_p99_ms']:.1f} ms ({len(during)} calls)",
+                flush=True,
+            )
+    common.phase_result(runs)
 
 
 def main() -> None:
-    if connection.vendor != "postgresql":
-        sys.exit("bench/history.py needs DATABASE_URL=postgres://... (a scratch database)")
-    from django.core.management import call_command
+    common.require(redis=True)
+    small, large = SIZES
+    small_seed, large_seed = common.seeds("history", SIZES)
+    out = Path(tempfile.mkdtemp(prefix="bench-history-")) / "phase.json"
+    searches = []
+    for template in (small_seed, large_seed):
+        with common.scratch_copy(template, "history") as url:
+            searches.append(common.run_phase(__file__, "search", url, result=out))
+    with common.scratch_copy(large_seed, "history_purge") as url:
+        purges = common.run_phase(__file__, "purge", url, result=out)
 
-    call_command("migrate", verbosity=0)
-    rng = random.Random(7)  # noqa: S311 - benchmark data
-    stamp = time.time_ns()
-    accounts = [
-        user_signup(
-            email=f"hist-{stamp}-{index}@example.com",
-            password="bench-password-123",
-            name="",
-            account_name=f"history bench {index}",
-            currency="CNY",
-            email_verified=True,
-            starter_pack=False,
-            tier=Tier.objects.get(slug="enterprise"),
-        )[1]
-        for index in range(ACCOUNTS)
-    ]
-    loaded, results = 0, []
-    for size in SIZES:
-        seconds = load(accounts, size - loaded, rng)
-        loaded = size
-        row = {"rows": size, "load_s": seconds}
-        for length, queries in QUERIES.items():
-            times = [t for query in queries for t in timings(accounts[0], query)]
-            row[length] = (statistics.median(times), sorted(times)[int(len(times) * 0.95)])
-        results.append(row)
-    # Purge: move half the accounts to the free tier (7 days) and time the deletion, while a
-    # gateway (uvicorn, simulator answering at once) serves requests on another account.
-    victims = accounts[1 : ACCOUNTS // 2 + 1]
-    Account.objects.filter(pk__in=[a.pk for a in victims]).update(
-        tier=Tier.objects.get(slug="free")
-    )
-    before = PromptLog.objects.filter(account__in=victims).count()
-    idle, during, deleted, purge_seconds = gateway_during_purge()
-    PromptLog.objects.filter(account__in=accounts).delete()  # leave the scratch database tidy
-
-    print(
-        f"{'rows':>10} {'load s':>7} " + " ".join(f"{f'{n}-char p50/p95 ms':>22}" for n in QUERIES)
-    )
-    for row in results:
-        cells = " ".join(f"{row[n][0] * 1000:>10.1f} / {row[n][1] * 1000:>8.1f}  " for n in QUERIES)
-        print(f"{row['rows']:>10,} {row['load_s']:>7.1f} {cells}")
-    print(
-        f"purge: {deleted:,} of {before:,} rows of {len(victims)} accounts in "
-        f"{purge_seconds:.1f} s ({deleted / purge_seconds:,.0f} rows/s)"
-    )
-    if idle and during:
-        print(
-            f"gateway p50/p99 ms: idle {percentile(idle, 0.5):.1f} / {percentile(idle, 0.99):.1f}"
-            f", during the purge {percentile(during, 0.5):.1f} / {percentile(during, 0.99):.1f}"
-            f" ({len(during)} calls)"
+    print(f"{'rows':>10} " + " ".join(f"{f'{n}-char p50 / p95 ms':>22}" for n in QUERIES))
+    for row in searches:
+        cells = " ".join(
+            f"{row[str(n)]['p50_ms']:>10.1f} / {row[str(n)]['p95_ms']:>8.1f}  " for n in QUERIES
         )
-    last = results[-1]
+        print(f"{row['rows']:>10,} {cells}")
+    rates = [run["rows_per_second"] for run in purges]
+    idle = statistics.median(run["idle_p99_ms"] for run in purges)
+    during = statistics.median(run["during_p99_ms"] for run in purges)
     print(
-        f"headline: an 8-character search in one account's 30 days at {last['rows']:,} rows: "
-        f"p50 {last[8][0] * 1000:.1f} ms, p95 {last[8][1] * 1000:.1f} ms"
+        f"purge: {sum(r['deleted'] for r in purges):,} rows in {len(purges)} runs, "
+        f"median {statistics.median(rates):,.0f} rows/s; gateway p99 median idle {idle:.1f} ms, "
+        f"during a purge {during:.1f} ms"
+    )
+    goals = [
+        common.goal(
+            f"{n}-character search p95 at {large:,} ÷ at {small:,}",
+            searches[1][str(n)]["p95_ms"] / searches[0][str(n)]["p95_ms"],
+            2,
+            at_most=True,
+        )
+        for n in QUERIES
+    ]
+    goals.append(
+        common.goal("gateway p99 during a purge ÷ idle", during / idle, 1.25, at_most=True)
+    )
+    worst = max(goals[:-1], key=lambda item: item["value"])
+    common.report(
+        "history",
+        {"searches": searches, "purges": purges},
+        goals,
+        f"search p95 at {large:,} rows is at most {worst['value']:.2f}x its p95 at {small:,} "
+        f"({worst['goal'].split(' ')[0]} the worst); purge {statistics.median(rates):,.0f} rows/s; "
+        f"gateway p99 during a purge {during / idle:.2f}x idle",
     )
 
 
 if __name__ == "__main__":
-    main()
+    args = common.phase_args()
+    if args is None:
+        main()
+    else:
+        {"search": phase_search, "purge": phase_purge}[args[0]]()

@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import common
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
 import django
@@ -25,7 +27,7 @@ django.setup()
 
 from console.shared_state import LocalState, RedisState
 
-SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+SECONDS = common.seconds(full=3, quick=1)
 
 
 def admit(state, account: int, index: int) -> None:
@@ -67,11 +69,14 @@ def main() -> None:
     for name, rate in results.items():
         print(f"{name:<20} {rate:>14,.0f}")
     if url:
-        print(
-            "headline: Redis carries "
+        common.report(
+            "shared_state",
+            {"admissions_per_second": results},
+            [],
+            "Redis carries "
             f"{results['redis, 16 threads']:,.0f} admissions/s from one process "
             f"({results['local, 16 threads'] / results['redis, 16 threads']:.1f}x fewer than "
-            "in-process)"
+            "in-process)",
         )
 
 

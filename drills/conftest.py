@@ -54,7 +54,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +64,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from drills.private_services import free_port
+from tests.processes import uvicorn_command
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns a report
 
@@ -212,12 +214,6 @@ def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, ev
         time.sleep(every)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _stop(process: subprocess.Popen, extra_pids=(), timeout: float = 30) -> None:
     """SIGTERM, then SIGKILL: the process, then any of its known children left over."""
     if process.poll() is None:
@@ -357,19 +353,9 @@ class Site:
     def start(self, timeout: float = 90) -> Site:
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(  # noqa: S603
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "console.asgi:application",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--no-access-log",
-                    "--timeout-graceful-shutdown",
-                    "5",
-                ],
+                uvicorn_command(
+                    self.port, workers=self.workers, extra=["--timeout-graceful-shutdown", "5"]
+                ),
                 cwd=ROOT,
                 env=self.environment,
                 stdout=log,

@@ -45,6 +45,7 @@ from drills.private_services import (
     free_port,
     missing_binaries,
 )
+from tests.processes import celery_worker_command, uvicorn_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = "/api/paas/v4/chat/completions"
@@ -162,20 +163,7 @@ class Stack:
     def _start_site(self) -> None:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        self._spawn(
-            "uvicorn",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "console.asgi:application",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--no-access-log",
-            ],
-        )
+        self._spawn("uvicorn", uvicorn_command(port, workers=2))
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -188,21 +176,7 @@ class Stack:
             time.sleep(0.3)
 
     def _start_worker(self) -> None:
-        self._spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "console",
-                "worker",
-                "--pool=solo",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-            ],
-        )
+        self._spawn("worker", celery_worker_command())
         self.wait_for_log("worker", "ready.", timeout=90)
 
     def teardown(self) -> None:

@@ -1,7 +1,6 @@
 """Shared fixtures: real PostgreSQL and Redis when configured, the personas, the CI rule."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from django.utils import translation
 
 from console.roles import Role
 from tests.factories import add_member, make_account, make_user
+from tests.processes import free_port, uvicorn_command
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,9 +200,7 @@ def uvicorn_site(fresh_shared_state, uvicorn_env, uvicorn_mailbox, collected_sta
     tests on PostgreSQL, so the server process sees the test's data."""
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs Redis: the server process and the test share limits and reservations")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     db = connection.settings_dict
     env = {
@@ -223,15 +221,7 @@ def uvicorn_site(fresh_shared_state, uvicorn_env, uvicorn_mailbox, collected_sta
     log_path = tmp_path / "uvicorn.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "console.asgi:application",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
+            uvicorn_command(port),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -3,10 +3,11 @@
 import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from django.db import connection
+
+from tests.processes import celery_worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,18 +30,7 @@ def celery_worker(**extra_env):
         **{key: str(value) for key, value in extra_env.items()},
     }
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "console",
-            "worker",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
+        celery_worker_command(),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
