@@ -1,12 +1,14 @@
 """Charges per second on one hot account, at 8 and 32 clients, beside pgbench on the same
-PostgreSQL in the same run: a single-row UPDATE, and a script of the statements one charge
-runs (lock the wallet, look up the request id, lock the packs, insert the entry, update the
-wallet and the two month counters). Headline (printed last): charge_usage as a share of the
-pgbench script.
+PostgreSQL in the same run: a single-row UPDATE, and a script of exactly the statements one
+charge runs. The script is not written by hand: the benchmark records the SQL of one real
+`charge_usage` (values inlined, the request id made unique per transaction) and points it at
+copies of the tables it touches (`CREATE TABLE bench_... (LIKE billing_... INCLUDING ALL)`,
+rows copied), so it stays the same statements, in the same order, on the same table shapes
+as the code. Headline (printed last): charge_usage as a share of the pgbench script.
 
 Each client is a separate process (Python threads would measure the GIL). The benchmark
 creates its own account (and leaves it: point DATABASE_URL at a scratch database) and its
-own scratch tables for pgbench, dropped at the end.
+own scratch tables for pgbench, dropped at the end; it ends with the ledger audit.
 
     DATABASE_URL=postgres://user:pass@127.0.0.1:5432/scratch .venv/bin/python bench/charge.py
 """
@@ -21,33 +23,69 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import common
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+SECONDS = common.seconds(full=8, quick=3)
 CLIENTS = [8, 32]
 
 UPDATE_SCRIPT = "UPDATE bench_wallet SET recharge = recharge - 1 WHERE id = 1;\n"
-CHARGE_SCRIPT = """\\set r random(1, 2000000000)
-BEGIN;
-SELECT recharge, bonus, arrears FROM bench_wallet WHERE id = 1 FOR UPDATE;
-SELECT id FROM bench_ledger WHERE account_id = 1 AND request_id = 'r' || :r;
-SELECT id, remaining FROM bench_pack WHERE account_id = 1 AND remaining > 0 FOR UPDATE;
-INSERT INTO bench_ledger (account_id, request_id, fee, created_at) VALUES (1, 'r' || :r, 7, now());
-UPDATE bench_wallet SET recharge = recharge - 6, bonus = bonus - 1 WHERE id = 1;
-UPDATE bench_spend SET spent = spent + 7 WHERE id = 1;
-UPDATE bench_spend SET spent = spent + 7 WHERE id = 2;
-COMMIT;
-"""
-SETUP_SQL = """
-DROP TABLE IF EXISTS bench_wallet, bench_ledger, bench_pack, bench_spend;
+UPDATE_SETUP_SQL = """
+DROP TABLE IF EXISTS bench_wallet;
 CREATE TABLE bench_wallet (id int PRIMARY KEY, recharge bigint, bonus bigint, arrears bigint);
 INSERT INTO bench_wallet VALUES (1, 1000000000000000, 1000000000000000, 0);
-CREATE TABLE bench_ledger (id bigserial PRIMARY KEY, account_id int, request_id text,
-  fee bigint, created_at timestamptz);
-CREATE INDEX ON bench_ledger (account_id, request_id);
-CREATE TABLE bench_pack (id int PRIMARY KEY, account_id int, remaining bigint);
-CREATE TABLE bench_spend (id int PRIMARY KEY, spent bigint);
-INSERT INTO bench_spend VALUES (1, 0), (2, 0);
 """
+SCRIPT_REQUEST_ID = "bench-script-request-id"
+# Each pgbench transaction needs a request id of its own (an existing one is a replay).
+REQUEST_ID_SQL = "('r' || :r)"
+
+
+def record_charge_script(account, project) -> tuple[str, list[str]]:
+    """One real charge's statements as a pgbench script on copies of their tables; returns
+    (script, the billing tables it touches)."""
+    import re
+
+    from django.db import connection
+
+    from billing.services import charge_usage
+
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(connection.ops.compose_sql(sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        charge_usage(
+            account=account,
+            model="glm-4.7",
+            input_tokens=1_200,
+            output_tokens=300,
+            request_id=SCRIPT_REQUEST_ID,
+            project=project,
+        )
+    tables = sorted(set(re.findall(r"\bbilling_\w+", " ".join(statements))))
+    lines = ["\\set r random(1, 2000000000)", "BEGIN;"]
+    for statement in statements:
+        statement = re.sub(r"\bbilling_(\w+)", r"bench_\1", " ".join(statement.split()))
+        lines.append(statement.replace(f"'{SCRIPT_REQUEST_ID}'", REQUEST_ID_SQL) + ";")
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n", tables
+
+
+def copy_tables_sql(tables: list[str]) -> str:
+    # The names come from the recorded SQL's own table names (billing_...), not from input.
+    return "".join(
+        f"DROP TABLE IF EXISTS bench_{name[8:]};"  # noqa: S608
+        f" CREATE TABLE bench_{name[8:]} (LIKE {name} INCLUDING ALL);"
+        f" INSERT INTO bench_{name[8:]} SELECT * FROM {name};"
+        for name in tables
+    )
+
+
+def drop_tables_sql(tables: list[str]) -> str:
+    names = ", ".join(["bench_wallet", *(f"bench_{name[8:]}" for name in tables)])
+    return f"DROP TABLE IF EXISTS {names}"
 
 
 def _django():
@@ -106,7 +144,7 @@ def charges_per_second(clients: int, account_id: int, project_id: int) -> float:
     return total / SECONDS
 
 
-def pgbench(script: str, clients: int, url) -> float:
+def pgbench(script: str, clients: int, url, *, prepared: bool = False) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(script)
     env = {**os.environ, "PGPASSWORD": url.password or ""}
@@ -114,6 +152,7 @@ def pgbench(script: str, clients: int, url) -> float:
         [
             "pgbench",
             "-n",
+            *(["-M", "prepared"] if prepared else []),
             "-f",
             handle.name,
             "-c",
@@ -193,32 +232,61 @@ def main() -> None:
         bonus_nano=10**7 * NANO_PER_UNIT,
     )
     project = account.projects.get()
+    script, tables = record_charge_script(account, project)
     from django.db import connection
 
     connection.close()
-    psql(SETUP_SQL, url)
+    print("pgbench charge script (one charge_usage, recorded):")
+    print(script)
     rows = []
     try:
         for clients in CLIENTS:
             ours = charges_per_second(clients, account.pk, project.pk)
+            psql(UPDATE_SETUP_SQL, url)
             update = pgbench(UPDATE_SCRIPT, clients, url)
-            script = pgbench(CHARGE_SCRIPT, clients, url)
-            rows.append((clients, ours, update, script))
+            # Copied after our run, so the script sees the tables as large as we left them.
+            psql(copy_tables_sql(tables), url)
+            # Prepared, as charge_usage prepares its statements (billing.writes.cursor).
+            charge_script = pgbench(script, clients, url, prepared=True)
+            rows.append((clients, ours, update, charge_script))
     finally:
-        psql("DROP TABLE IF EXISTS bench_wallet, bench_ledger, bench_pack, bench_spend", url)
+        psql(drop_tables_sql(tables), url)
+    call_command("billing_audit")
     print(
         f"{'clients':>7} {'charge_usage/s':>15} {'pgbench UPDATE tps':>19} "
         f"{'pgbench charge-script tps':>26} {'vs script':>10}"
     )
-    for clients, ours, update, script in rows:
+    for clients, ours, update, charge_script in rows:
         print(
-            f"{clients:>7} {ours:>15,.0f} {update:>19,.0f} {script:>26,.0f} {ours / script:>10.2f}"
+            f"{clients:>7} {ours:>15,.0f} {update:>19,.0f} {charge_script:>26,.0f}"
+            f" {ours / charge_script:>10.2f}"
         )
     best = max(rows, key=lambda row: row[1])
-    print(
-        f"headline: charge_usage reaches {best[1]:,.0f} charges/s on one account "
+    common.report(
+        "charge",
+        {
+            "seconds": SECONDS,
+            "rows": [
+                {
+                    "clients": c,
+                    "charges_per_second": o,
+                    "pgbench_update_tps": u,
+                    "pgbench_script_tps": p,
+                }
+                for c, o, u, p in rows
+            ],
+            "pgbench_script": script,
+            "billing_audit": "clean",
+        },
+        [
+            common.goal(
+                f"charge_usage ÷ the pgbench script at {c} clients", o / p, 0.5, at_most=False
+            )
+            for c, o, _u, p in rows
+        ],
+        f"charge_usage reaches {best[1]:,.0f} charges/s on one account "
         f"({best[1] / best[3]:.2f}x the same statements through pgbench, "
-        f"{best[1] / best[2]:.2f}x a bare single-row UPDATE) at {best[0]} clients"
+        f"{best[1] / best[2]:.2f}x a bare single-row UPDATE) at {best[0]} clients",
     )
 
 

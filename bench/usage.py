@@ -128,17 +128,17 @@ def phase_settle() -> None:
     )
     recharge(account=account, amount_nano=10**6 * NANO_PER_UNIT, reference="settle")
     key = api_key_create(account=account, project=account.projects.get(), label="k", actor=None)
-    real = rollups.rollup_add
+    real = rollups.rollup_writes
     rounds = {"with": [], "without": []}
     repeat = 100 if common.QUICK else 300
     try:
         for _ in range(3):
-            rollups.rollup_add = real
+            rollups.rollup_writes = real
             rounds["with"].append(timed(lambda: settle_one(key.key), repeat=repeat))
-            rollups.rollup_add = lambda **kwargs: None
+            rollups.rollup_writes = lambda **kwargs: []
             rounds["without"].append(timed(lambda: settle_one(key.key), repeat=repeat))
     finally:
-        rollups.rollup_add = real
+        rollups.rollup_writes = real
     common.phase_result({name: statistics.median(values) for name, values in rounds.items()})
 
 

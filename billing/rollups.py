@@ -114,8 +114,10 @@ def _upsert(model, bucket: str, rows: list[tuple]) -> None:
             cursor.execute(sql, params)
 
 
-def rollup_add(*, record: UsageRecord, time_zone: str) -> None:
-    """Add one new usage record to its hour and its day (inside the inserting transaction)."""
+def rollup_writes(*, record: UsageRecord, time_zone: str) -> list:
+    """The upserts adding one new usage record to its hour and its day."""
+    from billing.writes import Write
+
     group = (
         record.account_id,
         record.project_id or 0,
@@ -124,8 +126,21 @@ def rollup_add(*, record: UsageRecord, time_zone: str) -> None:
         record.source,
     )
     metrics = _metrics(record)
-    _upsert(UsageHourly, "hour", [(*group, hour_of(record.created_at), *metrics)])
-    _upsert(UsageDaily, "day", [(*group, day_of(record.created_at, time_zone), *metrics)])
+    hour = connection.ops.adapt_datetimefield_value(hour_of(record.created_at))
+    day = connection.ops.adapt_datefield_value(day_of(record.created_at, time_zone))
+    vendor = connection.vendor
+    return [
+        Write(
+            "usage_hourly",
+            _upsert_sql(vendor, UsageHourly._meta.db_table, "hour", 1),
+            [*group, hour, *metrics],
+        ),
+        Write(
+            "usage_daily",
+            _upsert_sql(vendor, UsageDaily._meta.db_table, "day", 1),
+            [*group, day, *metrics],
+        ),
+    ]
 
 
 # The advisory-lock class of roll-up writes (the second key is the account id): writers take
@@ -143,12 +158,49 @@ def _lock_account(account_id: int, *, exclusive: bool) -> None:
         cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK, account_id])
 
 
-def usage_record_write(**fields) -> UsageRecord:
-    """The one way a usage record is written: the record and its roll-ups, atomically."""
-    with transaction.atomic():
-        _lock_account(fields["account"].pk, exclusive=False)
-        record = UsageRecord.objects.create(**fields)
-        rollup_add(record=record, time_zone=fields["account"].time_zone)
+def usage_record_write(*, charge: dict | None = None, **fields) -> UsageRecord:
+    """The one way a usage record is written: the record and its roll-ups, atomically.
+
+    With `charge` (`charge_usage`'s model and token counts), the request is charged first
+    and the record carries what it cost; the record and roll-up rows are written in the
+    charge's own round trip, right after the account's rows are locked (the roll-up rows
+    are as hot as the wallet: every request of a key and model adds to the same hour).
+    No savepoint: an error fails the caller's transaction, the gateway's settlement."""
+    from billing import writes
+    from billing.services import charge_usage
+
+    account = fields["account"]
+    with transaction.atomic(savepoint=False):
+        _lock_account(account.pk, exclusive=False)
+        record = UsageRecord(**fields)
+
+        def record_writes(result=None) -> list:
+            if result is not None:
+                record.pack_tokens = sum(
+                    use.input_tokens + use.output_tokens for use in result.packs
+                )
+                record.input_price_nano = result.input_price_nano
+                record.output_price_nano = result.output_price_nano
+                record.fee_nano = result.fee_nano
+                record.recharge_nano = result.recharge_nano
+                record.bonus_nano = result.bonus_nano
+                record.arrears_nano = result.arrears_nano
+            return [
+                writes.insert_write(record, name="usage_record"),
+                *rollup_writes(record=record, time_zone=account.time_zone),
+            ]
+
+        if charge is None:
+            writes.run(record_writes())
+        else:
+            charge_usage(
+                account=account,
+                project=record.project,
+                request_id=record.request_id,
+                at=record.created_at,
+                also=record_writes,
+                **charge,
+            )
     return record
 
 

@@ -11,18 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from billing import writes
 from billing.models import (
-    AccountMonthSpend,
     LedgerEntry,
     ModelPrice,
-    PackConsumption,
     PackProduct,
-    ProjectMonthSpend,
     ResourcePack,
     Wallet,
 )
@@ -569,16 +566,95 @@ class ChargeResult:
     replayed: bool = False
 
 
-def _open_packs_for(account: Account, model: str, now: datetime):
-    """Packs for this model before general ones, earliest expiry first (locked)."""
-    packs = list(
-        ResourcePack.objects.select_for_update()
-        .filter(account=account, closed_at__isnull=True, expires_at__gt=now, tokens_remaining__gt=0)
-        .filter(Q(model=model) | Q(model=""))
-        .order_by("pk")  # lock order
+def _pack_candidates(account: Account, model: str, at: datetime) -> list[int]:
+    """The open packs that may cover this model's tokens, read before the wallet lock (no
+    lock: `_lock_packs` reads them again under it). A pack granted between this read and
+    the lock is used from the next charge on, as if it had been granted just after this
+    one."""
+    sql = (
+        "SELECT id FROM billing_resourcepack WHERE account_id = %s AND closed_at IS NULL"
+        " AND expires_at > %s AND tokens_remaining > 0 AND (model = %s OR model = '')"
     )
-    packs.sort(key=lambda pack: (pack.model != model, pack.expires_at, pack.pk))
-    return packs
+    with writes.cursor() as cursor:
+        cursor.execute(sql, [account.pk, connection.ops.adapt_datetimefield_value(at), model])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _lock_packs(pack_ids: list[int], model: str, at: datetime) -> list[tuple[int, int]]:
+    """Lock the candidate packs (primary-key order, after the wallet) and return (id, tokens
+    remaining) in the order they are used: packs for this model before general ones,
+    earliest expiry first."""
+    placeholders = ", ".join(["%s"] * len(pack_ids))
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        "SELECT id, model, expires_at, tokens_remaining FROM billing_resourcepack"  # noqa: S608
+        f" WHERE id IN ({placeholders}) AND closed_at IS NULL AND expires_at > %s"
+        f" AND tokens_remaining > 0 ORDER BY id{for_update}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*pack_ids, connection.ops.adapt_datetimefield_value(at)])
+        rows = cursor.fetchall()
+    # SQLite hands the expiry back as ISO text, which sorts as the times do.
+    rows.sort(key=lambda row: (row[1] != model, row[2], row[0]))
+    return [(row[0], row[3]) for row in rows]
+
+
+def _price_in_force(model: str, currency: str, at: datetime) -> ModelPrice | None:
+    """`price_for` as one statement built once: the ORM compiling it showed in the
+    settlement's profile."""
+    sql = (
+        "SELECT input_per_million_nano, output_per_million_nano FROM billing_modelprice"
+        " WHERE model = %s AND currency = %s AND effective_from <= %s"
+        " ORDER BY effective_from DESC LIMIT 1"
+    )
+    with writes.cursor() as cursor:
+        cursor.execute(sql, [model, currency, connection.ops.adapt_datetimefield_value(at)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ModelPrice(
+        model=model,
+        currency=currency,
+        input_per_million_nano=row[0],
+        output_per_million_nano=row[1],
+    )
+
+
+def _charged_entry_id(account: Account, request_id: str) -> int | None:
+    with writes.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM billing_ledgerentry WHERE account_id = %s AND request_id = %s",
+            [account.pk, request_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _replay(account: Account, request_id: str) -> ChargeResult:
+    return _result_from_entry(LedgerEntry.objects.get(account=account, request_id=request_id))
+
+
+def _lock_wallet_balances(account: Account) -> Wallet:
+    """`wallet_lock` as one statement built once (the charge's first statement under the
+    lock), reading only what a charge needs."""
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        "SELECT recharge_nano, bonus_nano, arrears_nano, auto_recharge_below_nano,"  # noqa: S608
+        f" alert_below_nano FROM billing_wallet WHERE account_id = %s{for_update}"
+    )
+    with writes.cursor() as cursor:
+        cursor.execute(sql, [account.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return wallet_lock(account)  # made before wallets existed: created on first use
+    return Wallet(
+        account_id=account.pk,
+        recharge_nano=row[0],
+        bonus_nano=row[1],
+        arrears_nano=row[2],
+        auto_recharge_below_nano=row[3],
+        alert_below_nano=row[4],
+    )
 
 
 def _result_from_entry(entry: LedgerEntry) -> ChargeResult:
@@ -613,44 +689,51 @@ def charge_usage(
     request_id: str,
     project=None,
     at: datetime | None = None,
+    also=None,
 ) -> ChargeResult:
     """Charge one request: packs first, then the fee split proportionally, arrears when short.
 
-    Called by the gateway inside its settlement transaction (it opens a savepoint of its own
-    when called outside one). Idempotent on `request_id`: a replay returns the original
-    breakdown and changes nothing.
+    Called by the gateway inside its settlement transaction (without a savepoint: an error
+    here fails the settlement, which rolls back whole). Idempotent on `request_id`: a replay
+    returns the original breakdown and changes nothing.
+
+    Short on the account's hot rows: what needs no lock (the price, the replay check, the
+    candidate packs) is read first; then the wallet is locked (and the packs, if any), the
+    amounts computed, and every write made in one round trip (`billing.writes`) right
+    before the caller commits. `also(result)` may return more writes for that round trip
+    (the gateway's usage record and roll-ups); they run on every path, replays included.
     """
     if input_tokens < 0 or output_tokens < 0:
         raise ServiceError(_("Token counts cannot be negative."))
     if not request_id or len(request_id) > 64:
         raise ServiceError(_("A request id of 1 to 64 characters is required."))
     at = at or timezone.now()
-    price = price_for(model=model, currency=account.currency, at=at)
+    price = _price_in_force(model, account.currency, at)
     if price is None:
         raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
-    with transaction.atomic():
-        wallet = wallet_lock(account)
-        existing = LedgerEntry.objects.filter(account=account, request_id=request_id).first()
-        if existing is not None:
-            return _result_from_entry(existing)
+    with transaction.atomic(savepoint=False):
+        if _charged_entry_id(account, request_id) is not None:
+            result = _replay(account, request_id)
+            if also is not None:
+                writes.run(also(result))
+            return result
+        # Free models cost nothing and consume no pack.
+        wants_packs = not price.is_free and (input_tokens or output_tokens)
+        candidates = _pack_candidates(account, model, at) if wants_packs else []
+        # --- from here on the account's rows are locked until the caller commits
+        wallet = _lock_wallet_balances(account)
         uses: list[PackUse] = []
         left_in, left_out = input_tokens, output_tokens
-        # Free models cost nothing and consume no pack.
-        if not price.is_free and (left_in or left_out):
-            for pack in _open_packs_for(account, model, at):
-                take_in = min(left_in, pack.tokens_remaining)
-                take_out = min(left_out, pack.tokens_remaining - take_in)
-                if not take_in and not take_out:
-                    continue
-                pack.tokens_remaining -= take_in + take_out
-                ResourcePack.objects.filter(pk=pack.pk).update(
-                    tokens_remaining=F("tokens_remaining") - (take_in + take_out)
-                )
-                uses.append(PackUse(pack.pk, take_in, take_out))
-                left_in -= take_in
-                left_out -= take_out
-                if not left_in and not left_out:
-                    break
+        for pack_id, remaining in _lock_packs(candidates, model, at) if candidates else ():
+            take_in = min(left_in, remaining)
+            take_out = min(left_out, remaining - take_in)
+            if not take_in and not take_out:
+                continue
+            uses.append(PackUse(pack_id, take_in, take_out))
+            left_in -= take_in
+            left_out -= take_out
+            if not left_in and not left_out:
+                break
         fee = (
             0
             if price.is_free
@@ -678,11 +761,15 @@ def charge_usage(
             bonus_nano=bonus_part,
             arrears_nano=arrears,
         )
+        extra = also(result) if also is not None else []
         if not uses and fee == 0:
-            return result  # nothing changed: no ledger entry for a free request
-        entry = _entry(
-            account,
-            LedgerEntry.Kind.CHARGE,
+            # Nothing changed: no ledger entry for a free request.
+            if extra:
+                writes.run(extra)
+            return result
+        entry = LedgerEntry(
+            account=account,
+            kind=LedgerEntry.Kind.CHARGE,
             recharge_delta_nano=-recharge_part,
             bonus_delta_nano=-bonus_part,
             arrears_delta_nano=arrears,
@@ -700,55 +787,106 @@ def charge_usage(
                 "output_price_nano": price.output_per_million_nano,
             },
         )
-        PackConsumption.objects.bulk_create(
-            PackConsumption(
-                entry=entry,
-                pack_id=use.pack_id,
-                input_tokens=use.input_tokens,
-                output_tokens=use.output_tokens,
-            )
-            for use in uses
-        )
+        # The gate: a concurrent charge of the same request id (it waited for our lock, or
+        # we for its) inserts nothing, and then nothing below happens either.
+        batch = [writes.insert_write(entry, name="entry", on_conflict="ON CONFLICT DO NOTHING")]
+        for index, use in enumerate(uses):
+            batch += _pack_use_writes(index, use)
+        month = None
         if fee:
             _after_balance_drop(wallet, recharge_part + bonus_part)
-            Wallet.objects.filter(pk=wallet.pk).update(
-                recharge_nano=F("recharge_nano") - recharge_part,
-                bonus_nano=F("bonus_nano") - bonus_part,
-                arrears_nano=F("arrears_nano") + arrears,
+            batch.append(
+                writes.Write(
+                    "wallet",
+                    "UPDATE billing_wallet SET recharge_nano = recharge_nano - %s,"
+                    " bonus_nano = bonus_nano - %s, arrears_nano = arrears_nano + %s"
+                    " WHERE account_id = %s AND {exists}",
+                    [recharge_part, bonus_part, arrears, account.pk],
+                    gated=True,
+                )
             )
-            _add_month_spend(account=account, project=project, fee=fee, at=at)
+            month = current_month(account=account, now=at)
+            batch += _month_spend_writes(account=account, project=project, fee=fee, month=month)
+        returned = writes.run(batch + extra)
+        if returned["entry"] is None:
+            if extra:
+                # Its writes went in beside a charge that did not: fail the settlement
+                # (the usage record's own uniqueness fails it the same way).
+                raise IntegrityError(f"request {request_id} was charged concurrently")
+            return _replay(account, request_id)
+        if fee:
+            _month_spend_alerts(account=account, project=project, fee=fee, returned=returned)
             mark_money_moved(account, at)
     return result
 
 
-def _add_month_spend(*, account: Account, project, fee: int, at: datetime) -> None:
-    """Month-to-date counters, in the caller's transaction (the wallet lock serialises an
-    account's charges, so the upserts never race each other)."""
+def _pack_use_writes(index: int, use: PackUse) -> list:
+    taken = use.input_tokens + use.output_tokens
+    return [
+        writes.Write(
+            f"pack_{index}",
+            "UPDATE billing_resourcepack SET tokens_remaining = tokens_remaining - %s"
+            " WHERE id = %s AND {exists}",
+            [taken, use.pack_id],
+            gated=True,
+        ),
+        writes.Write(
+            f"consumption_{index}",
+            "INSERT INTO billing_packconsumption (entry_id, pack_id, input_tokens, output_tokens)"
+            " SELECT {gate_id}, %s, %s, %s WHERE {exists}",
+            [use.pack_id, use.input_tokens, use.output_tokens],
+            gated=True,
+        ),
+    ]
+
+
+def _month_spend_writes(*, account: Account, project, fee: int, month) -> list:
+    """Month-to-date counters as upserts returning the new total (the wallet lock
+    serialises an account's charges, so they never race each other)."""
+    day = connection.ops.adapt_datefield_value(month)
+    batch = [
+        writes.Write(
+            "account_month",
+            "INSERT INTO billing_accountmonthspend (account_id, month, spent_nano)"
+            " SELECT %s, %s, %s WHERE {exists} ON CONFLICT (account_id, month)"
+            " DO UPDATE SET spent_nano = billing_accountmonthspend.spent_nano"
+            " + EXCLUDED.spent_nano",
+            [account.pk, day, fee],
+            returning="spent_nano",
+            gated=True,
+        )
+    ]
+    if project is not None:
+        batch.append(
+            writes.Write(
+                "project_month",
+                "INSERT INTO billing_projectmonthspend (account_id, project_id, month, spent_nano)"
+                " SELECT %s, %s, %s, %s WHERE {exists} ON CONFLICT (project_id, month)"
+                " DO UPDATE SET spent_nano = billing_projectmonthspend.spent_nano"
+                " + EXCLUDED.spent_nano",
+                [account.pk, project.pk, day, fee],
+                returning="spent_nano",
+                gated=True,
+            )
+        )
+    return batch
+
+
+def _month_spend_alerts(*, account: Account, project, fee: int, returned: dict) -> None:
+    """Schedule the alert check when this charge took month-to-date spend across 50, 80 or
+    100% of the account's budget or the project's cap."""
     from billing.alerts import schedule_evaluation, spend_crossed_a_level
 
-    month = current_month(account=account, now=at)
-    account_rows = AccountMonthSpend.objects.filter(account=account, month=month)
-    updated = account_rows.update(spent_nano=F("spent_nano") + fee)
-    if not updated:
-        AccountMonthSpend.objects.create(account=account, month=month, spent_nano=fee)
     crossed = False
-    if account.monthly_budget_nano and fee:
-        # Only a budgeted account pays for reading the counter back.
-        after = account_rows.values_list("spent_nano", flat=True).first() or fee
+    if account.monthly_budget_nano:
+        after = returned["account_month"]
         crossed = spend_crossed_a_level(
             before=after - fee, after=after, limit=account.monthly_budget_nano
         )
-    if project is not None:
-        project_rows = ProjectMonthSpend.objects.filter(project=project, month=month)
-        updated = project_rows.update(spent_nano=F("spent_nano") + fee)
-        if not updated:
-            ProjectMonthSpend.objects.create(
-                account=account, project=project, month=month, spent_nano=fee
-            )
-        if project.monthly_cap_nano and fee and not crossed:
-            after = project_rows.values_list("spent_nano", flat=True).first() or fee
-            crossed = spend_crossed_a_level(
-                before=after - fee, after=after, limit=project.monthly_cap_nano
-            )
+    if project is not None and project.monthly_cap_nano and not crossed:
+        after = returned["project_month"]
+        crossed = spend_crossed_a_level(
+            before=after - fee, after=after, limit=project.monthly_cap_nano
+        )
     if crossed:
         schedule_evaluation(account.pk)

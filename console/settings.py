@@ -104,6 +104,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The API's views skip the rest (its docstring says why; the security headers stay).
+    "console.middleware.gateway_fast_path",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -440,5 +442,8 @@ LOGGING = {
         # WeasyPrint logs every rendering step at INFO.
         "weasyprint": {"level": "WARNING"},
         "fontTools": {"level": "WARNING"},
+        # httpx tells of every upstream call at INFO: a line per gateway request, which the
+        # usage record already keeps.
+        "httpx": {"level": "WARNING"},
     },
 }

@@ -23,12 +23,10 @@ from billing.models import UsageRecord
 from billing.rollups import usage_record_write
 from billing.selectors import (
     Estimate,
-    account_month_spend,
+    admission_facts,
     estimate_request,
     may_admit,
-    project_month_spend,
 )
-from billing.services import charge_usage
 from console.shared_state import shared_state
 from gateway import errors
 from gateway.models import UpstreamRoute
@@ -163,24 +161,58 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     return Admitted(auth, route, estimate, request_id, reserved, headers)
 
 
+def admit_request(
+    *,
+    header: str | None,
+    body,
+    invalid: tuple[errors.Refusal, str] | None,
+    request_id: str,
+    client_request_id: str,
+    stream: bool,
+) -> Admitted | Refused:
+    """The API's way in, in one thread call from the async view (each call is a thread hop
+    that showed in the gateway's profile): the key, the body's check (`invalid`, done by
+    the view), admission, and the usage record of a refusal that passed authentication."""
+    auth = authenticate(header)
+    if isinstance(auth, Refused):
+        refused = auth
+    elif invalid is not None:
+        refused = Refused(invalid[0], auth, invalid[1])
+    else:
+        refused = admit(auth=auth, body=body, request_id=request_id)
+        if isinstance(refused, Admitted):
+            return refused
+    record_refusal(
+        refused=refused,
+        request_id=request_id,
+        body=body if isinstance(body, dict) else None,
+        client_request_id=client_request_id,
+        stream=stream,
+    )
+    return refused
+
+
 def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token: str):
     """Decide the money side of admission and reserve the estimate, atomically per key:
     a request is admitted while what is reserved stays below the room (balance, budget or
     cap left), so concurrent admissions cannot share the same room. Returns (refusal or
     None, amount reserved)."""
     account, project = auth.account, auth.project
-    admission = may_admit(account=account, estimate=estimate)
+    # Wallet, packs and month spend in one query (free requests need none of it).
+    facts = (
+        admission_facts(account=account, project_id=project.pk, model=estimate.model)
+        if estimate.cost_nano
+        else None
+    )
+    admission = may_admit(account=account, estimate=estimate, facts=facts)
     if not admission.allowed:
         return errors.ARREARS, 0
     if admission.pack_covered or not estimate.cost_nano:
         # Pack-covered and free requests cost no money: no reservation, caps never apply.
         return None, 0
-    from billing.models import Wallet
-
-    wallet = Wallet.objects.get(account=account)
-    room, refusal = wallet.recharge_nano + wallet.bonus_nano, errors.ARREARS
+    room, refusal = facts.recharge_nano + facts.bonus_nano, errors.ARREARS
     if account.monthly_budget_nano and account.budget_mode == "block":
-        budget_room = account.monthly_budget_nano - account_month_spend(account=account)
+        budget_room = account.monthly_budget_nano - facts.account_month_spend_nano
         if budget_room < room:
             room, refusal = budget_room, errors.ACCOUNT_BUDGET
     account_key, project_key = _reservation_keys(auth)
@@ -188,12 +220,7 @@ def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token:
     if not state.hold(account_key, token=token, amount=cost, ceiling=room, ttl_seconds=ttl):
         return refusal, 0
     if project.monthly_cap_nano and project.cap_mode == "block":
-        try:
-            spent = project_month_spend(account=account).get(project.pk, 0)
-        except BaseException:
-            _forget(state.hold_release, account_key, token=token)
-            raise
-        cap_room = project.monthly_cap_nano - spent
+        cap_room = project.monthly_cap_nano - facts.project_month_spend_nano
         if not state.hold(project_key, token=token, amount=cost, ceiling=cap_room, ttl_seconds=ttl):
             state.hold_release(account_key, token=token)
             return errors.PROJECT_CAP, 0
@@ -274,44 +301,8 @@ def settle(
     auth = admitted.auth
     now = at or timezone.now()
     with transaction.atomic():
-        charge = None
-        if outcome.forwarded and outcome.status == 200:
-            charge = charge_usage(
-                account=auth.account,
-                model=body["model"],
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                request_id=admitted.request_id,
-                project=auth.project,
-                at=now,
-            )
-        record = usage_record_write(
-            account=auth.account,
-            project=auth.project,
-            api_key=auth.key,
-            source=_source(auth),
-            request_id=admitted.request_id,
-            client_request_id=client_request_id,
-            model=body["model"],
-            stream=stream,
-            status=outcome.status,
-            code=outcome.code,
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-            pack_tokens=sum(u.input_tokens + u.output_tokens for u in charge.packs)
-            if charge
-            else 0,
-            input_price_nano=charge.input_price_nano if charge else 0,
-            output_price_nano=charge.output_price_nano if charge else 0,
-            fee_nano=charge.fee_nano if charge else 0,
-            recharge_nano=charge.recharge_nano if charge else 0,
-            bonus_nano=charge.bonus_nano if charge else 0,
-            arrears_nano=charge.arrears_nano if charge else 0,
-            estimated=outcome.estimated,
-            latency_ms=outcome.latency_ms,
-            first_token_ms=outcome.first_token_ms,
-            created_at=now,
-        )
+        # The prompt log first: it locks nothing another request waits for, so its (large)
+        # row goes in before the account's hot rows are locked, not while they are.
         if outcome.forwarded:
             prompt_log_write(
                 account=auth.account,
@@ -329,6 +320,33 @@ def settle(
                 first_token_ms=outcome.first_token_ms,
                 created_at=now,
             )
+        charged = outcome.forwarded and outcome.status == 200
+        # The charge, the usage record and its roll-ups: one round trip under the locks.
+        record = usage_record_write(
+            charge={
+                "model": body["model"],
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+            }
+            if charged
+            else None,
+            account=auth.account,
+            project=auth.project,
+            api_key=auth.key,
+            source=_source(auth),
+            request_id=admitted.request_id,
+            client_request_id=client_request_id,
+            model=body["model"],
+            stream=stream,
+            status=outcome.status,
+            code=outcome.code,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            estimated=outcome.estimated,
+            latency_ms=outcome.latency_ms,
+            first_token_ms=outcome.first_token_ms,
+            created_at=now,
+        )
     if auth.key is not None:
         # Committed: a last-used time Redis cannot take now must not turn the answer into
         # an error (the request is charged either way).

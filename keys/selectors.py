@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from console.models import Account
+from console.models import Account, Tier
 from keys.models import ApiKey
 from keys.services import secret_hash
 from projects.models import Project
@@ -39,7 +39,7 @@ class Refused:
 
 @sensitive_variables("raw_key", "match")
 def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
-    """Check a presented key. One indexed query (key, project and account joined); no cache,
+    """Check a presented key. One indexed query (key, project, account and tier joined); no cache,
     so a revocation is seen by the very next request in every process."""
     match = _KEY_SHAPE.fullmatch(raw_key or "")
     if match is None:
@@ -67,13 +67,15 @@ def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
 # The gateway calls the lookup on every request. A profile showed the ORM compiling the
 # three-table query (select_related) take longer than the database round trip, so the SQL is
 # built once from the models' own metadata and rows become model instances with from_db.
-_MODELS = (ApiKey, Project, Account)
+# The account's tier comes along: admission reads its limits, and a lazy load of it was one
+# more round trip per gateway request.
+_MODELS = (ApiKey, Project, Account, Tier)
 
 
 @functools.cache
 def _lookup_sql() -> tuple[str, tuple[tuple[str, ...], ...]]:
     quote = connection.ops.quote_name
-    aliases = ("k", "p", "a")
+    aliases = ("k", "p", "a", "t")
     columns, attnames = [], []
     for alias, model in zip(aliases, _MODELS, strict=True):
         fields = model._meta.concrete_fields
@@ -83,6 +85,7 @@ def _lookup_sql() -> tuple[str, tuple[tuple[str, ...], ...]]:
         f"SELECT {', '.join(columns)} FROM {quote(ApiKey._meta.db_table)} k "  # noqa: S608
         f"JOIN {quote(Project._meta.db_table)} p ON p.{quote('id')} = k.{quote('project_id')} "
         f"JOIN {quote(Account._meta.db_table)} a ON a.{quote('id')} = k.{quote('account_id')} "
+        f"JOIN {quote(Tier._meta.db_table)} t ON t.{quote('id')} = a.{quote('tier_id')} "
         f"WHERE k.{quote('key_id')} = %s"
     )
     return sql, tuple(attnames)
@@ -107,8 +110,8 @@ def _key_with_project_and_account(key_id: str) -> ApiKey | None:
         values = [_aware(value) for value in row[start : start + len(names)]]
         instances.append(model.from_db(connection.alias, names, values))
         start += len(names)
-    key, project, account = instances
-    key.project, key.account, project.account = project, account, account
+    key, project, account, tier = instances
+    key.project, key.account, project.account, account.tier = project, account, account, tier
     return key
 
 
