@@ -6,8 +6,9 @@ second it serves, stream and non-stream, at concurrency 1, 16 and 64, against
   reservation in Redis, the upstream over HTTP, then charge, usage record, roll-ups and prompt
   log committed before the response ends), 2 uvicorn workers, all traffic on one account;
 - **litellm**: LiteLLM's proxy (bench/litellm-requirements.txt, its own virtualenv under
-  var/bench/litellm, installed from PyPI on first use) in pass-through mode: a master key, no
-  database, so no virtual keys, budgets, spend logs or rate limits; 2 workers.
+  ~/.cache/bigmodel-console-bench/litellm, installed from PyPI on first use) in pass-through
+  mode: a master key, no database, so no virtual keys, budgets, spend logs or rate limits;
+  2 workers.
 
 Both proxies forward to the same upstream over HTTP. The load comes from `wrk` (C, one
 connection per concurrent client, kept alive), so the load generator costs little of the two
@@ -43,7 +44,12 @@ BODY = {
     "max_tokens": 50,
 }
 LITELLM_KEY = "sk-bench-litellm"
-VENV = common.ROOT / "var" / "bench" / "litellm"
+# Outside the checkout: a third-party tree in the project folder would be read by every
+# project-wide search (assets, secrets, duplicates) as if it were ours.
+VENV = Path(
+    os.environ.get("BENCH_LITELLM_VENV")
+    or Path.home() / ".cache" / "bigmodel-console-bench" / "litellm"
+)
 REQUIREMENTS = common.ROOT / "bench" / "litellm-requirements.txt"
 # What the peer, run this way, does not do and our gateway does on every request above.
 NOT_IN_LITELLM = [
@@ -62,7 +68,7 @@ def litellm_python() -> Path:
     python = VENV / "bin" / "python"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    print("installing LiteLLM into var/bench/litellm (once; about a minute)", flush=True)
+    print(f"installing LiteLLM into {VENV} (once; about a minute)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
     subprocess.run(
         [
