@@ -9,6 +9,11 @@ is reserved. Settlement charges the real usage and releases the reservation. So 
 cap, or the balance, can be overrun by at most what was in flight beyond the estimates —
 concretely, by at most the sum over in-flight requests of (actual cost − estimated cost),
 which is zero when clients send max_tokens, plus one request admitted at the edge.
+
+Resource packs are held the same way, in tokens: a request the pack tokens no other request
+holds can cover holds its estimated tokens and costs no money (no reservation, caps do not
+apply); any other request takes the money path above, arrears and caps included
+(docs/decisions.md, "Issue 20: resource-pack token holds").
 """
 
 import logging
