@@ -276,9 +276,15 @@ class AdmissionFacts:
     recharge_nano: int
     bonus_nano: int
     arrears_nano: int
-    pack_tokens: int  # open packs that apply to the model
+    model_pack_tokens: int  # open packs for this model only (settlement draws them first)
+    general_pack_tokens: int  # open packs for any model
     account_month_spend_nano: int
     project_month_spend_nano: int
+
+    @property
+    def pack_tokens(self) -> int:
+        """Open packs that apply to the model."""
+        return self.model_pack_tokens + self.general_pack_tokens
 
 
 @functools.cache
@@ -287,17 +293,22 @@ def _admission_sql() -> str:
 
     quote = connection.ops.quote_name
     packs = quote(ResourcePack._meta.db_table)
+    # The packs for this model and the general ones apart, in one pass over the account's
+    # open packs: admission holds them per scope, in the order settlement draws them.
     return (
         "SELECT w.recharge_nano, w.bonus_nano, w.arrears_nano, "  # noqa: S608
-        f"(SELECT COALESCE(SUM(tokens_remaining), 0) FROM {packs} WHERE account_id = %s "
-        "AND closed_at IS NULL AND expires_at > %s AND tokens_remaining > 0 "
-        "AND (model = %s OR model = '')), "
+        "COALESCE(p.model_tokens, 0), COALESCE(p.general_tokens, 0), "
         f"(SELECT spent_nano FROM {quote(AccountMonthSpend._meta.db_table)} "
         "WHERE account_id = %s AND month = %s), "
         f"(SELECT spent_nano FROM {quote(ProjectMonthSpend._meta.db_table)} "
         "WHERE account_id = %s AND project_id = %s AND month = %s) "
-        f"FROM (SELECT 1 AS one) AS one LEFT JOIN {quote(Wallet._meta.db_table)} w "
-        "ON w.account_id = %s"
+        "FROM (SELECT "
+        "SUM(CASE WHEN model = '' THEN 0 ELSE tokens_remaining END) AS model_tokens, "
+        "SUM(CASE WHEN model = '' THEN tokens_remaining ELSE 0 END) AS general_tokens "
+        f"FROM {packs} WHERE account_id = %s "
+        "AND closed_at IS NULL AND expires_at > %s AND tokens_remaining > 0 "
+        "AND (model = %s OR model = '')) AS p "
+        f"LEFT JOIN {quote(Wallet._meta.db_table)} w ON w.account_id = %s"
     )
 
 
@@ -308,16 +319,18 @@ def admission_facts(*, account: Account, project_id: int, model: str) -> Admissi
     ops = connection.ops
     now = ops.adapt_datetimefield_value(timezone.now())
     month = ops.adapt_datefield_value(current_month(account=account))
-    params = [account.pk, now, model, account.pk, month, account.pk, project_id, month]
+    params = [account.pk, month, account.pk, project_id, month, account.pk, now, model]
     with connection.cursor() as cursor:
         cursor.execute(_admission_sql(), [*params, account.pk])
-        recharge, bonus, arrears, packs, account_spent, project_spent = cursor.fetchone()
+        row = cursor.fetchone()
+    recharge, bonus, arrears, model_packs, general_packs, account_spent, project_spent = row
     return AdmissionFacts(
         has_wallet=recharge is not None,
         recharge_nano=int(recharge or 0),
         bonus_nano=int(bonus or 0),
         arrears_nano=int(arrears or 0),
-        pack_tokens=int(packs or 0),
+        model_pack_tokens=int(model_packs or 0),
+        general_pack_tokens=int(general_packs or 0),
         account_month_spend_nano=int(account_spent or 0),
         project_month_spend_nano=int(project_spent or 0),
     )
@@ -329,20 +342,24 @@ def may_admit(
     estimate: Estimate,
     reserved_nano: int = 0,
     facts: AdmissionFacts | None = None,
+    pack_tokens: int | None = None,
 ) -> Admission:
     """DESIGN.md's rule. Free models always pass; a request the applicable packs can cover
     passes; otherwise arrears refuse, and the balance less what is reserved in flight must
     be above zero (the charge may then overshoot into arrears by at most one request).
-    `facts`: admission_facts already read (the gateway reads them once for everything)."""
+    `facts`: admission_facts already read (the gateway reads them once for everything).
+    `pack_tokens`: the applicable pack tokens this request may count on, which for the
+    gateway are those no request in flight holds (its pack hold says how many were free);
+    None: every applicable open pack token."""
     from django.db.models import Q, Sum
 
     from billing.models import Wallet
 
     if estimate.cost_nano == 0:
         return Admission(True, "free")
-    if facts is not None:
+    if pack_tokens is None and facts is not None:
         pack_tokens = facts.pack_tokens
-    else:
+    elif pack_tokens is None:
         pack_tokens = (
             open_packs(account=account)
             .filter(Q(model=estimate.model) | Q(model=""))

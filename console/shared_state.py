@@ -28,6 +28,13 @@ class WindowResult:
     reset_seconds: float
 
 
+@dataclass(frozen=True)
+class SplitHold:
+    granted: bool
+    parts: tuple[int, ...]  # what was held under each key, in order (all 0 when refused)
+    free: int  # what was free under all the keys together, before this hold
+
+
 class SharedState(Protocol):
     def hit_window(self, key: str, *, limit: int, window_seconds: int) -> WindowResult:
         """Count one event in the current fixed window; refused (and not counted) at `limit`."""
@@ -55,6 +62,22 @@ class SharedState(Protocol):
         Each hold expires on its own after the TTL, so one a killed process never gave back
         is gone by then however many holds come after it (a single counter whose TTL every
         request refreshes would keep it for as long as traffic goes on)."""
+
+    def hold_within(
+        self,
+        keys: tuple[str, ...],
+        *,
+        token: str,
+        amount: int,
+        capacities: tuple[int, ...],
+        ttl_seconds: float,
+    ) -> "SplitHold":
+        """Atomically: if what is free under `keys` together (each key's capacity less what is
+        held under it) covers `amount`, hold it all for `token`, taking from the keys in
+        order, each as much as it has free; otherwise change nothing. Unlike `hold`'s
+        ceiling, which one request may cross, the amount must fit: a quantity such as pack
+        tokens, not a limit. The holds are `hold`'s (released by `hold_release`, summed by
+        `held`, each expiring after the TTL)."""
 
     def hold_release(self, key: str, *, token: str) -> None:
         """Give the token's hold back; releasing twice, or after expiry, is harmless."""
@@ -127,6 +150,39 @@ return 1
 """
 )
 
+# Holds that must fit: the keys' live holds summed, then the amount taken from the keys in
+# order. ARGV: token, amount, TTL, then one capacity per key.
+_HOLD_WITHIN = (
+    _NOW
+    + """
+local free = {}
+local total_free = 0
+for index, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local held = 0
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    held = held + tonumber(string.match(member, ':(%d+)$'))
+  end
+  free[index] = math.max(tonumber(ARGV[3 + index]) - held, 0)
+  total_free = total_free + free[index]
+end
+local left = tonumber(ARGV[2])
+if total_free < left then return {0, total_free} end
+local result = {1, total_free}
+for index, key in ipairs(KEYS) do
+  local part = math.min(left, free[index])
+  if part > 0 then
+    -- %d: Lua would write a large number as 1e+14, which the sums could not read back.
+    redis.call('ZADD', key, now + tonumber(ARGV[3]), ARGV[1] .. ':' .. string.format('%d', part))
+    redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[3]) * 1000) + 1000)
+  end
+  left = left - part
+  result[index + 2] = part
+end
+return result
+"""
+)
+
 _HOLD_RELEASE = """
 local prefix = ARGV[1] .. ':'
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -164,6 +220,7 @@ class RedisState:
         self._slot_acquire = self.client.register_script(_SLOT_ACQUIRE)
         self._slot_count = self.client.register_script(_SLOT_COUNT)
         self._hold = self.client.register_script(_HOLD)
+        self._hold_within = self.client.register_script(_HOLD_WITHIN)
         self._hold_release = self.client.register_script(_HOLD_RELEASE)
         self._held = self.client.register_script(_HELD)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
@@ -203,6 +260,23 @@ class RedisState:
         return bool(
             self._hold(keys=[self._key(key)], args=[token, int(amount), limit, ttl_seconds])
         )
+
+    def hold_within(
+        self,
+        keys: tuple[str, ...],
+        *,
+        token: str,
+        amount: int,
+        capacities: tuple[int, ...],
+        ttl_seconds: float,
+    ) -> SplitHold:
+        result = self._hold_within(
+            keys=[self._key(key) for key in keys],
+            args=[token, int(amount), ttl_seconds, *(int(capacity) for capacity in capacities)],
+        )
+        if not result[0]:
+            return SplitHold(False, (0,) * len(keys), int(result[1]))
+        return SplitHold(True, tuple(int(part) for part in result[2:]), int(result[1]))
 
     def hold_release(self, key: str, *, token: str) -> None:
         self._hold_release(keys=[self._key(key)], args=[token])
@@ -304,6 +378,32 @@ class LocalState:
                 return False
             holds[token] = (int(amount), now + ttl_seconds)
             return True
+
+    def hold_within(
+        self,
+        keys: tuple[str, ...],
+        *,
+        token: str,
+        amount: int,
+        capacities: tuple[int, ...],
+        ttl_seconds: float,
+    ) -> SplitHold:
+        with self._lock:
+            now = self._clock()
+            free = [
+                max(int(capacity) - sum(held for held, _ in self._live_holds(key, now).values()), 0)
+                for key, capacity in zip(keys, capacities, strict=True)
+            ]
+            if sum(free) < amount:
+                return SplitHold(False, (0,) * len(keys), sum(free))
+            parts, left = [], int(amount)
+            for key, available in zip(keys, free, strict=True):
+                part = min(left, available)
+                if part > 0:
+                    self._holds[key][token] = (part, now + ttl_seconds)
+                parts.append(part)
+                left -= part
+            return SplitHold(True, tuple(parts), sum(free))
 
     def hold_release(self, key: str, *, token: str) -> None:
         with self._lock:

@@ -9,6 +9,11 @@ is reserved. Settlement charges the real usage and releases the reservation. So 
 cap, or the balance, can be overrun by at most what was in flight beyond the estimates —
 concretely, by at most the sum over in-flight requests of (actual cost − estimated cost),
 which is zero when clients send max_tokens, plus one request admitted at the edge.
+
+Resource packs are held the same way, in tokens: a request the pack tokens no other request
+holds can cover holds its estimated tokens and costs no money (no reservation, caps do not
+apply); any other request takes the money path above, arrears and caps included
+(docs/decisions.md, "Issue 20: resource-pack token holds").
 """
 
 import logging
@@ -61,6 +66,8 @@ class Admitted:
     request_id: str
     reserved_nano: int
     rate_headers: dict = field(default_factory=dict)
+    # The pack-hold keys this request holds tokens under (pack_hold_keys), if packs cover it.
+    pack_keys: tuple[str, ...] = ()
 
     @property
     def account(self):
@@ -105,6 +112,13 @@ def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
     return reservation_keys(account_id=auth.account.pk, project_id=auth.project.pk)
 
 
+def pack_hold_keys(*, account_id: int, model: str) -> tuple[str, str]:
+    """The shared-state keys of the pack tokens held for an account's requests in flight, in
+    the order settlement draws packs: those for this model only, then the general ones
+    (shared by every model). Holds as for money: one per request, each with its TTL."""
+    return f"hold:packs:{account_id}:{model}", f"hold:packs:{account_id}:*"
+
+
 def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
     """Everything between a valid key and the upstream call. On success a concurrency slot
     is held and the estimate reserved: `release` must follow on every path."""
@@ -143,7 +157,7 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     if not acquired:
         return Refused(errors.CONCURRENCY, auth, rate_headers=headers)
     try:
-        refusal, reserved = _reserve(
+        refusal, reserved, pack_keys = _reserve(
             auth=auth, estimate=estimate, state=state, ttl=ttl, token=request_id
         )
     except DatabaseError:
@@ -158,7 +172,7 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     if refusal is not None:
         state.slot_release(f"conc:{account.pk}", token=request_id)
         return Refused(refusal, auth, rate_headers=headers)
-    return Admitted(auth, route, estimate, request_id, reserved, headers)
+    return Admitted(auth, route, estimate, request_id, reserved, headers, pack_keys=pack_keys)
 
 
 def admit_request(
@@ -192,24 +206,48 @@ def admit_request(
     return refused
 
 
+def _hold_packs(*, account, estimate: Estimate, facts, state, ttl: int, token: str):
+    """Hold the estimate's tokens of the applicable packs, if the tokens no request in flight
+    holds cover all of it (model-specific packs first, then general ones, the order
+    settlement draws them). Returns (the keys held under, the un-held tokens there were)."""
+    tokens = estimate.input_tokens + estimate.output_tokens
+    if facts.pack_tokens < tokens:
+        return (), facts.pack_tokens  # not even the whole packs: no need to ask
+    keys = pack_hold_keys(account_id=account.pk, model=estimate.model)
+    held = state.hold_within(
+        keys,
+        token=token,
+        amount=tokens,
+        capacities=(facts.model_pack_tokens, facts.general_pack_tokens),
+        ttl_seconds=ttl,
+    )
+    return tuple(key for key, part in zip(keys, held.parts, strict=True) if part), held.free
+
+
 def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token: str):
     """Decide the money side of admission and reserve the estimate, atomically per key:
     a request is admitted while what is reserved stays below the room (balance, budget or
-    cap left), so concurrent admissions cannot share the same room. Returns (refusal or
-    None, amount reserved)."""
+    cap left), so concurrent admissions cannot share the same room. Pack tokens are held
+    the same way, except that the estimate must fit in what no other request holds: a
+    request that fits costs no money (no money reserved, caps never apply); one that does
+    not takes the money path with every check, reserving its whole estimate. Returns
+    (refusal or None, amount reserved, pack-hold keys)."""
     account, project = auth.account, auth.project
-    # Wallet, packs and month spend in one query (free requests need none of it).
-    facts = (
-        admission_facts(account=account, project_id=project.pk, model=estimate.model)
-        if estimate.cost_nano
-        else None
+    if not estimate.cost_nano:
+        # Free models cost nothing and consume no pack: nothing to read, nothing to hold.
+        return None, 0, ()
+    # Wallet, packs and month spend in one query.
+    facts = admission_facts(account=account, project_id=project.pk, model=estimate.model)
+    pack_keys, free_pack_tokens = _hold_packs(
+        account=account, estimate=estimate, facts=facts, state=state, ttl=ttl, token=token
     )
-    admission = may_admit(account=account, estimate=estimate, facts=facts)
+    admission = may_admit(
+        account=account, estimate=estimate, facts=facts, pack_tokens=free_pack_tokens
+    )
     if not admission.allowed:
-        return errors.ARREARS, 0
-    if admission.pack_covered or not estimate.cost_nano:
-        # Pack-covered and free requests cost no money: no reservation, caps never apply.
-        return None, 0
+        return errors.ARREARS, 0, ()
+    if admission.pack_covered:
+        return None, 0, pack_keys
     room, refusal = facts.recharge_nano + facts.bonus_nano, errors.ARREARS
     if account.monthly_budget_nano and account.budget_mode == "block":
         budget_room = account.monthly_budget_nano - facts.account_month_spend_nano
@@ -218,15 +256,20 @@ def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token:
     account_key, project_key = _reservation_keys(auth)
     cost = estimate.cost_nano
     if not state.hold(account_key, token=token, amount=cost, ceiling=room, ttl_seconds=ttl):
-        return refusal, 0
+        return refusal, 0, ()
     if project.monthly_cap_nano and project.cap_mode == "block":
         cap_room = project.monthly_cap_nano - facts.project_month_spend_nano
         if not state.hold(project_key, token=token, amount=cost, ceiling=cap_room, ttl_seconds=ttl):
             state.hold_release(account_key, token=token)
-            return errors.PROJECT_CAP, 0
+            return errors.PROJECT_CAP, 0, ()
     else:
         state.hold(project_key, token=token, amount=cost, ttl_seconds=ttl)
-    return None, cost
+    return None, cost, ()
+
+
+def _release_packs(state, keys: tuple[str, ...], token: str) -> None:
+    for key in keys:
+        _forget(state.hold_release, key, token=token)
 
 
 def _forget(operation, *args, **kwargs) -> None:
@@ -249,6 +292,8 @@ def release(admitted: Admitted) -> None:
         _forget(state.hold_release, account_key, token=admitted.request_id)
         _forget(state.hold_release, project_key, token=admitted.request_id)
         admitted.reserved_nano = 0
+    _release_packs(state, admitted.pack_keys, admitted.request_id)
+    admitted.pack_keys = ()
     _forget(state.slot_release, f"conc:{admitted.account.pk}", token=admitted.request_id)
 
 

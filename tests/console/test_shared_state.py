@@ -116,3 +116,82 @@ def test_a_hash_keeps_the_last_write_and_drains_once(state):
     state.hash_set("last-used", "key2", "150")
     assert state.hash_drain("last-used") == {"key1": "200", "key2": "150"}
     assert state.hash_drain("last-used") == {}
+
+
+# --- Holds that must fit (resource-pack tokens, issue 20) -------------------------------------
+
+
+def fits(state, keys, token, amount, capacities, ttl=60) -> bool:
+    return state.hold_within(
+        keys, token=token, amount=amount, capacities=capacities, ttl_seconds=ttl
+    ).granted
+
+
+def test_a_fitting_hold_takes_from_the_keys_in_order_and_only_what_is_free(state):
+    keys = ("packs:model", "packs:general")
+    first = state.hold_within(keys, token="a", amount=60, capacities=(100, 100), ttl_seconds=60)
+    assert (first.granted, first.parts, first.free) == (True, (60, 0), 200)
+    second = state.hold_within(keys, token="b", amount=60, capacities=(100, 100), ttl_seconds=60)
+    assert (second.granted, second.parts, second.free) == (True, (40, 20), 140)
+    assert (state.held("packs:model"), state.held("packs:general")) == (100, 20)
+    # 80 free, 81 wanted: refused whole, nothing held, and the free total said.
+    refused = state.hold_within(keys, token="c", amount=81, capacities=(100, 100), ttl_seconds=60)
+    assert (refused.granted, refused.parts, refused.free) == (False, (0, 0), 80)
+    assert (state.held("packs:model"), state.held("packs:general")) == (100, 20)
+    # The exact rest fits; a key held past a capacity that shrank counts as no room.
+    exact = state.hold_within(keys, token="d", amount=80, capacities=(100, 100), ttl_seconds=60)
+    assert exact.granted and exact.parts == (0, 80)
+    shrunk = state.hold_within(keys, token="e", amount=1, capacities=(50, 100), ttl_seconds=60)
+    assert (shrunk.granted, shrunk.free) == (False, 0)
+    # Given back one key at a time, as `hold` is.
+    for key in keys:
+        state.hold_release(key, token="b")
+    assert (state.held("packs:model"), state.held("packs:general")) == (60, 80)
+
+
+def test_fitting_holds_large_amounts_sum_exactly(state):
+    keys = ("big",)
+    amount = 3 * 10**14  # Lua writes numbers this large as 3e+14 unless told otherwise
+    assert fits(state, keys, "a", amount, (10**15,))
+    assert state.held("big") == amount
+    assert fits(state, keys, "b", 7, (10**15,))
+    assert state.held("big") == amount + 7
+
+
+def test_concurrent_fitting_holds_never_hold_more_than_the_capacity(state):
+    granted = []
+    barrier = threading.Barrier(16)
+
+    def take(index):
+        barrier.wait()
+        keys = ("race:model", "race:general")
+        if fits(state, keys, f"t{index}", 30, (100, 50)):
+            granted.append(index)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 5  # 150 tokens: five holds of 30, not one more
+    assert state.held("race:model") + state.held("race:general") == 150
+
+
+def test_local_fitting_holds_expire_with_their_ttl():
+    clock = FakeClock()
+    state = LocalState(clock=clock)
+    keys = ("packs:model", "packs:general")
+    assert fits(state, keys, "killed", 90, (50, 50), ttl=30)
+    assert not fits(state, keys, "b", 20, (50, 50), ttl=30)
+    clock.now += 31
+    assert state.held("packs:model") == state.held("packs:general") == 0
+    assert fits(state, keys, "b", 100, (50, 50), ttl=30)
+
+
+def test_redis_fitting_holds_expire_with_their_ttl(redis_client):
+    state = RedisState(_url(redis_client), prefix=f"test:{uuid.uuid4().hex}:")
+    keys = ("packs:model", "packs:general")
+    assert fits(state, keys, "killed", 90, (50, 50), ttl=0.2)
+    assert not fits(state, keys, "b", 20, (50, 50), ttl=0.2)
+    time.sleep(0.3)
+    assert fits(state, keys, "b", 100, (50, 50), ttl=0.2)
