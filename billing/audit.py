@@ -19,7 +19,7 @@ from billing.models import (
     ResourcePack,
     Wallet,
 )
-from billing.selectors import current_month
+from billing.selectors import account_months
 from console.models import Account
 
 
@@ -72,24 +72,25 @@ def audit_account(account: Account) -> list[Mismatch]:
                 Mismatch(account.pk, f"pack {pack.pk} tokens", expected, pack.tokens_remaining)
             )
 
-    account_months, project_months = defaultdict(int), defaultdict(int)
+    months = account_months(account=account)
+    spent, project_spent = defaultdict(int), defaultdict(int)
     for at, fee, project_id in LedgerEntry.objects.filter(
         account=account, kind=LedgerEntry.Kind.CHARGE, fee_nano__gt=0
     ).values_list("created_at", "fee_nano", "project_id"):
-        month = current_month(account=account, now=at)
-        account_months[month] += fee
+        month = months.month_of(at)
+        spent[month] += fee
         if project_id:
-            project_months[(project_id, month)] += fee
+            project_spent[(project_id, month)] += fee
     stored_accounts = dict(
         AccountMonthSpend.objects.filter(account=account).values_list("month", "spent_nano")
     )
-    for month in set(account_months) | set(stored_accounts):
-        if account_months[month] != stored_accounts.get(month, 0):
+    for month in set(spent) | set(stored_accounts):
+        if spent[month] != stored_accounts.get(month, 0):
             problems.append(
                 Mismatch(
                     account.pk,
                     f"spend in {month:%Y-%m}",
-                    account_months[month],
+                    spent[month],
                     stored_accounts.get(month, 0),
                 )
             )
@@ -99,13 +100,13 @@ def audit_account(account: Account) -> list[Mismatch]:
             account=account
         ).values_list("project_id", "month", "spent_nano")
     }
-    for key in set(project_months) | set(stored_projects):
-        if project_months[key] != stored_projects.get(key, 0):
+    for key in set(project_spent) | set(stored_projects):
+        if project_spent[key] != stored_projects.get(key, 0):
             problems.append(
                 Mismatch(
                     account.pk,
                     f"project {key[0]} spend in {key[1]:%Y-%m}",
-                    project_months[key],
+                    project_spent[key],
                     stored_projects.get(key, 0),
                 )
             )

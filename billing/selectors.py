@@ -36,6 +36,57 @@ def month_bounds(*, time_zone: str, month: date) -> tuple[datetime, datetime]:
     )
 
 
+@dataclass(frozen=True)
+class AccountMonths:
+    """An account's billing months (docs/decisions.md, "Issue 20: the month of a charge"):
+    calendar months in its current time zone, except that a month whose statement is stored
+    keeps the bounds it was stated with, and the months beside it start or end there. So a
+    time-zone change moves the bounds of months not yet stated (the counters are rebuilt to
+    match), never a stated one, and every charge is in exactly one month."""
+
+    time_zone: str
+    stated: dict  # {month: (start, end)} of the stored statements
+
+    def bounds(self, month: date) -> tuple[datetime, datetime]:
+        if month in self.stated:
+            return self.stated[month]
+        start, end = month_bounds(time_zone=self.time_zone, month=month)
+        before, after = self.stated.get(previous_month(month)), self.stated.get(next_month(month))
+        return (before[1] if before else start, after[0] if after else end)
+
+    def month_of(self, moment: datetime) -> date:
+        month = current_month(account=Account(time_zone=self.time_zone), now=moment)
+        # A stated bound differs from the zone's by less than a day: one step at most.
+        start, end = self.bounds(month)
+        if moment < start:
+            return previous_month(month)
+        if moment >= end:
+            return next_month(month)
+        return month
+
+    @property
+    def last_stated(self) -> date | None:
+        return max(self.stated, default=None)
+
+
+def account_months(*, account: Account, time_zone: str | None = None) -> AccountMonths:
+    """`account`'s billing months (in `time_zone` instead of its own, to try a change)."""
+    from billing.models import Statement
+
+    stated = {}
+    for month, starts_at, ends_at, stated_zone in Statement.objects.filter(
+        account=account
+    ).values_list("month", "data__starts_at", "data__ends_at", "data__time_zone"):
+        if starts_at and ends_at:
+            stated[month] = (
+                datetime.fromisoformat(starts_at),
+                datetime.fromisoformat(ends_at),
+            )
+        else:  # stored before statements recorded their bounds: the zone's calendar month
+            stated[month] = month_bounds(time_zone=stated_zone or account.time_zone, month=month)
+    return AccountMonths(time_zone=time_zone or account.time_zone, stated=stated)
+
+
 def project_month_spend(*, account: Account, month: date | None = None) -> dict[int, int]:
     month = month or current_month(account=account)
     rows = ProjectMonthSpend.objects.filter(account=account, month=month)

@@ -792,7 +792,6 @@ def charge_usage(
         batch = [writes.insert_write(entry, name="entry", on_conflict="ON CONFLICT DO NOTHING")]
         for index, use in enumerate(uses):
             batch += _pack_use_writes(index, use)
-        month = None
         if fee:
             _after_balance_drop(wallet, recharge_part + bonus_part)
             batch.append(
@@ -805,8 +804,7 @@ def charge_usage(
                     gated=True,
                 )
             )
-            month = current_month(account=account, now=at)
-            batch += _month_spend_writes(account=account, project=project, fee=fee, month=month)
+            batch += _month_spend_writes(account=account, project=project, fee=fee, at=at)
         returned = writes.run(batch + extra)
         if returned["entry"] is None:
             if extra:
@@ -814,6 +812,13 @@ def charge_usage(
                 # (the usage record's own uniqueness fails it the same way).
                 raise IntegrityError(f"request {request_id} was charged concurrently")
             return _replay(account, request_id)
+        if fee and returned["account_month"] is None:
+            # The time zone changed (and the counters were rebuilt) after this request loaded
+            # its account: count it in the month of the zone in force now.
+            account.refresh_from_db(fields=["time_zone"])
+            returned = writes.run(
+                _month_spend_writes(account=account, project=project, fee=fee, at=at, gate=False)
+            )
         if fee:
             _month_spend_alerts(account=account, project=project, fee=fee, returned=returned)
             mark_money_moved(account, at)
@@ -840,20 +845,30 @@ def _pack_use_writes(index: int, use: PackUse) -> list:
     ]
 
 
-def _month_spend_writes(*, account: Account, project, fee: int, month) -> list:
+def _month_spend_writes(*, account: Account, project, fee: int, at: datetime, gate=True) -> list:
     """Month-to-date counters as upserts returning the new total (the wallet lock
-    serialises an account's charges, so they never race each other)."""
-    day = connection.ops.adapt_datefield_value(month)
+    serialises an account's charges, so they never race each other).
+
+    The month is the calendar month of `at` in the account's time zone as this request
+    loaded it; the upserts happen only if that is still the account's zone (a zone change
+    takes the wallet lock and rebuilds the counters, so it commits before this statement
+    starts or waits for this charge to commit). Otherwise they return nothing and the caller
+    writes them again in the zone in force (`gate=False`: outside the charge's batch)."""
+    day = connection.ops.adapt_datefield_value(current_month(account=account, now=at))
+    condition = "EXISTS (SELECT 1 FROM console_account WHERE id = %s AND time_zone = %s)"
+    if gate:
+        condition = "{exists} AND " + condition
+    same_zone = [account.pk, account.time_zone]
     batch = [
         writes.Write(
             "account_month",
             "INSERT INTO billing_accountmonthspend (account_id, month, spent_nano)"
-            " SELECT %s, %s, %s WHERE {exists} ON CONFLICT (account_id, month)"
+            f" SELECT %s, %s, %s WHERE {condition} ON CONFLICT (account_id, month)"
             " DO UPDATE SET spent_nano = billing_accountmonthspend.spent_nano"
             " + EXCLUDED.spent_nano",
-            [account.pk, day, fee],
+            [account.pk, day, fee, *same_zone],
             returning="spent_nano",
-            gated=True,
+            gated=gate,
         )
     ]
     if project is not None:
@@ -861,12 +876,12 @@ def _month_spend_writes(*, account: Account, project, fee: int, month) -> list:
             writes.Write(
                 "project_month",
                 "INSERT INTO billing_projectmonthspend (account_id, project_id, month, spent_nano)"
-                " SELECT %s, %s, %s, %s WHERE {exists} ON CONFLICT (project_id, month)"
+                f" SELECT %s, %s, %s, %s WHERE {condition} ON CONFLICT (project_id, month)"
                 " DO UPDATE SET spent_nano = billing_projectmonthspend.spent_nano"
                 " + EXCLUDED.spent_nano",
-                [account.pk, project.pk, day, fee],
+                [account.pk, project.pk, day, fee, *same_zone],
                 returning="spent_nano",
-                gated=True,
+                gated=gate,
             )
         )
     return batch
@@ -890,3 +905,81 @@ def _month_spend_alerts(*, account: Account, project, fee: int, returned: dict) 
         )
     if crossed:
         schedule_evaluation(account.pk)
+
+
+# --- A time-zone change and the month counters ---------------------------------------------
+
+
+def time_zone_change_check(*, account: Account, time_zone: str, now: datetime | None = None):
+    """Refuse a time zone in which it is still a month whose statement is stored: a stated
+    month is closed for good, so the new zone's current month must come after it. Moving
+    west on the 1st, that is a wait of a few hours (until the 1st begins there too)."""
+    from billing.selectors import account_months, month_bounds
+
+    months = account_months(account=account, time_zone=time_zone)
+    month = current_month(account=Account(time_zone=time_zone), now=now)
+    if months.last_stated is None or month > months.last_stated:
+        return
+    _start, end = month_bounds(time_zone=time_zone, month=months.last_stated)
+    raise ServiceError(
+        _(
+            "The statement for %(month)s has been issued, and in %(zone)s that month has not "
+            "ended yet: you can switch to this time zone from %(when)s."
+        )
+        % {
+            "month": f"{months.last_stated:%Y-%m}",
+            "zone": time_zone,
+            "when": f"{end:%Y-%m-%d %H:%M} ({time_zone})",
+        }
+    )
+
+
+def month_spend_rebuild(*, account: Account, now: datetime | None = None) -> int:
+    """Recompute the month-to-date counters of every month not yet stated from the ledger,
+    in the account's billing months (`account_months`), after its time zone changed.
+
+    The caller holds the wallet lock (every charge takes it before writing a counter), so no
+    charge is counted twice or lost. Stated months keep their bounds, so their counters do
+    not move. Returns the number of months written."""
+    from django.db.models import Sum
+
+    from billing.models import AccountMonthSpend, ProjectMonthSpend
+    from billing.selectors import account_months, next_month
+
+    months = account_months(account=account)
+    charges = LedgerEntry.objects.filter(
+        account=account, kind=LedgerEntry.Kind.CHARGE, fee_nano__gt=0
+    )
+    AccountMonthSpend.objects.filter(account=account).exclude(month__in=months.stated).delete()
+    ProjectMonthSpend.objects.filter(account=account).exclude(month__in=months.stated).delete()
+    first = charges.order_by("created_at").values_list("created_at", flat=True).first()
+    if first is None:
+        return 0
+    latest = charges.order_by("-created_at").values_list("created_at", flat=True).first()
+    month = months.month_of(first)
+    last = max(months.month_of(latest), months.month_of(now or timezone.now()))
+    written = 0
+    while month <= last:
+        if month not in months.stated:
+            start, end = months.bounds(month)
+            per_project = dict(
+                charges.filter(created_at__gte=start, created_at__lt=end)
+                .values("project_id")
+                .annotate(total=Sum("fee_nano"))
+                .order_by()
+                .values_list("project_id", "total")
+            )
+            if per_project:
+                AccountMonthSpend.objects.create(
+                    account=account, month=month, spent_nano=sum(per_project.values())
+                )
+                ProjectMonthSpend.objects.bulk_create(
+                    ProjectMonthSpend(
+                        account=account, project_id=project_id, month=month, spent_nano=total
+                    )
+                    for project_id, total in per_project.items()
+                    if project_id is not None
+                )
+                written += 1
+        month = next_month(month)
+    return written

@@ -1,7 +1,9 @@
 """Monthly statements: consumption by project and model, and the money that moved.
 
 Everything comes from the ledger (the one truth about money), over the calendar month in
-the account's time zone. A closed month's statement is stored once as a snapshot (by the
+the account's time zone, bounded where a neighbouring month was already stated
+(`billing.selectors.account_months`: a time-zone change never leaves a charge out of every
+statement or puts it in two). A closed month's statement is stored once as a snapshot (by the
 job on the 1st, or on demand); the current month can be downloaded "so far", computed on
 each request and never stored.
 """
@@ -18,7 +20,13 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
 from billing.money import decimal_string
-from billing.selectors import current_month, month_bounds, next_month, previous_month
+from billing.selectors import (
+    account_months,
+    current_month,
+    month_bounds,
+    next_month,
+    previous_month,
+)
 from console.models import Account
 from console.spreadsheet import csv_cell
 from projects.models import Project
@@ -35,7 +43,7 @@ def _balance_before(account: Account, at: datetime) -> dict[str, int]:
 
 def statement_data(*, account: Account, month: date) -> dict:
     """The statement's contents as plain JSON values (integers of nano, token counts)."""
-    start, end = month_bounds(time_zone=account.time_zone, month=month)
+    start, end = account_months(account=account).bounds(month)
     entries = LedgerEntry.objects.filter(account=account, created_at__gte=start, created_at__lt=end)
     charges = entries.filter(kind=LedgerEntry.Kind.CHARGE)
     rows = {}
@@ -110,6 +118,8 @@ def statement_data(*, account: Account, month: date) -> dict:
         "currency": account.currency,
         "month": month.isoformat(),
         "time_zone": account.time_zone,
+        "starts_at": start.isoformat(),
+        "ends_at": end.isoformat(),
         "lines": lines,
         "totals": totals,
         "movements": {
@@ -127,9 +137,11 @@ def statement_data(*, account: Account, month: date) -> dict:
     }
 
 
-def statement_generate(*, account: Account, month: date) -> tuple[Statement, bool]:
+def statement_generate(
+    *, account: Account, month: date, now: datetime | None = None
+) -> tuple[Statement, bool]:
     """Store a closed month's statement (once: a second call returns the first)."""
-    if month >= current_month(account=account):
+    if month >= current_month(account=account, now=now):
         raise ValueError("only a month that has ended gets a stored statement")
     existing = Statement.objects.filter(account=account, month=month).first()
     if existing is not None:
@@ -142,7 +154,7 @@ def statement_generate(*, account: Account, month: date) -> tuple[Statement, boo
                     month=month,
                     currency=account.currency,
                     data=statement_data(account=account, month=month),
-                    generated_at=timezone.now(),
+                    generated_at=now or timezone.now(),
                 ),
                 True,
             )
@@ -174,7 +186,7 @@ def statements_generate_due(*, now: datetime | None = None) -> int:
             pk__in=Statement.objects.filter(month=month).values("account_id")
         )
         for account in due.iterator():
-            _statement, created = statement_generate(account=account, month=month)
+            _statement, created = statement_generate(account=account, month=month, now=now)
             made += created
     return made
 

@@ -60,6 +60,19 @@ class AccountAdminForm(forms.ModelForm):
         model = Account
         fields = ["name", "time_zone"]
 
+    def clean_time_zone(self):
+        """The owner's rule: no zone in which a stated month is still going on."""
+        from billing.services import time_zone_change_check
+        from console.services import ServiceError
+
+        time_zone = self.cleaned_data["time_zone"]
+        if self.instance.pk and time_zone != self.instance.time_zone:
+            try:
+                time_zone_change_check(account=self.instance, time_zone=time_zone)
+            except ServiceError as error:
+                raise forms.ValidationError(str(error)) from error
+        return time_zone
+
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
@@ -95,6 +108,24 @@ class AccountAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     change_form_template = "admin/console/account/change_form.html"
     change_list_template = "admin/console/account/change_list.html"
+
+    def save_model(self, request, obj, form, change):
+        """Through the owner's service: a time-zone change rebuilds the month counters and
+        the daily roll-ups, and is audited."""
+        from console.services import account_update
+        from console.views import client_ip
+
+        if not change:
+            return super().save_model(request, obj, form, change)
+        account_update(
+            account=obj,
+            actor=request.user,
+            name=obj.name,
+            time_zone=obj.time_zone,
+            currency=obj.currency,
+            ip=client_ip(request),
+        )
+        return None
 
     def get_queryset(self, request):
         """Balances and this month's spend in the list's one query (no query per row)."""

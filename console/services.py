@@ -6,7 +6,7 @@ models directly.
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -207,8 +207,14 @@ def account_update(
     currency: str,
     store_prompt_content: bool | None = None,
     ip: str | None = None,
+    now: datetime | None = None,
 ) -> Account:
+    from billing.services import month_spend_rebuild, time_zone_change_check, wallet_lock
+
     with transaction.atomic():
+        # The wallet first, as every charge locks it (then the account, when money first
+        # moves): a time-zone change and a charge are serialised, in one order.
+        wallet_lock(account)
         locked = Account.objects.select_for_update().get(pk=account.pk)
         if currency != locked.currency and locked.currency_locked:
             raise ServiceError(
@@ -220,10 +226,15 @@ def account_update(
         changes = changed_fields(locked, **values)
         if not changes:
             return locked
+        if "time_zone" in changes:
+            time_zone_change_check(account=locked, time_zone=time_zone, now=now)
         for field, (_old, value) in changes.items():
             setattr(locked, field, value)
         locked.save(update_fields=list(changes))
         if "time_zone" in changes:
+            # Months not yet stated follow the new zone: their counters are rebuilt here,
+            # under the wallet lock, so caps and the budget read them right away.
+            month_spend_rebuild(account=locked, now=now)
             # Daily roll-ups are days in the account's time zone: they move with it.
             from billing.tasks import rebuild_rollups
 
