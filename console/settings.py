@@ -378,6 +378,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # The reference's "20 million free tokens on registration": a pack for any model.
 STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
 STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
+# Accounts one person may own (staff raise it per user in the back-office): each account has
+# its own rate and concurrency limits, so accounts made in a loop would multiply them.
+ACCOUNTS_PER_OWNER_MAX = env.int("ACCOUNTS_PER_OWNER_MAX", default=5)
 # --- Payments, invoices, statements ---
 # "sandbox": the built-in test-card provider (billing/providers.py lists its cards).
 CARD_PROVIDER = env("CARD_PROVIDER", default="sandbox")
