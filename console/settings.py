@@ -264,6 +264,12 @@ AXES_LOCKOUT_CALLABLE = "console.security_views.locked_out"
 AXES_RESET_ON_SUCCESS = True
 # Failed attempts are what throttling needs; a row per successful sign-in is not kept.
 AXES_DISABLE_ACCESS_LOG = True
+# Per address, from every IP address together: past this many failed passwords within the
+# window, signing in as that address waits for the window to end (429 with the time left).
+# Refused attempts do not count or stretch the wait: it slows a guesser with many IP
+# addresses without locking the owner out (console/throttling.py).
+LOGIN_ADDRESS_FAILURE_CEILING = env.int("LOGIN_ADDRESS_FAILURE_CEILING", default=20)
+LOGIN_ADDRESS_WINDOW_SECONDS = env.int("LOGIN_ADDRESS_WINDOW_SECONDS", default=300)
 # Sign-up and password-reset requests per IP address and hour: sign-up answers whether an
 # address is registered, password reset sends email; neither goes through authenticate().
 SIGNUPS_PER_HOUR_PER_IP = env.int("SIGNUPS_PER_HOUR_PER_IP", default=10)
