@@ -29,6 +29,7 @@ from console.models import Account, AuditEvent, User
 from console.services import ServiceError, account_promote_tier, audit_record
 
 MILLION = 1_000_000
+STARTER_PACK_REFERENCE = "starter"
 
 
 class UnknownModel(ServiceError):
@@ -66,21 +67,29 @@ def price_tokens(*, input_tokens: int, output_tokens: int, price: ModelPrice) ->
 # --- The wallet -----------------------------------------------------------------------------
 
 
-def wallet_open(*, account: Account, starter_pack: bool = True) -> Wallet:
-    """Create the wallet of a new account, with the starter pack unless told otherwise."""
+def wallet_open(*, account: Account) -> Wallet:
+    """Create the wallet of a new account (empty: a new account gets no pack by itself)."""
     wallet, _created = Wallet.objects.get_or_create(account=account)
-    if starter_pack and settings.STARTER_PACK_TOKENS > 0:
-        pack_grant(
-            account=account,
-            tokens=settings.STARTER_PACK_TOKENS,
-            days=settings.STARTER_PACK_DAYS,
-            reference="starter",
-            name=_("Starter pack"),
-            source=ResourcePack.Source.STARTER,
-            actor=None,
-            actor_kind=AuditEvent.ActorKind.SYSTEM,
-        )
     return wallet
+
+
+def starter_pack_grant(*, account: Account) -> ResourcePack | None:
+    """The starter pack, granted to `account` at most once (its grant reference is unique per
+    account, so a replay returns the same pack). Which account of which person gets one is
+    decided by the caller: console/services.py `email_verify` for a sign-up."""
+    if settings.STARTER_PACK_TOKENS <= 0:
+        return None
+    pack, _replayed = pack_grant(
+        account=account,
+        tokens=settings.STARTER_PACK_TOKENS,
+        days=settings.STARTER_PACK_DAYS,
+        reference=STARTER_PACK_REFERENCE,
+        name=_("Starter pack"),
+        source=ResourcePack.Source.STARTER,
+        actor=None,
+        actor_kind=AuditEvent.ActorKind.SYSTEM,
+    )
+    return pack
 
 
 def wallet_lock(account: Account) -> Wallet:
@@ -425,6 +434,10 @@ def pack_grant(
         return ResourcePack.objects.get(pk=existing.metadata["pack"]), True
     with transaction.atomic():
         wallet_lock(account)
+        # Again under the lock: a grant that raced this one past the first look has committed.
+        existing = _existing(account, LedgerEntry.Kind.PACK_GRANT, reference)
+        if existing is not None:
+            return ResourcePack.objects.get(pk=existing.metadata["pack"]), True
         now = timezone.now()
         pack = ResourcePack.objects.create(
             account=account,

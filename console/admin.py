@@ -6,6 +6,7 @@ from functools import partial
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
@@ -14,6 +15,7 @@ from console import admin_accounts, admin_staff
 from console.admin_mixins import CatalogueAuditMixin, ReadOnlyInline
 from console.forms import TIME_ZONE_CHOICES
 from console.models import Account, Announcement, AuditEvent, Invitation, Membership, Tier, User
+from console.services import audit_record
 
 
 @admin.register(User)
@@ -30,8 +32,26 @@ class UserAdmin(DjangoUserAdmin):
             {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]},
         ),
         (_("Important dates"), {"fields": ["last_login", "date_joined"]}),
+        (_("Accounts"), {"fields": ["accounts_max", "starter_pack_account"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+    # Set by the sign-up; the pack itself is granted on verification, never from here.
+    readonly_fields = ["starter_pack_account"]
+
+    def save_model(self, request, obj, form, change):
+        # Raising how many accounts one person may own multiplies the rate limits they can
+        # hold, so it is recorded like any other staff change of a limit.
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and "accounts_max" in form.changed_data:
+                audit_record(
+                    action="user.accounts_max_change",
+                    actor=request.user,
+                    actor_kind=AuditEvent.ActorKind.STAFF,
+                    target=obj,
+                    ip=request.META.get("REMOTE_ADDR") or None,
+                    metadata={"from": form.initial.get("accounts_max"), "to": obj.accounts_max},
+                )
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a user would null the actor on ledger entries, payments and invoices and

@@ -48,6 +48,23 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(_("staff status"), default=False)
     is_active = models.BooleanField(_("active"), default=True)
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+    # The starter pack is a person's, once: it goes to the account their own sign-up created,
+    # when they verify their address through the emailed link (docs/decisions.md, issue 20).
+    starter_pack_account = models.ForeignKey(
+        "console.Account",
+        verbose_name=_("starter pack account"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("The account their sign-up created: it gets the starter pack on verification."),
+    )
+    accounts_max = models.PositiveSmallIntegerField(
+        _("accounts they may own"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: the site's limit (ACCOUNTS_PER_OWNER_MAX)."),
+    )
 
     objects = UserManager()
 

@@ -16,6 +16,7 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,7 +27,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
 
-from console import two_factor
+from console import throttling, two_factor
 from console.forms import TwoFactorCodeForm, TwoFactorConfirmForm, TwoFactorDisableForm
 from console.services import ServiceError
 from console.views import client_ip, form_status
@@ -45,6 +46,26 @@ class SignInView(LoginView):
     authentication on is not signed in by the password: the second step is."""
 
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        address = two_factor.login_username(request)
+        if isinstance(address, str) and address:
+            if wait := throttling.signin_address_wait(address):
+                return throttling.signin_slowed_response(request, wait)
+            # A pair django-axes has locked out is refused without a password check; such
+            # refusals must not count against the address, or one IP could keep it slowed.
+            request.signin_address = address
+            request.signin_password_checked = AxesProxyHandler.is_allowed(
+                request, {"username": address}
+            )
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if getattr(self.request, "signin_password_checked", False) and form.has_error(
+            NON_FIELD_ERRORS, "invalid_login"
+        ):
+            throttling.signin_failure_count(self.request.signin_address)
+        return super().form_invalid(form)
 
     def form_valid(self, form):
         user = form.get_user()

@@ -17,6 +17,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
 from console.roles import OWNER, Role, assignable_roles
@@ -85,13 +86,29 @@ def account_create(
     time_zone: str = settings.DEFAULT_ACCOUNT_TIME_ZONE,
     tier: Tier | None = None,
     actor_kind: str = AuditEvent.ActorKind.USER,
-    starter_pack: bool = True,
 ) -> Account:
-    """A new account owned by `owner`, with its Default project, wallet and starter pack."""
+    """A new account owned by `owner`, with its Default project and an empty wallet. No
+    starter pack: that is a person's, once (`user_signup`, `email_verify`). Refused when the
+    owner already owns as many accounts as they may."""
     from billing.services import wallet_open
     from projects.services import default_project_name, project_create
 
     with transaction.atomic():
+        # The owner's row serialises their creations: two forms sent at once cannot both
+        # count four owned accounts and make a sixth.
+        limit = (
+            User.objects.select_for_update().values_list("accounts_max", flat=True).get(pk=owner.pk)
+        )
+        limit = settings.ACCOUNTS_PER_OWNER_MAX if limit is None else limit
+        if Membership.objects.filter(user=owner, role=OWNER).count() >= limit:
+            raise ServiceError(
+                ngettext(
+                    "You can own at most %(limit)s account. Ask support to raise the limit.",
+                    "You can own at most %(limit)s accounts. Ask support to raise the limit.",
+                    limit,
+                )
+                % {"limit": limit}
+            )
         account = Account.objects.create(
             name=name, currency=currency, time_zone=time_zone, tier=tier or default_tier()
         )
@@ -111,7 +128,7 @@ def account_create(
             actor=owner,
             actor_kind=actor_kind,
         )
-        wallet_open(account=account, starter_pack=starter_pack)
+        wallet_open(account=account)
     return account
 
 
@@ -129,7 +146,12 @@ def user_signup(
     actor_kind: str = AuditEvent.ActorKind.USER,
     starter_pack: bool = True,
 ) -> tuple[User, Account]:
-    """A new user who owns a new account. Sends the verification email after commit."""
+    """A new user who owns a new account. Sends the verification email after commit.
+
+    With `starter_pack`, the new account is the person's starter-pack account: it gets the
+    pack when the address is verified, at once when it already is (a command's sign-up)."""
+    from billing.services import starter_pack_grant
+
     with transaction.atomic():
         if User.objects.filter(email__iexact=email).exists():
             raise ServiceError(_("An account with this email address already exists."))
@@ -147,8 +169,12 @@ def user_signup(
             time_zone=time_zone,
             tier=tier,
             actor_kind=actor_kind,
-            starter_pack=starter_pack,
         )
+        if starter_pack:
+            User.objects.filter(pk=user.pk).update(starter_pack_account=account)
+            user.starter_pack_account = account
+            if email_verified:
+                starter_pack_grant(account=account)
         if not email_verified:
             # robust: a mail server that is down must not turn a committed sign-up into a 500.
             transaction.on_commit(lambda: email_verification_send(user=user), robust=True)
@@ -185,9 +211,20 @@ def email_verify(*, token: str) -> User:
     user = User.objects.filter(pk=data.get("user"), email=data.get("email")).first()
     if user is None:
         raise ServiceError(_("This verification link is not valid."))
-    if not user.email_verified:
-        User.objects.filter(pk=user.pk).update(email_verified=True)
-        user.email_verified = True
+    # Imported here as in account_create: billing sits on top of this module.
+    from billing.services import starter_pack_grant
+
+    with transaction.atomic():
+        # The row count says who verified: of two requests at once, the second waits for the
+        # first's commit and then updates nothing, so only one of them grants the pack.
+        verified_now = User.objects.filter(pk=user.pk, email_verified=False).update(
+            email_verified=True
+        )
+        if verified_now and user.starter_pack_account_id is not None:
+            account = Account.objects.filter(pk=user.starter_pack_account_id).first()
+            if account is not None:
+                starter_pack_grant(account=account)
+    user.email_verified = True
     return user
 
 

@@ -264,6 +264,12 @@ AXES_LOCKOUT_CALLABLE = "console.security_views.locked_out"
 AXES_RESET_ON_SUCCESS = True
 # Failed attempts are what throttling needs; a row per successful sign-in is not kept.
 AXES_DISABLE_ACCESS_LOG = True
+# Per address, from every IP address together: past this many failed passwords within the
+# window, signing in as that address waits for the window to end (429 with the time left).
+# Refused attempts do not count or stretch the wait: it slows a guesser with many IP
+# addresses without locking the owner out (console/throttling.py).
+LOGIN_ADDRESS_FAILURE_CEILING = env.int("LOGIN_ADDRESS_FAILURE_CEILING", default=20)
+LOGIN_ADDRESS_WINDOW_SECONDS = env.int("LOGIN_ADDRESS_WINDOW_SECONDS", default=300)
 # Sign-up and password-reset requests per IP address and hour: sign-up answers whether an
 # address is registered, password reset sends email; neither goes through authenticate().
 SIGNUPS_PER_HOUR_PER_IP = env.int("SIGNUPS_PER_HOUR_PER_IP", default=10)
@@ -378,6 +384,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # The reference's "20 million free tokens on registration": a pack for any model.
 STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
 STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
+# Accounts one person may own (staff raise it per user in the back-office): each account has
+# its own rate and concurrency limits, so accounts made in a loop would multiply them.
+ACCOUNTS_PER_OWNER_MAX = env.int("ACCOUNTS_PER_OWNER_MAX", default=5)
 # --- Payments, invoices, statements ---
 # "sandbox": the built-in test-card provider (billing/providers.py lists its cards).
 CARD_PROVIDER = env("CARD_PROVIDER", default="sandbox")

@@ -1,4 +1,5 @@
-"""Per-IP limits on the public forms that are not sign-ins (django-axes throttles those).
+"""Per-IP limits on the public forms that are not sign-ins (django-axes throttles those),
+and the per-address ceiling that slows sign-ins guessed from many IP addresses.
 
 Sign-up tells whether an address is registered, and password reset sends an email to any
 address typed: unthrottled, one is an oracle for harvesting addresses and the other a way to
@@ -7,7 +8,9 @@ shared state (Redis in production); when that store cannot be reached the form s
 """
 
 import functools
+import hashlib
 import logging
+import math
 
 from django.conf import settings
 from django.shortcuts import render
@@ -45,3 +48,59 @@ def throttle_posts(scope: str, limit_setting: str):
         return wrapped
 
     return decorator
+
+
+# --- Sign-in: a ceiling per address, across IP addresses ------------------------------------
+# django-axes locks an address only together with one IP address (settings.py), so nobody can
+# lock the owner out from their own network; but a guesser with many IP addresses would get
+# five guesses from each. Past LOGIN_ADDRESS_FAILURE_CEILING failed password checks within
+# the window, the address's sign-ins wait for the window to end. Refused attempts are neither
+# checked nor counted, so they cannot stretch the wait: the owner waits minutes at most.
+
+
+def _address_key(address: str) -> str:
+    # A digest: the addresses people type are not kept in the shared state.
+    return "signin-address:" + hashlib.sha256(address.encode()).hexdigest()
+
+
+def signin_address_wait(address: str) -> float:
+    """Seconds before a sign-in as `address` may be tried again (0: now)."""
+    ceiling = settings.LOGIN_ADDRESS_FAILURE_CEILING
+    try:
+        state = shared_state()
+        key = _address_key(address)
+        if state.get_int(key) < ceiling:
+            return 0
+        # At the ceiling a hit counts nothing and tells how long the window has left. (Should
+        # the window end in between, it counts one failure that was not: harmless.)
+        window = state.hit_window(
+            key, limit=ceiling, window_seconds=settings.LOGIN_ADDRESS_WINDOW_SECONDS
+        )
+    except Exception:
+        logger.warning("sign-in ceiling: shared state unavailable, sign-in allowed")
+        return 0
+    return 0 if window.allowed else window.reset_seconds
+
+
+def signin_failure_count(address: str) -> None:
+    """Count one failed password check for `address`, from whichever IP address."""
+    try:
+        shared_state().hit_window(
+            _address_key(address),
+            limit=settings.LOGIN_ADDRESS_FAILURE_CEILING,
+            window_seconds=settings.LOGIN_ADDRESS_WINDOW_SECONDS,
+        )
+    except Exception:
+        logger.warning("sign-in ceiling: shared state unavailable, failure not counted")
+
+
+def signin_slowed_response(request, wait_seconds: float):
+    """429 with the time left, in the console's layout."""
+    response = render(
+        request,
+        "registration/signin_slowed.html",
+        {"minutes": max(1, math.ceil(wait_seconds / 60))},
+        status=429,
+    )
+    response["Retry-After"] = str(max(1, math.ceil(wait_seconds)))
+    return response

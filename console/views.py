@@ -119,10 +119,14 @@ def verify_email_resend(request):
 def account_create(request):
     form = AccountCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        account = services.account_create(owner=request.user, **form.cleaned_data)
-        switch_account(request, account.pk)
-        messages.success(request, _("Account %(name)s created.") % {"name": account.name})
-        return redirect("overview")
+        try:
+            account = services.account_create(owner=request.user, **form.cleaned_data)
+        except services.ServiceError as error:
+            form.add_error(None, str(error))
+        else:
+            switch_account(request, account.pk)
+            messages.success(request, _("Account %(name)s created.") % {"name": account.name})
+            return redirect("overview")
     return render(request, "console/account_create.html", {"form": form}, status=form_status(form))
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 
+from billing.services import starter_pack_grant
 from console.models import Account, Membership, User
 from console.services import account_create
 
@@ -16,8 +17,15 @@ def make_user(email: str | None = None, *, verified: bool = True, **fields) -> U
     )
 
 
-def make_account(owner: User | None = None, *, name: str = "Acme", **fields) -> Account:
-    return account_create(owner=owner or make_user(), name=name, **fields)
+def make_account(
+    owner: User | None = None, *, name: str = "Acme", starter_pack: bool = True, **fields
+) -> Account:
+    """An account as a verified sign-up leaves it: with the starter pack unless told not to
+    (for tests, each account made here can have one; the product grants one per person)."""
+    account = account_create(owner=owner or make_user(), name=name, **fields)
+    if starter_pack:
+        starter_pack_grant(account=account)
+    return account
 
 
 def add_member(account: Account, role: str, user: User | None = None) -> Membership:

@@ -1,3 +1,5 @@
+import argparse
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -21,11 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--account-name", help="Default: the part of the email before @.")
         parser.add_argument("--currency", default=settings.DEFAULT_CURRENCY, choices=["CNY", "USD"])
         parser.add_argument(
-            "--no-starter-pack", action="store_true", help="Skip the new account's starter pack."
+            "--starter-pack",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="Grant the owner's one starter pack to the new account (default: none).",
         )
 
     def handle(self, *args, email, password, tier, name, account_name, currency, **options):
-        starter_pack = not options["no_starter_pack"]
+        starter_pack = options["starter_pack"]
         try:
             validate_email(email)
         except ValidationError as error:
