@@ -124,8 +124,9 @@ def staff_link_live_or_emailed(*, user, ip: str | None = None) -> StaffTwoFactor
 def staff_link_open(*, token: str, user, ip: str | None = None) -> StaffTwoFactorLink:
     """The link `token` names, when it may set up two-factor for `user` now; else
     ServiceError (`.gone` says whether the link existed for this user but is used up or
-    expired). Every refusal is audited: someone holding a link that is not theirs, or an old
-    one, is worth a look."""
+    expired). Refusing a real link is audited: someone holding a link that is not theirs, or
+    an old one, is worth a look (a token that names no link is not: any signed-in visitor
+    could write rows by making them up)."""
     hashes = [_token_hash(token, version) for version in settings.API_KEY_PEPPERS]
     link = StaffTwoFactorLink.objects.filter(token_hash__in=hashes).first()
     reason = None
@@ -139,13 +140,14 @@ def staff_link_open(*, token: str, user, ip: str | None = None) -> StaffTwoFacto
         reason = "expired"
     if reason is None:
         return link
-    audit_record(
-        action="user.two_factor_link_refuse",
-        actor=user,
-        target=user,
-        ip=ip,
-        metadata={"reason": reason, "link": link.pk if link is not None else None},
-    )
+    if link is not None:
+        audit_record(
+            action="user.two_factor_link_refuse",
+            actor=user,
+            target=user,
+            ip=ip,
+            metadata={"reason": reason, "link": link.pk},
+        )
     if reason in ("used", "expired"):
         error = ServiceError(
             _("This link was already used or has expired. Ask for a new one below.")

@@ -180,6 +180,7 @@ def test_an_unknown_link_is_a_404(client, staff):
     sign_in(client, staff)
     url = reverse("two_factor_staff_link_open", args=["not-a-link"])
     assert client.get(url).status_code == 404
+    assert client.get(reverse("two_factor_setup"))["Location"] == reverse("two_factor_staff_link")
 
 
 def test_the_command_prints_a_working_link_and_replaces_the_emailed_one(
