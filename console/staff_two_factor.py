@@ -115,9 +115,13 @@ def staff_link_live(*, user) -> StaffTwoFactorLink | None:
 def staff_link_live_or_emailed(*, user, ip: str | None = None) -> StaffTwoFactorLink:
     """The link that still works, or a new one emailed to the user (at most one email per
     link's lifetime, however often the page is opened)."""
-    link = staff_link_live(user=user)
-    if link is None:
-        link = staff_link_issue(user=user, via=StaffTwoFactorLink.Via.EMAIL, actor=user, ip=ip).link
+    with transaction.atomic():
+        # Under the user's lock: two first visits at once send one email, not two.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        link = staff_link_live(user=user)
+        if link is None:
+            via = StaffTwoFactorLink.Via.EMAIL
+            link = staff_link_issue(user=user, via=via, actor=user, ip=ip).link
     return link
 
 
