@@ -5,10 +5,16 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp.util import random_hex
 
 from console.roles import Role
+from console.secrets_at_rest import decrypt_text, encrypt_text, keyed_hash
 
 
 class UserManager(BaseUserManager):
@@ -418,3 +424,130 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+# --- Two-factor authentication ----------------------------------------------------------------
+# django-otp's own TOTPDevice and StaticToken keep the seed and the codes in plain text
+# (`key`, a hex column of 80 characters; `token`, 16): no room for a ciphertext or a hash, and
+# a proxy model cannot change a column. These are django-otp devices of the console's own
+# (django-otp finds every concrete Device subclass), the same fields and the same library code
+# for checking a code, with the secrets at rest as console/secrets_at_rest.py says.
+
+
+def new_encrypted_totp_key() -> str:
+    """A new seed of 20 random bytes (django-otp's default), encrypted."""
+    return encrypt_text(random_hex(20))
+
+
+class AuthenticatorApp(TimestampMixin, ThrottlingMixin, Device):
+    """A TOTP authenticator app: django-otp's TOTPDevice with its seed encrypted at rest."""
+
+    key_encrypted = models.TextField(default=new_encrypted_totp_key)
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    # The time step of the last code accepted: a code is never accepted twice.
+    last_t = models.BigIntegerField(default=-1)
+
+    class Meta(Device.Meta):
+        verbose_name = _("authenticator app")
+        verbose_name_plural = _("authenticator apps")
+
+    @property
+    def bin_key(self) -> bytes:
+        return bytes.fromhex(decrypt_text(self.key_encrypted))
+
+    # django-otp's TOTP code, unchanged: it reads only `bin_key` and the fields above, so the
+    # checking of codes (tolerance, drift, replay, throttling) stays the library's.
+    verify_token = TOTPDevice.verify_token
+    get_throttle_factor = TOTPDevice.get_throttle_factor
+    config_url = TOTPDevice.config_url
+    _read_str_from_settings = TOTPDevice._read_str_from_settings
+
+
+RECOVERY_CODE_PURPOSE = "two-factor-recovery-code"
+
+
+class RecoveryCodeSet(TimestampMixin, ThrottlingMixin, Device):
+    """A user's recovery codes (django-otp's StaticDevice), each kept only as a keyed hash."""
+
+    class Meta(Device.Meta):
+        verbose_name = _("recovery codes")
+        verbose_name_plural = _("recovery codes")
+
+    get_throttle_factor = StaticDevice.get_throttle_factor
+
+    def verify_token(self, token) -> bool:
+        """Use up the code that matches `token` (normalised by the caller). Every stored hash
+        is compared in constant time; the delete's row count decides which of two requests
+        with the same code used it."""
+        allowed, _reason = self.verify_is_allowed()
+        if not allowed:
+            return False
+        hashes = {}
+        match = None
+        for code in self.codes.all():
+            if code.pepper_version not in settings.API_KEY_PEPPERS:
+                continue  # hashed with a pepper since removed: it can match nothing
+            if code.pepper_version not in hashes:
+                hashes[code.pepper_version] = keyed_hash(
+                    str(token),
+                    purpose=RECOVERY_CODE_PURPOSE,
+                    pepper_version=code.pepper_version,
+                )
+            if constant_time_compare(code.code_hash, hashes[code.pepper_version]):
+                match = code
+        used = match is not None and RecoveryCode.objects.filter(pk=match.pk).delete()[0] == 1
+        if used:
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+        else:
+            self.throttle_increment()
+        return used
+
+
+class RecoveryCode(models.Model):
+    device = models.ForeignKey(RecoveryCodeSet, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64)
+    pepper_version = models.PositiveSmallIntegerField()
+
+    class Meta:
+        verbose_name = _("recovery code")
+        verbose_name_plural = _("recovery codes")
+
+    def __str__(self) -> str:
+        return f"{self.device} #{self.pk}"  # never the code: only its hash is kept
+
+
+class StaffTwoFactorLink(models.Model):
+    """A one-time link with which a staff member sets up two-factor authentication: the
+    password alone must not be enough to enrol an authenticator app. Only a keyed hash of
+    its token is stored; it works for its user only, once, until it expires."""
+
+    class Via(models.TextChoices):
+        EMAIL = "email", _("Email")
+        COMMAND = "command", _("Management command")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_two_factor_links"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    pepper_version = models.PositiveSmallIntegerField()
+    via = models.CharField(max_length=16, choices=Via.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("staff two-factor link")
+        verbose_name_plural = _("staff two-factor links")
+        indexes = [
+            # A user's live link (is one out already? which is the newest?).
+            models.Index(fields=["user", "-created_at"], name="stafflink_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.via} {self.created_at:%Y-%m-%d %H:%M}"

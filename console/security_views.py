@@ -7,6 +7,7 @@ failed.
 """
 
 import math
+from urllib.parse import urlencode
 
 from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_cool_off
@@ -15,9 +16,9 @@ from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.exceptions import NON_FIELD_ERRORS
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
@@ -27,7 +28,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
 
-from console import throttling, two_factor
+from console import staff_two_factor, throttling, two_factor
 from console.forms import TwoFactorCodeForm, TwoFactorConfirmForm, TwoFactorDisableForm
 from console.services import ServiceError
 from console.views import client_ip, form_status
@@ -159,12 +160,29 @@ def login_verify(request):
     return render(request, "registration/login_verify.html", context, status=form_status(form))
 
 
+def _two_factor_page(request, *, disable_form=None, regenerate_form=None, status=200):
+    state = two_factor.two_factor_status(user=request.user)
+    if state.enabled:
+        disable_form = disable_form or TwoFactorDisableForm(user=request.user)
+        regenerate_form = regenerate_form or TwoFactorCodeForm(prefix="regenerate")
+    context = {"status": state, "disable_form": disable_form, "regenerate_form": regenerate_form}
+    return render(request, "console/two_factor.html", context, status=status)
+
+
 @login_required
 @require_GET
 def two_factor_page(request):
-    status = two_factor.two_factor_status(user=request.user)
-    form = TwoFactorDisableForm(user=request.user) if status.enabled else None
-    return render(request, "console/two_factor.html", {"status": status, "disable_form": form})
+    return _two_factor_page(request)
+
+
+def _recovery_codes_page(request, codes: list[str], next_url: str, *, enabled: bool):
+    response = render(
+        request,
+        "console/two_factor_codes.html",
+        {"codes": codes, "next": next_url, "enabled": enabled},
+    )
+    add_never_cache_headers(response)  # the codes are shown this once
+    return response
 
 
 @login_required
@@ -174,28 +192,33 @@ def two_factor_setup(request):
     if two_factor.two_factor_enabled(user=user):
         messages.info(request, _("Two-factor authentication is already on."))
         return redirect("two_factor")
+    use_link = None
+    if user.is_staff:
+        # Staff need the one-time link this session opened: no QR code, no key without it.
+        link = staff_two_factor.staff_link_from_session(request)
+        if link is None:
+            next_url = request.POST.get("next") or request.GET.get("next") or ""
+            query = f"?{urlencode({'next': next_url}, safe='/')}" if next_url else ""
+            return redirect(reverse("two_factor_staff_link") + query)
+
+        def use_link():
+            return staff_two_factor.staff_link_use(link_id=link.pk, user=user)
+
     form = TwoFactorConfirmForm(request.POST or None, initial={"next": request.GET.get("next", "")})
     if request.method == "POST" and form.is_valid():
         try:
             enabled = two_factor.two_factor_confirm(
-                user=user, code=form.cleaned_data["code"], ip=client_ip(request)
+                user=user, code=form.cleaned_data["code"], ip=client_ip(request), use_link=use_link
             )
         except ServiceError as error:
             form.add_error("code", str(error))
         else:
+            staff_two_factor.staff_link_forget(request)
             # The session that set the app up counts as verified by it, under a new key.
             request.session.cycle_key()
             otp_login(request, enabled.device)
-            response = render(
-                request,
-                "console/two_factor_codes.html",
-                {
-                    "codes": enabled.recovery_codes,
-                    "next": _safe_next(request, form.cleaned_data["next"], "two_factor"),
-                },
-            )
-            add_never_cache_headers(response)
-            return response
+            next_url = _safe_next(request, form.cleaned_data["next"], "two_factor")
+            return _recovery_codes_page(request, enabled.recovery_codes, next_url, enabled=True)
     device = two_factor.two_factor_setup_device(user=user)
     response = render(
         request,
@@ -234,10 +257,74 @@ def two_factor_disable(request):
     elif "password" in form.errors:
         # A wrong password here is a failed sign-in too: a stolen session cannot guess it.
         user_login_failed.send(sender=__name__, credentials=credentials, request=request)
-    status = two_factor.two_factor_status(user=user)
-    return render(
-        request,
-        "console/two_factor.html",
-        {"status": status, "disable_form": form},
-        status=form_status(form),
-    )
+    return _two_factor_page(request, disable_form=form, status=form_status(form))
+
+
+@login_required
+@require_POST
+def two_factor_recovery_codes(request):
+    """New recovery codes, confirmed with a code (from the app, or a recovery code): the old
+    ones stop working and the new ones are shown once."""
+    user = request.user
+    if not two_factor.two_factor_enabled(user=user):
+        messages.info(request, _("Two-factor authentication is off."))
+        return redirect("two_factor")
+    form = TwoFactorCodeForm(request.POST, prefix="regenerate")
+    if form.is_valid():
+        code = form.cleaned_data["code"]
+        if error := _code_error(user=user, code=code):
+            form.add_error("code", error)
+        elif _verify_code(request, user=user, code=code) is None:
+            form.add_error("code", _("That code is not valid. Enter the current one."))
+        else:
+            codes = two_factor.two_factor_recovery_codes_regenerate(
+                user=user, ip=client_ip(request)
+            )
+            return _recovery_codes_page(request, codes, reverse("two_factor"), enabled=False)
+    return _two_factor_page(request, regenerate_form=form, status=form_status(form))
+
+
+# --- Staff: setting two-factor up through a one-time link -------------------------------------
+
+
+@login_required
+@require_GET
+def two_factor_staff_link(request):
+    """Where a staff member without two-factor lands: a link to set it up was emailed to
+    them (once per link's lifetime), or a superuser prints one."""
+    user = request.user
+    if not user.is_staff:
+        raise Http404
+    next_url = _safe_next(request, request.GET.get("next"), "two_factor")
+    if two_factor.two_factor_enabled(user=user):
+        return HttpResponseRedirect(next_url)
+    if staff_two_factor.staff_link_from_session(request) is not None:
+        return redirect(f"{reverse('two_factor_setup')}?{urlencode({'next': next_url}, safe='/')}")
+    link = staff_two_factor.staff_link_live_or_emailed(user=user, ip=client_ip(request))
+    return render(request, "console/two_factor_staff_link.html", {"link": link})
+
+
+@require_GET
+def two_factor_staff_link_open(request, token: str):
+    """The emailed or printed link: for the staff member it was made for, signed in, it lets
+    this session set up an authenticator app."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    user = request.user
+    if two_factor.two_factor_enabled(user=user):
+        messages.info(request, _("Two-factor authentication is already on."))
+        return redirect("two_factor")
+    try:
+        link = staff_two_factor.staff_link_open(token=token, user=user, ip=client_ip(request))
+    except ServiceError as error:
+        response = render(
+            request,
+            "console/two_factor_staff_link_refused.html",
+            {"error": str(error), "staff": user.is_staff},
+            status=410 if error.gone else 404,
+        )
+        add_never_cache_headers(response)
+        return response
+    staff_two_factor.staff_link_remember(request, link)
+    query = urlencode({"next": reverse("admin:index")}, safe="/")
+    return redirect(f"{reverse('two_factor_setup')}?{query}")

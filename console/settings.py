@@ -279,6 +279,12 @@ PASSWORD_RESETS_PER_HOUR_PER_IP = env.int("PASSWORD_RESETS_PER_HOUR_PER_IP", def
 OTP_TOTP_ISSUER = "BigModel Console"
 # The admin lists devices without their secrets (a TOTP key is a password).
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# Authenticator apps' seeds are encrypted at rest with this, as upstream secrets are with
+# UPSTREAM_SECRET_KEY (default: derived from SECRET_KEY; set it before changing SECRET_KEY).
+TWO_FACTOR_SECRET_KEY = env("TWO_FACTOR_SECRET_KEY", default="two-factor-secrets:" + SECRET_KEY)
+# Staff set two-factor up only through a one-time link (emailed, or printed by
+# `manage.py staff_two_factor_link`): this long, then it expires.
+STAFF_TWO_FACTOR_LINK_HOURS = env.int("STAFF_TWO_FACTOR_LINK_HOURS", default=24)
 INVITATION_VALID_DAYS = 7
 
 # --- Email ----------------------------------------------------------------------------------

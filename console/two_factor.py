@@ -1,7 +1,9 @@
 """Two-factor authentication (django-otp): a TOTP authenticator app, plus single-use recovery
-codes for the day the phone is lost.
+codes for the day the phone is lost. The app's seed is encrypted at rest and the recovery codes
+are kept as keyed hashes (console.models.AuthenticatorApp, RecoveryCodeSet).
 
-Optional for users; staff need a verified session for the back-office and the staff pages.
+Optional for users; staff need a verified session for the back-office and the staff pages,
+and set their app up only through a one-time link (console/staff_two_factor.py).
 When a user has a confirmed device, the password alone does not sign in: the session holds a
 *pending* sign-in (the user's id, for a few minutes) until a code from the app or a recovery
 code is given; only then does `django.contrib.auth.login` run (a new session key) and
@@ -13,6 +15,7 @@ import functools
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -30,9 +33,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django_otp import user_has_device, verify_token
 from django_otp.models import MAX_THROTTLE_DELAY_SECONDS, Device
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp.plugins.otp_static.models import StaticToken
 
+from console.models import (
+    RECOVERY_CODE_PURPOSE,
+    AuthenticatorApp,
+    RecoveryCode,
+    RecoveryCodeSet,
+)
+from console.secrets_at_rest import current_pepper_version, keyed_hash
 from console.services import ServiceError, audit_record
 
 RECOVERY_CODE_COUNT = 10
@@ -84,11 +93,11 @@ def two_factor_enabled(*, user) -> bool:
 def two_factor_status(*, user) -> TwoFactorStatus:
     if not two_factor_enabled(user=user):
         return TwoFactorStatus(enabled=False)
-    app = TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
+    app = AuthenticatorApp.objects.filter(user=user, confirmed=True).order_by("pk").first()
     return TwoFactorStatus(
         enabled=True,
         enabled_at=app.created_at if app is not None else None,
-        recovery_codes_left=StaticToken.objects.filter(
+        recovery_codes_left=RecoveryCode.objects.filter(
             device__user=user, device__confirmed=True
         ).count(),
     )
@@ -104,27 +113,32 @@ def session_is_verified(request) -> bool:
 
 @dataclass(frozen=True)
 class Enabled:
-    device: TOTPDevice
-    # Shown once, on the page that answers the confirmation; only django-otp's rows keep them.
+    device: AuthenticatorApp
+    # Shown once, on the page that answers the confirmation; the database keeps only hashes.
     recovery_codes: list[str] = field(repr=False)
 
 
-def two_factor_setup_device(*, user) -> TOTPDevice:
+def two_factor_setup_device(*, user) -> AuthenticatorApp:
     """The unconfirmed app a setup shows: one per user, reused until it is confirmed, so
     reloading the page does not change the QR code already scanned."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    device = AuthenticatorApp.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="authenticator app", confirmed=False)
+        device = AuthenticatorApp.objects.create(
+            user=user, name="authenticator app", confirmed=False
+        )
     return device
 
 
-def two_factor_confirm(*, user, code: str, ip: str | None = None) -> Enabled:
+def two_factor_confirm(
+    *, user, code: str, ip: str | None = None, use_link: Callable[[], int] | None = None
+) -> Enabled:
     """Confirm the app being set up (the one `two_factor_setup_device` shows) with its
     current code; then recovery codes are made, replacing any earlier ones. Raises
-    ServiceError when the code does not match."""
+    ServiceError when the code does not match. `use_link` (a staff member's setup) uses up
+    their one-time link in the same transaction, returning its id, or raises ServiceError."""
     with transaction.atomic():
         device = (
-            TOTPDevice.objects.select_for_update()
+            AuthenticatorApp.objects.select_for_update()
             .filter(user=user, confirmed=False)
             .order_by("pk")
             .first()
@@ -137,21 +151,47 @@ def two_factor_confirm(*, user, code: str, ip: str | None = None) -> Enabled:
         # records the failure, and that record must be committed.
         verified = device.verify_token(normalize_code(code))
         if verified:
-            TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+            metadata = {"staff_link": use_link()} if use_link is not None else {}
+            AuthenticatorApp.objects.filter(pk=device.pk).update(confirmed=True)
             device.confirmed = True
-            TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+            AuthenticatorApp.objects.filter(user=user).exclude(pk=device.pk).delete()
             codes = _new_recovery_codes(user)
-            audit_record(action="user.two_factor_enable", actor=user, target=user, ip=ip)
+            audit_record(
+                action="user.two_factor_enable", actor=user, target=user, ip=ip, metadata=metadata
+            )
     if not verified:
         raise ServiceError(_("That code does not match. Enter the current code from the app."))
     return Enabled(device=device, recovery_codes=codes)
 
 
 def _new_recovery_codes(user) -> list[str]:
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name="recovery codes", confirmed=True)
+    """Ten new codes (django-otp's random 8-character tokens) replacing any earlier ones; only
+    their keyed hashes are stored."""
+    RecoveryCodeSet.objects.filter(user=user).delete()
+    device = RecoveryCodeSet.objects.create(user=user, name="recovery codes", confirmed=True)
     codes = [StaticToken.random_token() for _index in range(RECOVERY_CODE_COUNT)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    version = current_pepper_version()
+    RecoveryCode.objects.bulk_create(
+        RecoveryCode(
+            device=device,
+            code_hash=keyed_hash(code, purpose=RECOVERY_CODE_PURPOSE, pepper_version=version),
+            pepper_version=version,
+        )
+        for code in codes
+    )
+    return codes
+
+
+def two_factor_recovery_codes_regenerate(*, user, ip: str | None = None) -> list[str]:
+    """New recovery codes after a code from the app or a recovery code confirms it (the
+    caller checked that code and counted a failure); every earlier code stops working."""
+    with transaction.atomic():
+        if not two_factor_enabled(user=user):
+            raise ServiceError(_("Two-factor authentication is off."))
+        codes = _new_recovery_codes(user)
+        audit_record(
+            action="user.two_factor_recovery_codes_regenerate", actor=user, target=user, ip=ip
+        )
     return codes
 
 
@@ -178,7 +218,7 @@ def wait_message(seconds: int) -> str:
 
 
 def _devices_for_code(user, code: str):
-    model = TOTPDevice if _TOTP_CODE.fullmatch(code) else StaticDevice
+    model = AuthenticatorApp if _TOTP_CODE.fullmatch(code) else RecoveryCodeSet
     return model.objects.devices_for_user(user, confirmed=True)
 
 
@@ -203,25 +243,25 @@ def two_factor_verify(*, user, code: str) -> Device | None:
 def two_factor_disable(*, user, ip: str | None = None) -> None:
     """Remove the app and the recovery codes (the view asks for the password and a code)."""
     with transaction.atomic():
-        TOTPDevice.objects.filter(user=user).delete()
-        StaticDevice.objects.filter(user=user).delete()
+        AuthenticatorApp.objects.filter(user=user).delete()
+        RecoveryCodeSet.objects.filter(user=user).delete()
         audit_record(action="user.two_factor_disable", actor=user, target=user, ip=ip)
 
 
 def used_recovery_code(device: Device) -> bool:
-    return isinstance(device, StaticDevice)
+    return isinstance(device, RecoveryCodeSet)
 
 
 # --- What the setup page shows ----------------------------------------------------------------
 
 
-def totp_secret_text(device: TOTPDevice) -> str:
+def totp_secret_text(device: AuthenticatorApp) -> str:
     """The key for typing into an app by hand, base32 in groups of four."""
     secret = base64.b32encode(device.bin_key).decode().rstrip("=")
     return " ".join(secret[index : index + 4] for index in range(0, len(secret), 4))
 
 
-def totp_qr_svg(device: TOTPDevice, *, title: str) -> str:
+def totp_qr_svg(device: AuthenticatorApp, *, title: str) -> str:
     """The otpauth:// link as an inline <svg> (no script, no style attribute: the CSP allows
     it as it is)."""
     code = segno.make(device.config_url, error="m")
@@ -275,15 +315,13 @@ def pending_login_clear(request) -> None:
 
 def staff_two_factor_redirect(request, next_url: str):
     """Where a staff member goes whose session is not verified: the code when they have an
-    app, else its setup; either way back to `next_url` afterwards."""
+    app, else the page about the one-time link that sets one up (the password alone must not
+    enrol an app); either way back to `next_url` afterwards."""
     query = urlencode({"next": next_url}, safe="/")
     if two_factor_enabled(user=request.user):
         messages.info(request, _("Enter a code from your authenticator app to continue."))
         return redirect(f"{reverse('login_verify')}?{query}")
-    messages.warning(
-        request, _("Staff pages need two-factor authentication. Set it up to continue.")
-    )
-    return redirect(f"{reverse('two_factor_setup')}?{query}")
+    return redirect(f"{reverse('two_factor_staff_link')}?{query}")
 
 
 def staff_view(view):

@@ -51,6 +51,21 @@ urlpatterns = [
     path("account/security/", security_views.two_factor_page, name="two_factor"),
     path("account/security/setup/", security_views.two_factor_setup, name="two_factor_setup"),
     path("account/security/disable/", security_views.two_factor_disable, name="two_factor_disable"),
+    path(
+        "account/security/recovery-codes/",
+        security_views.two_factor_recovery_codes,
+        name="two_factor_recovery_codes",
+    ),
+    path(
+        "account/security/staff-link/",
+        security_views.two_factor_staff_link,
+        name="two_factor_staff_link",
+    ),
+    path(
+        "account/security/staff-link/<str:token>/",
+        security_views.two_factor_staff_link_open,
+        name="two_factor_staff_link_open",
+    ),
     # Accounts and members.
     path("accounts/new/", views.account_create, name="account_create"),
     path("accounts/switch/", views.account_switch, name="account_switch"),

@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from console.models import Account, Tier
+from console.models import Account, RecoveryCode, Tier
 from keys.models import ApiKey
 from keys.services import secret_hash
 from projects.models import Project
@@ -142,3 +142,14 @@ def pepper_usage_by_account(*, version: int) -> list[dict]:
         .annotate(count=Count("pk"))
         .order_by("-count", "account_id")
     )
+
+
+def recovery_code_pepper_usage() -> dict[int, int]:
+    """Users whose two-factor recovery codes were hashed with each pepper version: removing
+    a version retires those codes too."""
+    rows = (
+        RecoveryCode.objects.values("pepper_version")
+        .annotate(users=Count("device__user", distinct=True))
+        .order_by()
+    )
+    return {row["pepper_version"]: row["users"] for row in rows}

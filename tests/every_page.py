@@ -59,11 +59,18 @@ STAFF = {"staff_jobs"}
 # checked, the whole-page checks (one <h1>, <html lang>) do not apply.
 FRAGMENTS = {"playground_result"}
 # A page that is shown with an error status on purpose.
-STATUS = {"verify_email": 400}
+STATUS = {
+    "verify_email": 400,
+    # The staff's two-factor setup link, as the owner (not staff) meets it: a 404, the refusal
+    # page for a link. Staff: tests/console/test_staff_two_factor_link.py.
+    "two_factor_staff_link": 404,
+    "two_factor_staff_link_open": 404,
+}
 
 # The object of each detail page, from the world below.
 KWARGS = {
     "verify_email": lambda w: {"token": "not-a-token"},
+    "two_factor_staff_link_open": lambda w: {"token": "not-a-link"},
     "password_reset_confirm": lambda w: w.password_reset_kwargs(),
     "member_remove": lambda w: {"membership_id": w.developer.pk},
     "invitation_accept": lambda w: {"token": w.invitation_token},

@@ -38,11 +38,12 @@ def login_verified(client, user: User):
     app (if they have none) and the session is marked as verified by it, as the sign-in's
     second step does."""
     from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    from console.models import AuthenticatorApp
+
+    device = AuthenticatorApp.objects.filter(user=user, confirmed=True).first()
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="test app", confirmed=True)
+        device = AuthenticatorApp.objects.create(user=user, name="test app", confirmed=True)
     client.force_login(user)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id

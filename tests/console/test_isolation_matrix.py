@@ -308,6 +308,8 @@ NOT_OBJECTS = {
     "password_reset_confirm": "Django's signed reset link",
     "invitation_accept": "the token is the secret: whoever holds the link sees the invitation",
     "billing:buy_pack": "a product of the shared catalogue, not of an account",
+    "two_factor_staff_link_open": "a staff user's one-time link, bound to that user: "
+    "tests/console/test_staff_two_factor_link.py::test_another_users_link_is_refused",
 }
 
 

@@ -61,6 +61,16 @@ EXPECTATIONS = {
     "two_factor": ("get", None, None, _members_only(200)),
     "two_factor_setup": ("get", None, None, _members_only(200)),
     "two_factor_disable": ("post", None, None, _members_only(302)),
+    "two_factor_recovery_codes": ("post", None, None, _members_only(302)),
+    # The staff's one-time setup link: no persona here is staff (404; an unknown link is a
+    # 404 too). Staff: tests/console/test_staff_two_factor_link.py.
+    "two_factor_staff_link": ("get", None, None, _members_only(404)),
+    "two_factor_staff_link_open": (
+        "get",
+        lambda w: {"token": "not-a-link"},
+        None,
+        _members_only(404),
+    ),
     "password_change": ("get", None, None, _members_only(200)),
     "password_change_done": ("get", None, None, _members_only(200)),
     "password_reset": ("get", None, None, _all(200)),

@@ -11,11 +11,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from console import two_factor
-from console.models import AuditEvent
+from console.models import AuditEvent, AuthenticatorApp, RecoveryCode, RecoveryCodeSet
 from tests.console.test_csp import _check as check_csp
 from tests.factories import PASSWORD, login_verified, make_account, make_user
 
@@ -25,27 +23,27 @@ pytestmark = pytest.mark.django_db
 def time_passes(user):
     """As if half a minute went by: django-otp's throttling after wrong codes (1, 2, 4…
     seconds) is over, and a new code is due (it refuses one at or before the last used)."""
-    for model in (TOTPDevice, StaticDevice):
+    for model in (AuthenticatorApp, RecoveryCodeSet):
         model.objects.filter(user=user).update(
             throttling_failure_count=0, throttling_failure_timestamp=None
         )
-    TOTPDevice.objects.filter(user=user).update(last_t=-1)
+    AuthenticatorApp.objects.filter(user=user).update(last_t=-1)
 
 
-def current_code(device: TOTPDevice) -> str:
+def current_code(device: AuthenticatorApp) -> str:
     """What the app shows now, once time passed."""
     time_passes(device.user)
     return code_now(device)
 
 
-def code_now(device: TOTPDevice) -> str:
+def code_now(device: AuthenticatorApp) -> str:
     device.refresh_from_db()
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = time.time()
     return f"{totp.token():0{device.digits}d}"
 
 
-def enable(user) -> tuple[TOTPDevice, list[str]]:
+def enable(user) -> tuple[AuthenticatorApp, list[str]]:
     device = two_factor.two_factor_setup_device(user=user)
     enabled = two_factor.two_factor_confirm(user=user, code=current_code(device))
     return enabled.device, enabled.recovery_codes
@@ -56,6 +54,14 @@ def user():
     user = make_user("twofactor@example.com")
     make_account(user)
     return user
+
+
+def shown_codes(response) -> list[str]:
+    """The recovery codes a page shows (in two halves, as people copy them)."""
+    return [
+        first + second
+        for first, second in re.findall(r"<code>(\w{4}) (\w{4})</code>", response.content.decode())
+    ]
 
 
 def sign_in(client, user, password=PASSWORD):
@@ -73,12 +79,12 @@ def test_setting_up_shows_a_qr_code_and_turns_on_with_a_code(client, user):
     html = page.content.decode()
     assert '<svg width="' in html and 'class="qr-code"' in html
     check_csp(page)  # the inline <svg> needs no inline style or script
-    device = TOTPDevice.objects.get(user=user)
+    device = AuthenticatorApp.objects.get(user=user)
     assert not device.confirmed
     assert two_factor.totp_secret_text(device) in html
     # Reloading shows the same key: the app already scanned keeps working.
     client.get(reverse("two_factor_setup"))
-    assert TOTPDevice.objects.filter(user=user).count() == 1
+    assert AuthenticatorApp.objects.filter(user=user).count() == 1
 
     wrong = client.post(reverse("two_factor_setup"), {"code": "000000"})
     assert wrong.status_code == 422
@@ -90,10 +96,9 @@ def test_setting_up_shows_a_qr_code_and_turns_on_with_a_code(client, user):
 
     assert done.status_code == 200
     assert "no-store" in done["Cache-Control"]
-    codes = StaticToken.objects.filter(device__user=user).values_list("token", flat=True)
-    assert len(codes) == 10
-    shown = re.sub(r"(\w{4}) (\w{4})", r"\1\2", done.content.decode())
-    assert all(code in shown for code in codes)  # shown this once
+    shown = shown_codes(done)  # shown this once
+    assert len(set(shown)) == 10
+    assert RecoveryCode.objects.filter(device__user=user).count() == 10
     assert two_factor.two_factor_enabled(user=user)
     assert AuditEvent.objects.filter(action="user.two_factor_enable", actor=user).exists()
     overview = client.get(reverse("two_factor"))
@@ -232,7 +237,7 @@ def test_turning_off_needs_the_password_and_a_code(client, user):
 
     assert response["Location"] == reverse("two_factor")
     assert not two_factor.two_factor_enabled(user=user)
-    assert not StaticToken.objects.filter(device__user=user).exists()
+    assert not RecoveryCode.objects.filter(device__user=user).exists()
     assert AuditEvent.objects.filter(action="user.two_factor_disable", actor=user).exists()
     client.post(reverse("logout"))
     assert sign_in(client, user)["Location"] == reverse("overview")
@@ -247,17 +252,17 @@ def staff():
 
 
 @pytest.mark.parametrize("url_name", ["admin:index", "staff_jobs"])
-def test_staff_without_two_factor_are_sent_to_set_it_up(client, staff, url_name):
-    client.force_login(staff)
+def test_staff_without_two_factor_are_told_how_to_get_a_setup_link(client, staff, url_name):
+    """The password alone does not enrol an app on a staff user: no QR code, no key, only
+    how to get the one-time link (console/test_staff_two_factor_link.py walks through it)."""
+    sign_in(client, staff)
     url = reverse(url_name)
     response = client.get(url, follow=True)
-    assert response.redirect_chain[-1][0] == f"{reverse('two_factor_setup')}?next={url}"
-    assert "Staff pages need two-factor authentication" in response.content.decode()
-
-    device = TOTPDevice.objects.get(user=staff, confirmed=False)
-    done = client.post(response.redirect_chain[-1][0], {"code": current_code(device), "next": url})
-    assert f'href="{url}"' in done.content.decode()  # "I saved them, continue"
-    assert client.get(url).status_code == 200
+    assert response.redirect_chain[-1][0] == f"{reverse('two_factor_staff_link')}?next={url}"
+    html = response.content.decode()
+    assert "A link was sent to staff@example.com" in html
+    assert "manage.py staff_two_factor_link staff@example.com" in html
+    assert client.get(url).status_code == 302  # still no way in
 
 
 @pytest.mark.parametrize("url_name", ["admin:index", "staff_jobs"])

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from keys.selectors import pepper_usage, pepper_usage_by_account
+from keys.selectors import pepper_usage, pepper_usage_by_account, recovery_code_pepper_usage
 from keys.services import current_pepper_version
 
 
@@ -21,6 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, accounts, **options):
         usage = pepper_usage()
+        recovery_codes = recovery_code_pepper_usage()
         current = current_pepper_version()
         configured = settings.API_KEY_PEPPERS
         for version in sorted(set(configured) | set(usage), reverse=True):
@@ -35,6 +36,13 @@ class Command(BaseCommand):
             else:
                 note = "no usable key needs it: it can leave API_KEY_PEPPERS"
             self.stdout.write(f"pepper {version}: {keys} ({note})")
+            if people := recovery_codes.get(version, 0):
+                # Recovery codes are hashed with the same pepper (console/secrets_at_rest.py).
+                self.stdout.write(
+                    f"  and the recovery codes of {people} user{'' if people == 1 else 's'} "
+                    "(they stop working when this version leaves: those users replace them "
+                    "on their security page)"
+                )
             if accounts and version != current:
                 for row in pepper_usage_by_account(version=version):
                     self.stdout.write(
