@@ -83,7 +83,8 @@ class HistoryExport(models.Model):
     created_at = models.DateTimeField(_("created"))
     finished_at = models.DateTimeField(null=True, blank=True)
     # Why a failed export failed, for the page to explain: "not_started" when no worker took
-    # it within HISTORY_EXPORT_START_MINUTES (the broker was down); empty otherwise.
+    # it within HISTORY_EXPORT_START_MINUTES (the broker was down), "interrupted" when it ran
+    # past any task's time limit (its worker and message were lost); empty otherwise.
     failure = models.CharField(max_length=32, blank=True)
 
     class Meta:

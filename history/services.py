@@ -310,17 +310,28 @@ EXPORT_REENQUEUE_AFTER = timedelta(minutes=2)
 def history_exports_sweep(*, now: datetime | None = None) -> dict:
     """Exports still waiting for a worker: enqueued again while the broker may come back,
     failed with a message once HISTORY_EXPORT_START_MINUTES have passed (the page says the
-    export could not start; the person asks again). Returns what it did."""
+    export could not start; the person asks again); and running ones whose task cannot be
+    alive any more, failed. Returns what it did."""
     from django.conf import settings
     from django.utils import timezone
 
     from history.models import HistoryExport
 
     now = now or timezone.now()
+    start_by = timedelta(minutes=settings.HISTORY_EXPORT_START_MINUTES)
     waiting = HistoryExport.objects.filter(status=HistoryExport.Status.PENDING)
-    failed = waiting.filter(
-        created_at__lte=now - timedelta(minutes=settings.HISTORY_EXPORT_START_MINUTES)
-    ).update(status=HistoryExport.Status.FAILED, failure="not_started", finished_at=now)
+    failed = waiting.filter(created_at__lte=now - start_by).update(
+        status=HistoryExport.Status.FAILED, failure="not_started", finished_at=now
+    )
+    # Running past the task's hard time limit (after the latest start): its worker and its
+    # message are gone (Redis keeps nothing on disk), so it will never finish.
+    failed += HistoryExport.objects.filter(
+        status=HistoryExport.Status.RUNNING,
+        created_at__lte=now
+        - start_by
+        - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        - EXPORT_REENQUEUE_AFTER,
+    ).update(status=HistoryExport.Status.FAILED, failure="interrupted", finished_at=now)
     requeued = 0
     for export_id in waiting.filter(created_at__lte=now - EXPORT_REENQUEUE_AFTER).values_list(
         "pk", flat=True

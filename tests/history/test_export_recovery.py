@@ -94,3 +94,16 @@ def test_an_export_no_worker_started_in_time_fails_with_a_message(
     history_export_build(export_id=export.pk)  # a task that turns up late changes nothing
     export.refresh_from_db()
     assert (export.status, export.file.name) == ("failed", "")
+
+
+def test_a_running_export_whose_worker_was_lost_fails_after_the_bound(
+    client, requested_while_the_broker_is_down
+):
+    export = requested_while_the_broker_is_down
+    HistoryExport.objects.filter(pk=export.pk).update(status="running")  # then the worker died
+    assert history_exports_sweep(now=timezone.now() + timedelta(minutes=40))["failed"] == 0
+    assert history_exports_sweep(now=timezone.now() + timedelta(minutes=60))["failed"] == 1
+    export.refresh_from_db()
+    assert (export.status, export.failure) == ("failed", "interrupted")
+    page = client.get(reverse("history:export_status", args=[export.pk])).content.decode()
+    assert "The export failed" in page and "every 2s" not in page
