@@ -3,6 +3,7 @@ transaction, sent by a task after commit, retried with backoff when the mail ser
 re-sent by the sweep when the task was lost, failed after the cap, never sent twice."""
 
 from datetime import timedelta
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -181,3 +182,16 @@ def test_an_api_key_is_never_put_in_an_email(django_capture_on_commit_callbacks)
     with pytest.raises(ValueError), django_capture_on_commit_callbacks(execute=True):
         email_queue(kind="test", to="a@example.com", subject="Your key", body=f"Key: {key}")
     assert not OutgoingEmail.objects.exists()
+
+
+def test_no_code_sends_mail_but_the_outbox():
+    """Every mail path goes through console.emails.email_queue: nothing else may reach
+    django.core.mail (a direct send is lost when the mail server fails)."""
+    root = Path(__file__).resolve().parents[2]
+    reaching = sorted(
+        str(path.relative_to(root))
+        for app in ("console", "billing", "notifications", "keys", "projects", "history", "gateway")
+        for path in (root / app).rglob("*.py")
+        if "django.core.mail" in path.read_text() or "mail_admins" in path.read_text()
+    )
+    assert reaching == ["console/emails.py"]
