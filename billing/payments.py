@@ -15,7 +15,6 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.template.loader import render_to_string
@@ -37,6 +36,7 @@ from billing.providers import (
 )
 from billing.selectors import current_month, month_bounds
 from billing.services import mark_money_moved, recharge
+from console.emails import email_queue
 from console.models import Account, AuditEvent, Membership, User
 from console.roles import role_can
 from console.services import ServiceError, audit_record, lock_in_order
@@ -688,10 +688,8 @@ def auto_recharge_disable(
             reason=reason,
         )
         if notify:
-            transaction.on_commit(
-                lambda: _notify_auto_recharge_off(account_id=account.pk, reason=reason),
-                robust=True,
-            )
+            # Queued in this transaction, sent after commit (retried: console/emails.py).
+            _notify_auto_recharge_off(account_id=account.pk, reason=reason)
 
 
 def _notify_auto_recharge_off(*, account_id: int, reason: str) -> None:
@@ -703,10 +701,12 @@ def _notify_auto_recharge_off(*, account_id: int, reason: str) -> None:
             continue
         user = membership.user
         with translation.override(user.language or settings.LANGUAGE_CODE):
-            send_mail(
+            email_queue(
+                kind="auto_recharge_off",
+                to=user.email,
                 subject=_("Auto-recharge was turned off for %(account)s")
                 % {"account": account.name},
-                message=render_to_string(
+                body=render_to_string(
                     "billing/email/auto_recharge_off.txt",
                     {
                         "account": account,
@@ -714,8 +714,6 @@ def _notify_auto_recharge_off(*, account_id: int, reason: str) -> None:
                         "link": settings.SITE_URL + reverse("billing:settings"),
                     },
                 ),
-                from_email=None,
-                recipient_list=[user.email],
             )
 
 

@@ -14,7 +14,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from billing.money import format_amount
 from console import admin_accounts, admin_staff
-from console.admin_mixins import CatalogueAuditMixin, ReadOnlyInline
+from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
 from console.forms import TIME_ZONE_CHOICES
 from console.models import (
     Account,
@@ -23,6 +23,7 @@ from console.models import (
     AuthenticatorApp,
     Invitation,
     Membership,
+    OutgoingEmail,
     RecoveryCodeSet,
     StaffTwoFactorLink,
     Tier,
@@ -259,6 +260,40 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(OutgoingEmail)
+class OutgoingEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What was sent, what is still being tried and what failed (after EMAIL_MAX_ATTEMPTS),
+    read-only; the bodies are never shown (they can hold one-time links)."""
+
+    list_display = [
+        "created_at",
+        "kind",
+        "recipient",
+        "subject",
+        "status",
+        "attempts",
+        "last_error",
+    ]
+    list_filter = ["status", "kind"]
+    search_fields = ["recipient"]
+    date_hierarchy = "created_at"
+    fields = [
+        "kind",
+        "recipient",
+        "subject",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+        "last_attempt_at",
+        "next_attempt_at",
+        "sent_at",
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
 
 @admin.register(Announcement)

@@ -2,9 +2,12 @@ import zoneinfo
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import password_validation
+from django.template import loader
 from django.utils.translation import gettext_lazy as _
 
+from console.emails import email_queue
 from console.models import Account, User
 from console.roles import Role
 
@@ -188,3 +191,29 @@ class TwoFactorDisableForm(forms.Form):
         if not self.user.check_password(password):
             raise forms.ValidationError(_("That is not your password."))
         return password
+
+
+class PasswordResetForm(auth_forms.PasswordResetForm):
+    """Django's form, but the email goes through the outbox (retried when the mail server
+    fails) instead of being sent in the request, where a failure is only logged."""
+
+    def send_mail(
+        self,
+        subject_template_name,
+        email_template_name,
+        context,
+        from_email,
+        to_email,
+        html_email_template_name=None,
+    ):
+        email_queue(
+            kind="password_reset",
+            to=to_email,
+            subject=loader.render_to_string(subject_template_name, context),
+            body=loader.render_to_string(email_template_name, context),
+            html_body=(
+                loader.render_to_string(html_email_template_name, context)
+                if html_email_template_name
+                else ""
+            ),
+        )

@@ -551,3 +551,53 @@ class StaffTwoFactorLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.via} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class OutgoingEmail(models.Model):
+    """One email to one address: the outbox every mail of the console goes through
+    (console.emails.email_queue). Written in the caller's transaction, sent by a Celery task
+    after commit, retried with backoff and re-sent by the sweep when the task was lost, until
+    EMAIL_MAX_ATTEMPTS; then failed, for staff to see. The body is encrypted at rest and
+    erased once the email is sent or given up on: it can hold one-time links."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    # What the email is ("verify_email", "invitation", "password_reset", ...), for staff.
+    kind = models.CharField(_("kind"), max_length=40)
+    recipient = models.EmailField(_("recipient"), max_length=254)
+    subject = models.CharField(_("subject"), max_length=300)
+    # Fernet-encrypted (console.emails); emptied once sent or failed.
+    body_encrypted = models.TextField(blank=True)
+    html_body_encrypted = models.TextField(blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    # When the next attempt is due; while an attempt runs, a lease, so that the sweep and a
+    # duplicate task do not send the same email at once.
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True)
+    # The error's class name only: an SMTP server's text may echo addresses or the message.
+    last_error = models.CharField(_("last error"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("outgoing email")
+        verbose_name_plural = _("outgoing emails")
+        indexes = [
+            # The sweep: pending emails whose next attempt is due.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="outgoing_email_due",
+            ),
+            # The admin's list, newest first, and the purge of old sent rows.
+            models.Index(fields=["created_at"], name="outgoing_email_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} → {self.recipient}"

@@ -58,6 +58,23 @@ BEAT_SCHEDULE = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
+    # Outgoing emails whose next attempt is past due: their task was lost (a broker outage,
+    # Redis keeping nothing on disk, a worker that died) or its retries ran out before the
+    # backoff did; each is leased while it is sent, so nothing goes twice. Also deletes sent
+    # emails older than 30 days.
+    "sweep-outgoing-emails": {
+        "task": "console.tasks.sweep_emails",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
+    # Prompt-history exports no worker has started (requested while the broker was down, or
+    # lost with Redis): enqueued again, and failed with a message on their page once
+    # HISTORY_EXPORT_START_MINUTES have passed, so none waits "preparing" for ever.
+    "sweep-history-exports": {
+        "task": "history.tasks.sweep_history_exports",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
     # Auto-recharge for accounts below their threshold whose trigger was lost (the charge
     # that crossed it enqueues the recharge at once; this is the safety net).
     "auto-recharge-sweep": {

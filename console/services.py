@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.core.mail import send_mail
 from django.db import models, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -19,6 +18,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from console.emails import email_queue
 from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
 from console.roles import OWNER, Role, assignable_roles
 
@@ -176,8 +176,8 @@ def user_signup(
             if email_verified:
                 starter_pack_grant(account=account)
         if not email_verified:
-            # robust: a mail server that is down must not turn a committed sign-up into a 500.
-            transaction.on_commit(lambda: email_verification_send(user=user), robust=True)
+            # Queued in this transaction, sent after commit (retried: console/emails.py).
+            email_verification_send(user=user)
     return user, account
 
 
@@ -189,13 +189,11 @@ def email_verification_token(user: User) -> str:
 def email_verification_send(*, user: User) -> None:
     link = settings.SITE_URL + reverse("verify_email", args=[email_verification_token(user)])
     with translation.override(user.language or translation.get_language()):
-        send_mail(
+        email_queue(
+            kind="verify_email",
+            to=user.email,
             subject=_("Verify your email address"),
-            message=render_to_string(
-                "console/email/verify_email.txt", {"user": user, "link": link}
-            ),
-            from_email=None,
-            recipient_list=[user.email],
+            body=render_to_string("console/email/verify_email.txt", {"user": user, "link": link}),
         )
 
 
@@ -421,22 +419,21 @@ def invitation_create(
             ip=ip,
             metadata={"email": email, "role": role},
         )
-        transaction.on_commit(
-            lambda: _invitation_send(invitation=invitation, token=token), robust=True
-        )
+        _invitation_send(invitation=invitation, token=token)
     return invitation
 
 
 def _invitation_send(*, invitation: Invitation, token: str) -> None:
+    """Queued in the invitation's transaction, sent after commit (console/emails.py)."""
     link = settings.SITE_URL + reverse("invitation_accept", args=[token])
-    send_mail(
+    email_queue(
+        kind="invitation",
+        to=invitation.email,
         subject=_("You are invited to %(account)s on BigModel Console")
         % {"account": invitation.account.name},
-        message=render_to_string(
+        body=render_to_string(
             "console/email/invitation.txt", {"invitation": invitation, "link": link}
         ),
-        from_email=None,
-        recipient_list=[invitation.email],
     )
 
 

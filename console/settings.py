@@ -231,6 +231,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A prompt-history export no worker has started within this many minutes (the broker was
+# down) is failed with a message on its page; until then the sweep enqueues it again.
+HISTORY_EXPORT_START_MINUTES = env.int("HISTORY_EXPORT_START_MINUTES", default=30)
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "console.User"
@@ -313,6 +316,10 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="BigModel Console <console@localhost>")
+# Every email goes through the outbox (console/emails.py): a failed send is retried after
+# base × 2^(attempt − 1) seconds, up to the max attempts; then it is failed, shown to staff.
+EMAIL_RETRY_BASE_SECONDS = env.int("EMAIL_RETRY_BASE_SECONDS", default=30)
+EMAIL_MAX_ATTEMPTS = env.int("EMAIL_MAX_ATTEMPTS", default=6)
 
 # --- Webhooks (notifications) ---------------------------------------------------------------
 # A failed delivery is retried after base × 2^(attempt − 1) seconds, up to the max attempts.

@@ -15,13 +15,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from console.emails import email_queue
 from console.models import AuditEvent, StaffTwoFactorLink
 from console.secrets_at_rest import current_pepper_version, keyed_hash
 from console.services import ServiceError, audit_record
@@ -86,18 +86,20 @@ def staff_link_issue(
         )
         url = staff_link_url(token)
         if via == StaffTwoFactorLink.Via.EMAIL:
-            transaction.on_commit(lambda: _staff_link_send(link=link, url=url), robust=True)
+            _staff_link_send(link=link, url=url)
     return IssuedLink(link=link, url=url)
 
 
 def _staff_link_send(*, link: StaffTwoFactorLink, url: str) -> None:
-    send_mail(
+    # Through the outbox, in the link's transaction: sent after commit, retried if the mail
+    # server fails (console/emails.py).
+    email_queue(
+        kind="staff_two_factor_link",
+        to=link.user.email,
         subject=_("Set up two-factor authentication for BigModel Console staff"),
-        message=render_to_string(
+        body=render_to_string(
             "console/email/staff_two_factor_link.txt", {"link": link, "url": url}
         ),
-        from_email=None,
-        recipient_list=[link.user.email],
     )
 
 

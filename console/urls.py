@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from console import health, security_views, views
+from console.forms import PasswordResetForm
 from console.throttling import throttle_posts
 
 urlpatterns = [
@@ -28,7 +29,8 @@ urlpatterns = [
     path(
         "accounts/password/reset/",
         throttle_posts("password_reset", "PASSWORD_RESETS_PER_HOUR_PER_IP")(
-            auth_views.PasswordResetView.as_view()
+            # The outbox's form: the email is retried when the mail server fails.
+            auth_views.PasswordResetView.as_view(form_class=PasswordResetForm)
         ),
         name="password_reset",
     ),

@@ -4,6 +4,7 @@ The gateway issue lays the model and its write service; the history issue builds
 detail, export and retention on it."""
 
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 # Bodies over this size are cut, with a visible marker.
@@ -81,10 +82,20 @@ class HistoryExport(models.Model):
     file = models.FileField(upload_to="history-exports/", blank=True)
     created_at = models.DateTimeField(_("created"))
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Why a failed export failed, for the page to explain: "not_started" when no worker took
+    # it within HISTORY_EXPORT_START_MINUTES (the broker was down), "interrupted" when it ran
+    # past any task's time limit (its worker and message were lost); empty otherwise.
+    failure = models.CharField(max_length=32, blank=True)
 
     class Meta:
         verbose_name = _("history export")
         verbose_name_plural = _("history exports")
+        indexes = [
+            # The sweep: exports still waiting for a worker, oldest first.
+            models.Index(
+                fields=["created_at"], condition=Q(status="pending"), name="history_export_waiting"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"export {self.pk} ({self.status})"

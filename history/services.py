@@ -1,9 +1,13 @@
 import csv
 import json
+import logging
+from datetime import datetime, timedelta
 
 from console.spreadsheet import csv_cell
 from history.models import MAX_BODY_CHARACTERS, TRUNCATION_MARKER, PromptLog
 from history.selectors import history_queryset
+
+logger = logging.getLogger(__name__)
 
 
 def _cut(text: str) -> str:
@@ -284,14 +288,61 @@ def history_export_start(*, account, user, query: dict, fmt: str):
         account=account, requested_by=user, query=query, format=fmt, created_at=timezone.now()
     )
 
-    def enqueue():
-        from history.tasks import build_history_export
-
-        build_history_export.delay(export.pk)
-
-    # robust: a broker that is down must not turn the recorded request into an error page.
-    transaction.on_commit(enqueue, robust=True)
+    # robust: a broker that is down must not turn the recorded request into an error page;
+    # the export waits, and the sweep (history_exports_sweep) enqueues it again or fails it.
+    transaction.on_commit(lambda: _export_enqueue(export.pk), robust=True)
     return export
+
+
+def _export_enqueue(export_id: int) -> None:
+    from history.tasks import build_history_export
+
+    # retry=False: with the broker down, fail at once instead of holding the request while
+    # kombu retries the publish.
+    build_history_export.apply_async((export_id,), retry=False)
+
+
+# An export no worker has started after this long is enqueued again by the sweep (its task
+# was lost: the broker was down when it was requested, or Redis restarted).
+EXPORT_REENQUEUE_AFTER = timedelta(minutes=2)
+
+
+def history_exports_sweep(*, now: datetime | None = None) -> dict:
+    """Exports still waiting for a worker: enqueued again while the broker may come back,
+    failed with a message once HISTORY_EXPORT_START_MINUTES have passed (the page says the
+    export could not start; the person asks again); and running ones whose task cannot be
+    alive any more, failed. Returns what it did."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from history.models import HistoryExport
+
+    now = now or timezone.now()
+    start_by = timedelta(minutes=settings.HISTORY_EXPORT_START_MINUTES)
+    waiting = HistoryExport.objects.filter(status=HistoryExport.Status.PENDING)
+    failed = waiting.filter(created_at__lte=now - start_by).update(
+        status=HistoryExport.Status.FAILED, failure="not_started", finished_at=now
+    )
+    # Running past the task's hard time limit (after the latest start): its worker and its
+    # message are gone (Redis keeps nothing on disk), so it will never finish.
+    failed += HistoryExport.objects.filter(
+        status=HistoryExport.Status.RUNNING,
+        created_at__lte=now
+        - start_by
+        - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        - EXPORT_REENQUEUE_AFTER,
+    ).update(status=HistoryExport.Status.FAILED, failure="interrupted", finished_at=now)
+    requeued = 0
+    for export_id in waiting.filter(created_at__lte=now - EXPORT_REENQUEUE_AFTER).values_list(
+        "pk", flat=True
+    )[:500]:
+        try:
+            _export_enqueue(export_id)
+        except Exception as error:  # the broker is still down: the next sweep tries again
+            logger.warning("history_exports_sweep enqueue failed: %s", type(error).__name__)
+            break
+        requeued += 1
+    return {"requeued": requeued, "failed": failed}
 
 
 def history_export_build(*, export_id: int) -> None:
@@ -306,15 +357,18 @@ def history_export_build(*, export_id: int) -> None:
     from history.models import HistoryExport
 
     export = HistoryExport.objects.select_related("account").get(pk=export_id)
-    if export.status == HistoryExport.Status.DONE:
+    # Done, or failed by the sweep (the person was told it could not start): left alone.
+    if export.status in (HistoryExport.Status.DONE, HistoryExport.Status.FAILED):
         return
     form = HistoryFilterForm(export.query, account=export.account)
     form.is_valid()
     filters = form.filters()
     total = history_queryset(account=export.account, filters=filters).count()
-    HistoryExport.objects.filter(pk=export.pk).update(
-        status=HistoryExport.Status.RUNNING, rows_total=total, rows_done=0
-    )
+    started = HistoryExport.objects.filter(
+        pk=export.pk, status__in=[HistoryExport.Status.PENDING, HistoryExport.Status.RUNNING]
+    ).update(status=HistoryExport.Status.RUNNING, rows_total=total, rows_done=0)
+    if not started:  # failed by the sweep meanwhile
+        return
     done = 0
 
     def progress(rows):

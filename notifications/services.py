@@ -22,7 +22,6 @@ import httpx
 import idna
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import QuerySet
@@ -31,6 +30,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from console.emails import email_queue
 from console.models import Account, User
 from console.roles import PERMISSIONS
 from console.services import ServiceError, audit_record
@@ -56,8 +56,6 @@ ATTEMPT_LEASE = timedelta(seconds=60)
 DUE_SLACK = timedelta(seconds=2)
 # An email whose task has not run after this long is sent by the sweep.
 EMAIL_SWEEP_AFTER = timedelta(minutes=2)
-# A recipient whose email failed this many times is given up on (the error is kept).
-EMAIL_MAX_ATTEMPTS = 5
 SWEEP_BATCH = 500
 # Each phase of a POST gets the full timeout, but never past the attempt's deadline.
 PHASES = ("connect", "read", "write", "pool")
@@ -184,67 +182,48 @@ def notifications_mark_read(
 
 
 def notification_email_send(*, event_pk: int) -> int:
-    """Email an event to each recipient, at most once each; returns how many were sent.
+    """Queue the event's email for each recipient, at most once each; returns how many were
+    queued. The outbox (console.emails) sends them, with retries and its own sweep.
 
-    The event row is claimed first (the update's row count says who won), so a duplicate
-    task or the sweep never runs alongside. Each recipient's email is recorded as it goes
-    out, so a retry sends only to those still owed one. A recipient whose send fails is
-    retried (the claim is released and the last error re-raised for the task's retry; the
-    sweep catches up if the task is lost) until EMAIL_MAX_ATTEMPTS, then given up on with
-    the error kept: the event is then done."""
-    claimed = NotificationEvent.objects.filter(
-        pk=event_pk, email_requested=True, emailed_at__isnull=True
-    ).update(emailed_at=timezone.now())
-    if not claimed:
-        return 0
-    event = NotificationEvent.objects.select_related("account").get(pk=event_pk)
-    records = {record.user_id: record for record in NotificationEmail.objects.filter(event=event)}
-    sent = 0
-    last_error: Exception | None = None
-    owed = False
-    for user in alert_recipients(account=event.account):
-        record = records.get(user.pk) or NotificationEmail(event=event, user=user)
-        if record.sent_at is not None or record.attempts >= EMAIL_MAX_ATTEMPTS:
-            continue
-        try:
+    The event row is claimed first (the update's row count says who won), in the same
+    transaction as the queued emails and each recipient's record, so a duplicate task or the
+    sweep never queues one twice, and a failure queues nothing and leaves the event to the
+    task's retry or the sweep."""
+    with transaction.atomic():
+        claimed = NotificationEvent.objects.filter(
+            pk=event_pk, email_requested=True, emailed_at__isnull=True
+        ).update(emailed_at=timezone.now())
+        if not claimed:
+            return 0
+        event = NotificationEvent.objects.select_related("account").get(pk=event_pk)
+        records = {
+            record.user_id: record for record in NotificationEmail.objects.filter(event=event)
+        }
+        queued = 0
+        for user in alert_recipients(account=event.account):
+            record = records.get(user.pk) or NotificationEmail(event=event, user=user)
+            if record.sent_at is not None:
+                continue
             _email_one(event=event, user=user)
-        except Exception as error:
             record.attempts += 1
-            # The class name only: an SMTP error text may echo addresses or server details.
-            record.last_error = type(error).__name__[:200]
+            record.sent_at = timezone.now()  # handed to the outbox
+            record.last_error = ""
             record.save()
-            logger.warning(
-                "notification_email event=%s user=%s attempt=%s failed: %s",
-                event.pk,
-                user.pk,
-                record.attempts,
-                record.last_error,
-            )
-            last_error = error
-            owed = owed or record.attempts < EMAIL_MAX_ATTEMPTS
-            continue
-        record.attempts += 1
-        record.sent_at = timezone.now()
-        record.last_error = ""
-        record.save()
-        sent += 1
-    if owed:
-        NotificationEvent.objects.filter(pk=event_pk).update(emailed_at=None)
-        raise last_error
-    return sent
+            queued += 1
+    return queued
 
 
 def _email_one(*, event: NotificationEvent, user: User) -> None:
     with translation.override(user.language or settings.LANGUAGE_CODE):
-        send_mail(
+        email_queue(
+            kind="notification",
+            to=user.email,
             subject=_("[%(account)s] %(title)s")
             % {"account": event.account.name, "title": event.title},
-            message=render_to_string(
+            body=render_to_string(
                 "notifications/email/event.txt",
                 {"event": event, "user": user, "link": absolute_link(event.link)},
             ),
-            from_email=None,
-            recipient_list=[user.email],
         )
 
 

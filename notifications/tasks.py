@@ -4,7 +4,6 @@ All are idempotent: the email is claimed on its event row, a webhook attempt on 
 row (a lease), so a duplicate task, a broker redelivery or the sweep sends nothing twice."""
 
 import logging
-import smtplib
 
 from celery import shared_task
 from django.conf import settings
@@ -17,16 +16,12 @@ from notifications.models import WebhookDelivery
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(OperationalError, smtplib.SMTPException, OSError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def send_event_email(event_pk: int) -> int:
-    sent = services.notification_email_send(event_pk=event_pk)
-    logger.info("send_event_email event=%s sent=%s", event_pk, sent)
-    return sent
+    """Queue the event's emails in the outbox (console.emails), which sends and retries."""
+    queued = services.notification_email_send(event_pk=event_pk)
+    logger.info("send_event_email event=%s queued=%s", event_pk, queued)
+    return queued
 
 
 @shared_task(

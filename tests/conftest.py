@@ -132,6 +132,19 @@ def _no_sign_in_ceiling_from_earlier_tests():
 
 
 @pytest.fixture(autouse=True)
+def _emails_sent_by_an_in_process_worker(monkeypatch):
+    """Every email leaves through the outbox's Celery task, enqueued on commit
+    (console/emails.py). The suite runs no worker: the task runs here when it is enqueued,
+    as a worker would run it, so `mailoutbox` holds what was sent once the commit's callbacks
+    ran. A test of a broker outage replaces this with a failing `apply_async`."""
+    from console.tasks import send_email
+
+    monkeypatch.setattr(
+        send_email, "apply_async", lambda args=None, kwargs=None, **options: send_email.apply(args)
+    )
+
+
+@pytest.fixture(autouse=True)
 def _english_after_each_test():
     """A request through the test client activates its user's language in this thread and
     leaves it there (as every server request does for its own thread); the next test must not

@@ -22,10 +22,11 @@ from billing.payments import (
 )
 from billing.services import pack_grant
 from console.celery import app
-from console.models import Account, JobRun
+from console.emails import email_queue
+from console.models import Account, JobRun, OutgoingEmail
 from console.schedule import BEAT_SCHEDULE
 from console.shared_state import LocalState
-from history.models import PromptLog
+from history.models import HistoryExport, PromptLog
 from keys import services as key_services
 from keys.models import ApiKey
 from keys.services import api_key_create, api_key_mark_used
@@ -120,7 +121,21 @@ def realistic(settings, monkeypatch):
         duration_ms=5,
         outcome="success",
     )
-    return {"busy": busy, "key": key, "pack": pack, "card": card, "transfer": transfer}
+    # An email whose task was lost with the broker, and an export no worker ever started.
+    lost = email_queue(kind="test", to="lost@example.com", subject="Hello", body="Hello")
+    OutgoingEmail.objects.filter(pk=lost.pk).update(next_attempt_at=now - timedelta(minutes=5))
+    stuck = HistoryExport.objects.create(
+        account=busy, query={}, format="csv", created_at=now - timedelta(hours=1)
+    )
+    return {
+        "busy": busy,
+        "key": key,
+        "pack": pack,
+        "card": card,
+        "transfer": transfer,
+        "email": lost,
+        "export": stuck,
+    }
 
 
 def run_every_job():
@@ -148,6 +163,8 @@ def test_every_job_run_twice_changes_nothing_the_second_time(realistic):
     assert Payment.objects.filter(auto=True, status="succeeded").count() == 1
     assert ApiKey.objects.get(pk=realistic["key"].pk).last_used_at is not None
     assert not JobRun.objects.exists()
+    assert OutgoingEmail.objects.get(pk=realistic["email"].pk).status == "sent"
+    assert HistoryExport.objects.get(pk=realistic["export"].pk).status == "failed"
 
     run_every_job()
     assert changed_tables(first, snapshot()) == []

@@ -142,9 +142,12 @@ def test_a_wrong_password_does_not_sign_in(client):
     assert "_auth_user_id" not in client.session
 
 
-def test_password_reset_sends_a_working_link(client, mailoutbox):
+def test_password_reset_sends_a_working_link(
+    client, mailoutbox, django_capture_on_commit_callbacks
+):
     user = make_user("reset@example.com")
-    client.post(reverse("password_reset"), {"email": "reset@example.com"})
+    with django_capture_on_commit_callbacks(execute=True):  # the outbox sends on commit
+        client.post(reverse("password_reset"), {"email": "reset@example.com"})
     assert len(mailoutbox) == 1
     link = next(line for line in mailoutbox[0].body.splitlines() if "/reset/" in line)
     path = link.split("://", 1)[1].split("/", 1)[1]

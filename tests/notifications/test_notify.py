@@ -1,11 +1,12 @@
 """notify: recipients, idempotency per event id, the channels, and safety inside a caller's
 transaction."""
 
-import contextlib
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from notifications.models import Notification, NotificationEvent, WebhookDelivery
 from notifications.services import notify, webhook_endpoint_create
@@ -71,8 +72,9 @@ def test_one_plain_text_email_per_recipient_after_commit(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         _notify(world.account_a)
     assert mailoutbox == [], "nothing is sent before the commit"
-    for callback in callbacks:
-        callback()
+    with django_capture_on_commit_callbacks(execute=True):  # the outbox sends on commit
+        for callback in callbacks:
+            callback()
     assert sorted(message.to[0] for message in mailoutbox) == [
         "admin@a.example",
         "fin@a.example",
@@ -108,27 +110,42 @@ def test_the_email_task_twice_sends_once(world, mailoutbox, django_capture_on_co
     with django_capture_on_commit_callbacks(execute=False):
         _notify(world.account_a)
     event = NotificationEvent.objects.get()
-    assert send_event_email.run(event.pk) == 3
-    assert send_event_email.run(event.pk) == 0
+    with django_capture_on_commit_callbacks(execute=True):  # the outbox sends on commit
+        assert send_event_email.run(event.pk) == 3
+        assert send_event_email.run(event.pk) == 0
     assert len(mailoutbox) == 3
 
 
-def test_a_failed_send_releases_the_claim_for_the_retry(
-    world, mailoutbox, django_capture_on_commit_callbacks
+def test_event_emails_go_through_the_outbox_and_are_retried_there(
+    world, mailoutbox, django_capture_on_commit_callbacks, settings
 ):
+    from console.emails import email_deliver
+    from console.models import OutgoingEmail
     from notifications.services import notification_email_send
+    from tests.console.mail_faults import FailingMailBackend
 
     with django_capture_on_commit_callbacks(execute=False):
         _notify(world.account_a)
     event = NotificationEvent.objects.get()
-    with (
-        mock.patch("notifications.services.send_mail", side_effect=OSError("smtp down")),
-        pytest.raises(OSError),
-    ):
-        notification_email_send(event_pk=event.pk)
-    event.refresh_from_db()
-    assert event.emailed_at is None
-    assert notification_email_send(event_pk=event.pk) == 3
+    FailingMailBackend.fail_next(3, settings)  # every first attempt fails
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notification_email_send(event_pk=event.pk) == 3
+    assert mailoutbox == []
+    queued = OutgoingEmail.objects.filter(kind="notification")
+    assert sorted(queued.values_list("recipient", "status", "attempts")) == [
+        ("admin@a.example", "pending", 1),
+        ("fin@a.example", "pending", 1),
+        ("owner@a.example", "pending", 1),
+    ]
+    later = timezone.now() + timedelta(hours=1)
+    for email in queued:
+        email_deliver(email_id=email.pk, now=later)
+    assert sorted(message.to[0] for message in mailoutbox) == [
+        "admin@a.example",
+        "fin@a.example",
+        "owner@a.example",
+    ]
+    assert notification_email_send(event_pk=event.pk) == 0, "queued once per recipient"
 
 
 def test_a_broker_outage_does_not_break_the_callers_transaction(
@@ -169,38 +186,3 @@ def test_concurrent_notifies_of_one_event_create_it_once():
     assert run_together(call, 6) == []
     assert sorted(created) == [0, 0, 0, 0, 0, 1]
     assert Notification.objects.filter(account=account).count() == 1
-
-
-def test_a_failing_recipient_never_causes_duplicates_and_is_given_up_on(
-    world, mailoutbox, django_capture_on_commit_callbacks
-):
-    from datetime import timedelta
-
-    from django.core.mail import send_mail as real_send_mail
-    from django.utils import timezone
-
-    from notifications.models import NotificationEmail
-    from notifications.services import EMAIL_MAX_ATTEMPTS, emails_unsent, notification_email_send
-
-    def send_mail(**kwargs):
-        if kwargs["recipient_list"] == ["admin@a.example"]:
-            raise OSError("mailbox unavailable")
-        return real_send_mail(**kwargs)
-
-    with django_capture_on_commit_callbacks(execute=False):
-        _notify(world.account_a)
-    event = NotificationEvent.objects.get()
-    later = timezone.now() + timedelta(hours=1)
-    with mock.patch("notifications.services.send_mail", side_effect=send_mail):
-        # The task and its retries, then the sweep, until nothing is owed.
-        for _ in range(EMAIL_MAX_ATTEMPTS + 3):
-            with contextlib.suppress(OSError):  # raised for the task's retry
-                notification_email_send(event_pk=event.pk)
-            if not emails_unsent(now=later):
-                break
-    assert sorted(message.to[0] for message in mailoutbox) == ["fin@a.example", "owner@a.example"]
-    failed = NotificationEmail.objects.get(event=event, user__email="admin@a.example")
-    assert (failed.sent_at, failed.attempts, failed.last_error) == (None, 5, "OSError")
-    assert emails_unsent(now=later) == [], "the sweep gives up after the limit"
-    assert notification_email_send(event_pk=event.pk) == 0
-    assert len(mailoutbox) == 2
