@@ -210,14 +210,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
 }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery-broker"
-    # The transport lists these folders and fails on a missing one.
-    for _folder in (_broker_dir, VAR_DIR / "celery-processed"):
+    # The transport lists these folders and fails on a missing one. Its exchange tables go to
+    # `control_folder`, by default `control/` under the working directory (the checkout).
+    for _folder in (_broker_dir, VAR_DIR / "celery-processed", VAR_DIR / "celery-control"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
             "data_folder_in": str(_broker_dir),
             "data_folder_out": str(_broker_dir),
             "processed_folder": str(VAR_DIR / "celery-processed"),
+            "control_folder": str(VAR_DIR / "celery-control"),
             "store_processed": False,
         }
     )
