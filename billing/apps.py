@@ -7,3 +7,6 @@ class BillingConfig(AppConfig):
 
     name = "billing"
     verbose_name = _("Billing")
+
+    def ready(self):
+        from billing import checks  # noqa: F401  (registers the system checks)

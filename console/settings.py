@@ -381,8 +381,12 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 STARTER_PACK_TOKENS = env.int("STARTER_PACK_TOKENS", default=20_000_000)
 STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
 # --- Payments, invoices, statements ---
-# "sandbox": the built-in test-card provider (billing/providers.py lists its cards).
+# "sandbox": the built-in test-card provider (billing/providers.py lists its cards); "none":
+# no card payments (recharges by bank transfer, recorded by staff). The sandbox credits any
+# test card, so a production deployment (HTTPS=true, or `check --deploy`) refuses it unless
+# ALLOW_SANDBOX_CARDS=true says so (a staging site): billing/checks.py.
 CARD_PROVIDER = env("CARD_PROVIDER", default="sandbox")
+ALLOW_SANDBOX_CARDS = env.bool("ALLOW_SANDBOX_CARDS", default=False)
 # A sandbox card ending 3220 stays pending this long, then succeeds.
 SANDBOX_PENDING_SECONDS = env.int("SANDBOX_PENDING_SECONDS", default=3)
 # The smallest and largest recharge, in whole units of the account's currency.
