@@ -3,7 +3,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class BillingConfig(AppConfig):
-    """Money: the nano unit today; prices, wallet, ledger and packs arrive with the wallet."""
+    """Money: prices, wallet, ledger, packs, payments, invoices and statements."""
 
     name = "billing"
     verbose_name = _("Billing")
+
+    def ready(self):
+        from billing import checks  # noqa: F401  (registers the system checks)

@@ -2,13 +2,18 @@
 in `templates/billing/pdf/`. The documents are bilingual (Chinese, then English), as
 Chinese invoices and receipts are, whatever the reader's interface language.
 
-WeasyPrint needs Pango (Debian: libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0) and,
-for Chinese, a CJK font (fonts-noto-cjk). Without Pango the import fails; the pages then
-say that PDFs are unavailable instead of failing with a 500.
+WeasyPrint needs Pango (Debian: libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0).
+Without Pango the import fails; the pages then say that PDFs are unavailable instead of
+failing with a 500. Chinese needs a CJK font, which a fresh machine lacks (Chinese then prints
+as blank boxes with no text layer): the documents bring their own, Noto Sans SC from the
+`pylopdf-fonts-zh-cn` package (OFL-1.1), loaded through @font-face, so they are legible
+wherever the dependencies are installed, whatever fonts the system has.
 """
 
 import logging
+from functools import cache
 
+import pylopdf_fonts_zh_cn
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
@@ -22,6 +27,12 @@ class PdfUnavailable(RuntimeError):
     """WeasyPrint (or the system libraries it needs) is not installed here."""
 
 
+@cache
+def cjk_font_url() -> str:
+    """The bundled Noto Sans SC as a file:// URL for the templates' @font-face."""
+    return pylopdf_fonts_zh_cn.sans_path().resolve().as_uri()
+
+
 def render_pdf(template: str, context: dict) -> bytes:
     try:
         import weasyprint
@@ -30,7 +41,10 @@ def render_pdf(template: str, context: dict) -> bytes:
         raise PdfUnavailable(str(error)) from error
     # Numbers and dates in the documents are not localised: they are legal text.
     with translation.override("en"):
-        html = render_to_string(template, {**context, "seller_default": settings.SELLER})
+        html = render_to_string(
+            template,
+            {**context, "seller_default": settings.SELLER, "cjk_font_url": cjk_font_url()},
+        )
     return weasyprint.HTML(string=html).write_pdf()
 
 

@@ -146,7 +146,23 @@ class SandboxProvider:
         return ChargeOutcome(DECLINED, provider_reference, str(message))
 
 
-_PROVIDERS = {"sandbox": SandboxProvider()}
+class NoCardProvider:
+    """CARD_PROVIDER=none: a deployment without a card acquirer takes no cards."""
+
+    name = "none"
+
+    def tokenize(self, **card) -> Card:
+        raise CardError(_("Card payments are not available on this console."))
+
+    def charge(self, **charge) -> ChargeOutcome:
+        raise CardError(_("Card payments are not available on this console."))
+
+    def retrieve(self, *, provider_reference: str) -> ChargeOutcome:
+        return ChargeOutcome(DECLINED, provider_reference, str(_("Unknown charge.")))
+
+
+_PROVIDERS = {"sandbox": SandboxProvider(), "none": NoCardProvider()}
+PROVIDER_NAMES = tuple(_PROVIDERS)
 
 
 def card_provider():

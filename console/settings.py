@@ -210,14 +210,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
 }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery-broker"
-    # The transport lists these folders and fails on a missing one.
-    for _folder in (_broker_dir, VAR_DIR / "celery-processed"):
+    # The transport lists these folders and fails on a missing one. Its exchange tables go to
+    # `control_folder`, by default `control/` under the working directory (the checkout).
+    for _folder in (_broker_dir, VAR_DIR / "celery-processed", VAR_DIR / "celery-control"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
             "data_folder_in": str(_broker_dir),
             "data_folder_out": str(_broker_dir),
             "processed_folder": str(VAR_DIR / "celery-processed"),
+            "control_folder": str(VAR_DIR / "celery-control"),
             "store_processed": False,
         }
     )
@@ -401,8 +403,12 @@ STARTER_PACK_DAYS = env.int("STARTER_PACK_DAYS", default=30)
 # its own rate and concurrency limits, so accounts made in a loop would multiply them.
 ACCOUNTS_PER_OWNER_MAX = env.int("ACCOUNTS_PER_OWNER_MAX", default=5)
 # --- Payments, invoices, statements ---
-# "sandbox": the built-in test-card provider (billing/providers.py lists its cards).
+# "sandbox": the built-in test-card provider (billing/providers.py lists its cards); "none":
+# no card payments (recharges by bank transfer, recorded by staff). The sandbox credits any
+# test card, so a production deployment (HTTPS=true, or `check --deploy`) refuses it unless
+# ALLOW_SANDBOX_CARDS=true says so (a staging site): billing/checks.py.
 CARD_PROVIDER = env("CARD_PROVIDER", default="sandbox")
+ALLOW_SANDBOX_CARDS = env.bool("ALLOW_SANDBOX_CARDS", default=False)
 # A sandbox card ending 3220 stays pending this long, then succeeds.
 SANDBOX_PENDING_SECONDS = env.int("SANDBOX_PENDING_SECONDS", default=3)
 # The smallest and largest recharge, in whole units of the account's currency.

@@ -1,11 +1,14 @@
 """Refunds (staff) and tax invoices: the limits DESIGN.md sets, proportional bonus
 clawback, gapless invoice numbers under concurrency, reversals, and the PDFs' text."""
 
-import shutil
+import io
+import os
 import subprocess
+import sys
 
 import pytest
 from django.core.management import CommandError, call_command
+from pypdf import PdfReader
 
 from billing.audit import audit_all
 from billing.documents import invoice_pdf, receipt_pdf
@@ -27,7 +30,7 @@ from console.models import AuditEvent
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
-from tests.conftest import requires_postgres
+from tests.conftest import ROOT, requires_postgres
 from tests.threads import run_together
 
 pytestmark = pytest.mark.django_db
@@ -54,13 +57,9 @@ def paid_account(*payments):
     return account
 
 
-def pdf_text(pdf: bytes, tmp_path) -> str:
-    assert shutil.which("pdftotext"), "pdftotext (poppler-utils) is needed to read PDFs"
-    path = tmp_path / "document.pdf"
-    path.write_bytes(pdf)
-    return subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
-    ).stdout
+def pdf_text(pdf: bytes) -> str:
+    """The PDF's text layer, read with pypdf (pure Python: no poppler on a fresh machine)."""
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
 # --- Refunds --------------------------------------------------------------------------------
@@ -280,12 +279,12 @@ def test_16_concurrent_requests_get_gapless_unique_numbers():
         assert paid_totals(account=account).invoiced_nano == 90 * UNIT
 
 
-def test_the_invoice_pdf_holds_the_number_the_amount_and_a_chinese_buyer(tmp_path):
+def test_the_invoice_pdf_holds_the_number_the_amount_and_a_chinese_buyer():
     account = paid_account((1_235, 0))
     invoice = invoice_request(
         account=account, amount_nano=1_234 * UNIT + 5 * 10**8, buyer=CHINESE_BUYER, actor=None
     )
-    text = pdf_text(invoice_pdf(invoice), tmp_path)
+    text = pdf_text(invoice_pdf(invoice))
     assert invoice.number in text
     assert "¥1,234.50" in text
     assert "北京智谱华章科技有限公司" in text
@@ -293,7 +292,50 @@ def test_the_invoice_pdf_holds_the_number_the_amount_and_a_chinese_buyer(tmp_pat
     assert "壹仟贰佰叁拾肆元伍角" in text
 
 
-def test_a_receipt_pdf_shows_what_was_paid_and_the_bonus_apart(tmp_path):
+# Rendered in a child process: fontconfig reads FONTCONFIG_FILE once per process. The invoice
+# is unsaved, so the child needs no database.
+RENDER_WITHOUT_SYSTEM_FONTS = """
+import sys
+import django
+django.setup()
+from django.utils import timezone
+from billing.documents import invoice_pdf
+from billing.models import Invoice
+invoice = Invoice(
+    number="202600000042", kind="invoice", amount_nano=1_234_500_000_000, currency="CNY",
+    buyer_title="北京智谱华章科技有限公司", buyer_tax_id="91350100M000100Y43", account_id=7,
+    issued_at=timezone.now(), seller={"name": "示例科技有限公司", "tax_id": "X", "address": "北京"},
+)
+sys.stdout.buffer.write(invoice_pdf(invoice))
+"""
+
+
+def test_an_invoice_is_legible_on_a_machine_without_any_font(tmp_path):
+    # A fresh machine has no fonts-noto-cjk: Chinese printed as blank boxes with no text layer
+    # (pypdf then read neither the Chinese nor the English); with no system font at all, as
+    # here, Pango crashed. The documents bring their own font.
+    fonts_conf = tmp_path / "fonts.conf"
+    fonts_conf.write_text(
+        '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">'
+        f"<fontconfig><cachedir>{tmp_path}</cachedir></fontconfig>"
+    )
+    env = {**os.environ, "FONTCONFIG_FILE": str(fonts_conf), "PYTHONPATH": str(ROOT)}
+    env.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    child = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", RENDER_WITHOUT_SYSTEM_FONTS],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")[-2000:]
+    text = pdf_text(child.stdout)
+    assert "电子发票 · Electronic invoice" in text
+    assert "北京智谱华章科技有限公司" in text
+    assert "¥1,234.50" in text and "壹仟贰佰叁拾肆元伍角" in text
+
+
+def test_a_receipt_pdf_shows_what_was_paid_and_the_bonus_apart():
     account = funded_account()
     payment = payment_start_card(
         account=account, amount_nano=1_000 * UNIT, payment_method=add_card(account), actor=None
@@ -304,5 +346,5 @@ def test_a_receipt_pdf_shows_what_was_paid_and_the_bonus_apart(tmp_path):
         50 * UNIT,
         "card",
     )
-    text = pdf_text(receipt_pdf(receipt, account), tmp_path)
+    text = pdf_text(receipt_pdf(receipt, account))
     assert receipt.number in text and "¥1,000.00" in text and "¥50.00" in text

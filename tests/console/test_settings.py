@@ -152,3 +152,30 @@ def test_peppers_are_read_by_version(tmp_path):
     code += "print(sorted(settings.API_KEY_PEPPERS.items()))"
     assert _python(code, env) == "[(1, 'the-old-pepper-value'), (2, 'the-new-pepper-value')]"
     assert not (tmp_path / "local-secrets.json").exists()  # nothing generated when both are set
+
+
+def test_the_filesystem_broker_keeps_its_runtime_files_in_the_var_folder(tmp_path):
+    # kombu's filesystem transport wrote its exchange tables to `control/` under the working
+    # directory: `make run` left control/celery.exchange and celery.pidbox.exchange at the top
+    # of the checkout, where they were committed.
+    code = """
+import django
+django.setup()
+from console.celery import app
+from console.tasks import purge_old_invitations
+purge_old_invitations.delay()
+app.control.ping(timeout=0.1)
+"""
+    var, cwd = tmp_path / "var", tmp_path / "cwd"
+    cwd.mkdir()
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_VAR_DIR=str(var), PYTHONPATH=str(ROOT)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(cwd.iterdir()) == []
+    # The task's exchange and the broadcast's reply exchange (a worker adds celery.pidbox).
+    exchanges = {path.name for path in (var / "celery-control").iterdir()}
+    assert {"celery.exchange", "reply.celery.pidbox.exchange"} <= exchanges
