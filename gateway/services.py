@@ -209,6 +209,10 @@ def admit_request(
         refused = admit(auth=auth, body=body, request_id=request_id)
         if isinstance(refused, Admitted):
             return refused
+    if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
+        # Of the 1303 refusals only the first of each minute is recorded: a client that
+        # keeps sending past its limit must not cost a write per request.
+        return refused
     record_refusal(
         refused=refused,
         request_id=request_id,
@@ -329,12 +333,8 @@ def _first_rate_refusal(auth: Authenticated) -> bool:
 def record_refusal(
     *, refused: Refused, request_id: str, body: dict | None, client_request_id: str, stream: bool
 ) -> None:
-    """A refused request that passed authentication: a usage record costing nothing. Of the
-    1303 refusals (the rate window full), only the first of each minute is recorded: a
-    client that keeps sending past its limit must not cost a write per request."""
+    """A refused request that passed authentication: a usage record costing nothing."""
     if refused.auth is None:
-        return
-    if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
         return
     usage_record_write(
         account=refused.auth.account,
