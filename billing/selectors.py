@@ -1,6 +1,7 @@
 """Reads of money: month-to-date spend from the counter rows (zero where none exist)."""
 
 import functools
+import json
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -270,6 +271,30 @@ def ledger_page(
 CHARACTERS_PER_TOKEN_TENTHS = 16
 TOKENS_PER_MESSAGE = 4
 DEFAULT_OUTPUT_ESTIMATE = 1_024
+# An image (or any other non-text part) is billed by its size in pixels, not by the length of
+# its URL or base64 data: a fixed allowance per part, above what one image costs at the
+# models' largest resolutions.
+TOKENS_PER_MEDIA_PART = 2_048
+# Body fields that steer the answer but are not read by the model. Every other field (tools,
+# tool_choice, response_format, stop, and fields added after this list) is input the
+# upstream bills: counted by its JSON.
+NOT_INPUT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "stream_options",
+        "request_id",
+        "user_id",
+        "n",
+        "do_sample",
+        "seed",
+        "simulator",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -280,29 +305,79 @@ class Estimate:
     cost_nano: int  # as if no pack covered anything: an upper bound
 
 
-def _text_length(content) -> int:
+def _json_length(value) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _content_length(content) -> tuple[int, int]:
+    """(characters of text, media parts) of a message's content."""
     if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):  # multimodal parts: count their text
-        return sum(_text_length(part.get("text", "")) for part in content if isinstance(part, dict))
-    return 0
+        return len(content), 0
+    if not isinstance(content, list):
+        return 0, 0
+    characters = media = 0
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type", "text") == "text":
+            text = part.get("text", "")
+            characters += len(text) if isinstance(text, str) else 0
+        else:
+            media += 1
+    return characters, media
+
+
+def text_tokens(characters: int) -> int:
+    """Tokens of a text of `characters` characters, by the reference's ratio (rounded up)."""
+    return -(-characters * 10 // CHARACTERS_PER_TOKEN_TENTHS)
+
+
+def prompt_tokens_of(body: dict) -> int:
+    """The input tokens a request body costs, as the upstream bills them: every message's
+    text and its other fields (an assistant's tool_calls, a tool's id), every non-text part,
+    and every forwarded field the model reads (tools, response_format, ...). The admission
+    estimate and the built-in simulator's usage both count with this, so the suite sees a
+    body's every field billed and bounded by its estimate."""
+    messages = body.get("messages") or []
+    characters = media = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        text, parts = _content_length(message.get("content"))
+        characters += text
+        media += parts
+        characters += sum(
+            _json_length(value)
+            for name, value in message.items()
+            if name not in ("role", "content") and value is not None
+        )
+    characters += sum(
+        _json_length(value)
+        for name, value in body.items()
+        if name not in NOT_INPUT_FIELDS and value is not None
+    )
+    return (
+        text_tokens(characters) + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_MEDIA_PART * media
+    )
 
 
 def estimate_request(
-    *, account: Account, model: str, messages: list, max_tokens: int | None
+    *,
+    account: Account,
+    model: str,
+    messages: list,
+    max_tokens: int | None,
+    body: dict | None = None,
 ) -> Estimate | None:
-    """Tokens and cost a request may use (None: unknown model)."""
+    """Tokens and cost a request may use (None: unknown model). `body` is the whole request
+    as forwarded: its fields besides the messages cost input tokens too. The output is one
+    choice of at most max_tokens (the gateway refuses `n` above 1)."""
     from billing.services import price_tokens
 
     price = price_for(model=model, currency=account.currency)
     if price is None:
         return None
-    characters = sum(
-        _text_length(message.get("content")) for message in messages if isinstance(message, dict)
-    )
-    input_tokens = -(-characters * 10 // CHARACTERS_PER_TOKEN_TENTHS) + TOKENS_PER_MESSAGE * len(
-        messages
-    )
+    input_tokens = prompt_tokens_of({**(body or {}), "messages": messages})
     output_tokens = max_tokens if max_tokens and max_tokens > 0 else DEFAULT_OUTPUT_ESTIMATE
     cost = (
         0

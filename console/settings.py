@@ -437,6 +437,9 @@ UPSTREAM_SECRET_KEY = env("UPSTREAM_SECRET_KEY", default="upstream-secrets:" + S
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 # A crashed worker's reservations and concurrency slots expire after this long.
 GATEWAY_RESERVATION_TTL = env.int("GATEWAY_RESERVATION_TTL", default=600)
+# The API's wait for a pooled database connection: shorter than DATABASE_POOL_TIMEOUT, so
+# while PostgreSQL is down each API request gets its 503 quickly instead of queueing.
+GATEWAY_DATABASE_WAIT = env.float("GATEWAY_DATABASE_WAIT", default=3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
 SIMULATOR_FIRST_TOKEN_MS = env.int("SIMULATOR_FIRST_TOKEN_MS", default=30)
 SIMULATOR_CHUNK_MS = env.int("SIMULATOR_CHUNK_MS", default=2)

@@ -85,6 +85,11 @@ class SharedState(Protocol):
     def held(self, key: str) -> int:
         """The sum of the holds now (expired ones not counted)."""
 
+    def renew(self, keys: list[str], *, token: str, ttl_seconds: float) -> None:
+        """Make the token's slot or hold under each key expire `ttl_seconds` from now: a
+        request still running keeps what it took. One that expired or was released is not
+        brought back (someone else may have its room by now)."""
+
     def get_int(self, key: str) -> int:
         """The counter's value, 0 when absent or expired."""
 
@@ -201,6 +206,25 @@ return total
 """
 )
 
+# A slot's member is the token; a hold's is "<token>:<amount>". Only live ones are renewed,
+# and a key's own expiry is only ever pushed later.
+_RENEW = (
+    _NOW
+    + """
+local prefix = ARGV[1] .. ':'
+local expires = now + tonumber(ARGV[2])
+local key_ms = math.ceil(tonumber(ARGV[2]) * 1000) + 1000
+for _, key in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf')) do
+    if member == ARGV[1] or string.sub(member, 1, #prefix) == prefix then
+      redis.call('ZADD', key, 'XX', expires, member)
+      if redis.call('PTTL', key) < key_ms then redis.call('PEXPIRE', key, key_ms) end
+    end
+  end
+end
+"""
+)
+
 _HASH_DRAIN = """
 local values = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -224,6 +248,7 @@ class RedisState:
         self._hold_release = self.client.register_script(_HOLD_RELEASE)
         self._held = self.client.register_script(_HELD)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
+        self._renew = self.client.register_script(_RENEW)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -283,6 +308,9 @@ class RedisState:
 
     def held(self, key: str) -> int:
         return int(self._held(keys=[self._key(key)]))
+
+    def renew(self, keys: list[str], *, token: str, ttl_seconds: float) -> None:
+        self._renew(keys=[self._key(key) for key in keys], args=[token, ttl_seconds])
 
     def get_int(self, key: str) -> int:
         value = self.client.get(self._key(key))
@@ -412,6 +440,17 @@ class LocalState:
     def held(self, key: str) -> int:
         with self._lock:
             return sum(amount for amount, _ in self._live_holds(key, self._clock()).values())
+
+    def renew(self, keys: list[str], *, token: str, ttl_seconds: float) -> None:
+        with self._lock:
+            now = self._clock()
+            for key in keys:
+                slots = self._live_slots(key, now)
+                if token in slots:
+                    slots[token] = now + ttl_seconds
+                holds = self._live_holds(key, now)
+                if token in holds:
+                    holds[token] = (holds[token][0], now + ttl_seconds)
 
     def get_int(self, key: str) -> int:
         with self._lock:

@@ -52,8 +52,14 @@ AUTH_REASONS = {
 
 
 def error_response(refusal: Refusal, *, message: str | None = None, headers=None) -> JsonResponse:
-    return JsonResponse(
+    response = JsonResponse(
         {"error": {"code": refusal.code, "message": message or refusal.message}},
         status=refusal.status,
         headers=headers or {},
     )
+    if refusal.status == 503:
+        # A dependency is down: the gateway logged one warning line where it failed. Django
+        # would log each 503 again as an ERROR, thousands a minute under load; this is
+        # Django's own mark for a response already logged (django.utils.log.log_response).
+        response._has_been_logged = True
+    return response

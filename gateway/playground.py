@@ -74,8 +74,13 @@ REFUSAL_MESSAGES = {
         "The conversation is too long to send: clear it and start again."
     ),
     _by_status(errors.PROJECT_NOT_FOUND): _("This project does not exist: reload the page."),
-    errors.UPSTREAM_ERROR.code: _("The model service failed; nothing was charged."),
-    errors.UPSTREAM_TIMEOUT.code: _("The model service timed out; nothing was charged."),
+    # A stream that broke off is charged for the part of the reply it delivered.
+    errors.UPSTREAM_ERROR.code: _(
+        "The model service failed: only the part of the reply already shown is charged."
+    ),
+    errors.UPSTREAM_TIMEOUT.code: _(
+        "The model service timed out: only the part of the reply already shown is charged."
+    ),
     errors.STATE_UNAVAILABLE.code: _("Rate limiting is unavailable; try again shortly."),
 }
 

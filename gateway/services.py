@@ -32,6 +32,7 @@ from billing.selectors import (
     estimate_request,
     may_admit,
 )
+from console.database import connect_within
 from console.shared_state import shared_state
 from gateway import errors
 from gateway.models import UpstreamRoute
@@ -88,6 +89,9 @@ def authenticate(header: str | None) -> Authenticated | Refused:
     scheme, _space, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         return Refused(errors.MISSING_KEY)
+    # The API's first use of the database in a request: a short wait for a connection, so
+    # requests shed load quickly while PostgreSQL is unreachable.
+    connect_within(settings.GATEWAY_DATABASE_WAIT)
     result = api_key_authenticate(raw.strip())
     if isinstance(result, Authenticated):
         if result.key.scope != Scope.INFERENCE:
@@ -119,32 +123,49 @@ def pack_hold_keys(*, account_id: int, model: str) -> tuple[str, str]:
     return f"hold:packs:{account_id}:{model}", f"hold:packs:{account_id}:*"
 
 
-def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
-    """Everything between a valid key and the upstream call. On success a concurrency slot
-    is held and the estimate reserved: `release` must follow on every path."""
-    account = auth.account
-    model = body["model"]
-    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
-    estimate = estimate_request(
-        account=account, model=model, messages=body["messages"], max_tokens=body.get("max_tokens")
+def _rate_window(auth: Authenticated) -> tuple[Refused | None, dict]:
+    """Count the request in its account's per-minute window: every request that passed
+    authentication, refused ones too (a bad body, an unknown model), since each costs a
+    usage record. Returns the 1303 refusal once the window is full (or None) and the rate
+    headers. Raises when the shared state is unreachable."""
+    window = shared_state().hit_window(
+        f"rpm:{auth.account.pk}", limit=auth.account.tier.requests_per_minute, window_seconds=60
     )
-    if route is None or estimate is None:
-        return Refused(errors.UNKNOWN_MODEL, auth, f"The model {model!r} does not exist.")
-    state = shared_state()
-    tier = account.tier
-    try:
-        window = state.hit_window(
-            f"rpm:{account.pk}", limit=tier.requests_per_minute, window_seconds=60
-        )
-    except Exception:
-        return Refused(errors.STATE_UNAVAILABLE, auth)
     headers = {
         "x-ratelimit-limit-requests": str(window.limit),
         "x-ratelimit-remaining-requests": str(window.remaining),
         "x-ratelimit-reset-requests": f"{max(window.reset_seconds, 0):.0f}s",
     }
     if not window.allowed:
-        return Refused(errors.FREQUENCY, auth, rate_headers=headers)
+        return Refused(errors.FREQUENCY, auth, rate_headers=headers), headers
+    return None, headers
+
+
+def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+    """Everything between a valid key and the upstream call. On success a concurrency slot
+    is held and the estimate reserved: `release` must follow on every path."""
+    account = auth.account
+    model = body["model"]
+    # The window first: a request past the limit costs no database read.
+    try:
+        limited, headers = _rate_window(auth)
+    except Exception as error:
+        logger.warning("gateway: shared state unavailable: %s", error)
+        return Refused(errors.STATE_UNAVAILABLE, auth)
+    if limited is not None:
+        return limited
+    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
+    estimate = estimate_request(
+        account=account,
+        model=model,
+        messages=body["messages"],
+        max_tokens=body.get("max_tokens"),
+        body=body,
+    )
+    if route is None or estimate is None:
+        return Refused(errors.UNKNOWN_MODEL, auth, f"The model {model!r} does not exist.", headers)
+    state = shared_state()
+    tier = account.tier
     ttl = settings.GATEWAY_RESERVATION_TTL
     # Redis may go away between these calls too: the same 1240 refusal, never a 500.
     try:
@@ -191,11 +212,21 @@ def admit_request(
     if isinstance(auth, Refused):
         refused = auth
     elif invalid is not None:
-        refused = Refused(invalid[0], auth, invalid[1])
+        try:
+            refused, headers = _rate_window(auth)
+        except Exception as error:
+            # No rate window without the shared state: the body is refused all the same.
+            logger.warning("gateway: shared state unavailable: %s", error)
+            refused, headers = None, {}
+        refused = refused or Refused(invalid[0], auth, invalid[1], headers)
     else:
         refused = admit(auth=auth, body=body, request_id=request_id)
         if isinstance(refused, Admitted):
             return refused
+    if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
+        # Of the 1303 refusals only the first of each minute is recorded: a client that
+        # keeps sending past its limit must not cost a write per request.
+        return refused
     record_refusal(
         refused=refused,
         request_id=request_id,
@@ -297,6 +328,26 @@ def release(admitted: Admitted) -> None:
     _forget(state.slot_release, f"conc:{admitted.account.pk}", token=admitted.request_id)
 
 
+def renewal_interval() -> float:
+    """Seconds between renewals of a running request's slot and holds: well inside their
+    TTL, so a stream that outlives GATEWAY_RESERVATION_TTL never loses them, yet rare
+    enough to cost nothing next to the chunks."""
+    return settings.GATEWAY_RESERVATION_TTL / 4
+
+
+def keep_alive(admitted: Admitted) -> None:
+    """Renew everything a running request holds in the shared state (its concurrency slot
+    and its money and pack-token holds), in one call. Never raises: a renewal Redis cannot
+    take leaves the TTL to run as before."""
+    keys = [f"conc:{admitted.account.pk}", *_reservation_keys(admitted.auth), *admitted.pack_keys]
+    _forget(
+        shared_state().renew,
+        keys,
+        token=admitted.request_id,
+        ttl_seconds=settings.GATEWAY_RESERVATION_TTL,
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: int
@@ -308,6 +359,20 @@ class Outcome:
     latency_ms: int = 0
     first_token_ms: int | None = None
     forwarded: bool = True
+    # The upstream failed after part of the answer reached the client: that part is billed.
+    partial: bool = False
+
+
+def _first_rate_refusal(auth: Authenticated) -> bool:
+    """Whether this 1303 refusal is the account's first in the last minute (so recorded)."""
+    try:
+        return (
+            shared_state()
+            .hit_window(f"rpm-refused:{auth.account.pk}", limit=1, window_seconds=60)
+            .allowed
+        )
+    except Exception:
+        return True  # the shared state just answered the window; if gone now, record it
 
 
 def record_refusal(
@@ -365,7 +430,7 @@ def settle(
                 first_token_ms=outcome.first_token_ms,
                 created_at=now,
             )
-        charged = outcome.forwarded and outcome.status == 200
+        charged = outcome.forwarded and (outcome.status == 200 or outcome.partial)
         # The charge, the usage record and its roll-ups: one round trip under the locks.
         record = usage_record_write(
             charge={

@@ -5,7 +5,9 @@ reach it through the real HTTP upstream path.
 
 Latency and cadence come from settings (SIMULATOR_FIRST_TOKEN_MS, SIMULATOR_CHUNK_MS) or,
 per request, from a `simulator` object in the body: {"first_token_ms": 50, "chunk_ms": 5,
-"output_tokens": 200}.
+"output_tokens": 200}. Faults a real upstream shows now and then, on demand:
+"fail_after_tokens": 5 (a stream breaks off after that many tokens) and "omit_usage": true
+(the answer carries no `usage`).
 """
 
 import asyncio
@@ -17,24 +19,12 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
+from billing.selectors import prompt_tokens_of
+
 WORDS = (
     "智谱 GLM model answers your question with care 清晰 简洁 the console meters every "
     "token 准确 reliable fast 开放平台 developers build agents 工具 chat completion streaming"
 ).split(" ")
-
-
-def _prompt_tokens(messages: list) -> int:
-    """Roughly the reference's 1 token ≈ 1.6 characters, plus a few per message."""
-    characters = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else ""
-        if isinstance(content, str):
-            characters += len(content)
-        elif isinstance(content, list):
-            characters += sum(
-                len(part.get("text", "")) for part in content if isinstance(part, dict)
-            )
-    return max(1, -(-characters * 10 // 16) + 4 * len(messages))
 
 
 def _words(seed: str, count: int) -> list[str]:
@@ -57,6 +47,10 @@ def _knob(knobs: dict, name: str, most: int, *, default: int = 0) -> int:
     return max(0, min(int(value), most))
 
 
+class Failed(Exception):
+    """The stream broke off (the `fail_after_tokens` fault)."""
+
+
 class Plan:
     """What the simulator will answer for one request (deterministic in its input)."""
 
@@ -64,7 +58,9 @@ class Plan:
         knobs = body.get("simulator") if isinstance(body.get("simulator"), dict) else {}
         self.model = str(body.get("model", ""))
         self.messages = body.get("messages") or []
-        self.prompt_tokens = _prompt_tokens(self.messages)
+        # Counted as the admission estimate counts (every field the model reads), as a real
+        # upstream bills tools, tool calls and images too.
+        self.prompt_tokens = max(1, prompt_tokens_of(body))
         max_tokens = body.get("max_tokens") or 10**9
         wanted = (
             _knob(knobs, "output_tokens", MAX_OUTPUT_TOKENS) or settings.SIMULATOR_OUTPUT_TOKENS
@@ -75,6 +71,8 @@ class Plan:
             knobs, "first_token_ms", MAX_DELAY_MS, default=settings.SIMULATOR_FIRST_TOKEN_MS
         )
         self.chunk_ms = _knob(knobs, "chunk_ms", MAX_DELAY_MS, default=settings.SIMULATOR_CHUNK_MS)
+        self.fail_after_tokens = _knob(knobs, "fail_after_tokens", MAX_OUTPUT_TOKENS, default=-1)
+        self.omit_usage = knobs.get("omit_usage") is True
         seed = json.dumps(self.messages, ensure_ascii=False, sort_keys=True) + self.model
         self.tokens = _words(seed, self.completion_tokens)
         self.id = "chatcmpl-sim-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
@@ -95,7 +93,7 @@ class Plan:
 async def complete(body: dict) -> dict:
     plan = Plan(body)
     await asyncio.sleep((plan.first_token_ms + plan.chunk_ms * plan.completion_tokens) / 1000)
-    return {
+    answer = {
         "id": plan.id,
         "object": "chat.completion",
         "created": plan.created,
@@ -109,6 +107,9 @@ async def complete(body: dict) -> dict:
         ],
         "usage": plan.usage(),
     }
+    if plan.omit_usage:
+        del answer["usage"]
+    return answer
 
 
 def _chunk(plan: Plan, delta: dict, finish_reason=None, usage=None) -> dict:
@@ -132,9 +133,11 @@ async def stream(body: dict) -> AsyncIterator[dict]:
     await asyncio.sleep(plan.first_token_ms / 1000)
     yield _chunk(plan, {"role": "assistant", "content": ""})
     for index, token in enumerate(plan.tokens):
+        if index == plan.fail_after_tokens:
+            raise Failed(f"the stream broke off after {index} tokens (simulated)")
         if plan.chunk_ms:
             await asyncio.sleep(plan.chunk_ms / 1000)
         yield _chunk(plan, {"content": token if index == 0 else " " + token})
     yield _chunk(plan, {}, finish_reason="stop")
-    if options.get("include_usage"):
+    if options.get("include_usage") and not plan.omit_usage:
         yield _chunk(plan, {}, usage=plan.usage())

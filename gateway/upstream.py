@@ -74,8 +74,11 @@ async def complete(route: UpstreamRoute, body: dict) -> dict:
 
 async def stream(route: UpstreamRoute, body: dict) -> AsyncIterator[dict]:
     if route.is_simulator:
-        async for chunk in simulator.stream(body):
-            yield chunk
+        try:
+            async for chunk in simulator.stream(body):
+                yield chunk
+        except simulator.Failed as error:
+            raise UpstreamFailed(False, str(error)) from error
         return
     url, payload, headers = _request(route, body)
     try:

@@ -18,6 +18,7 @@ from django.db import DatabaseError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from billing.selectors import text_tokens
 from gateway import errors, services, simulator, upstream
 from gateway.models import UpstreamRoute
 
@@ -119,6 +120,13 @@ def validate(body) -> tuple[errors.Refusal, str] | None:
         or not 1 <= max_tokens <= 10**6
     ):
         return errors.INVALID_PARAMETERS, "max_tokens must be an integer from 1 to 1000000."
+    choices = body.get("n")
+    if choices is not None and (
+        not isinstance(choices, int) or isinstance(choices, bool) or choices != 1
+    ):
+        # BigModel answers one choice per request; more would multiply the bill past the
+        # estimate that admission reserved.
+        return errors.INVALID_PARAMETERS, "n must be 1: one choice per request is supported."
     for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1)):
         value = body.get(name)
         if value is not None and (not _is_number(value) or not low <= value <= high):
@@ -276,13 +284,23 @@ async def _complete(admitted, body, client_request_id, headers):
     except BaseException:
         await sync_to_async(services.release)(admitted)
         raise
-    usage = result.get("usage") or {}
+    usage = result.get("usage")
     choices = result.get("choices") or [{}]
+    text = str(((choices[0] or {}).get("message") or {}).get("content") or "")
+    reported = isinstance(usage, dict) and usage.get("completion_tokens") is not None
+    if reported:
+        input_tokens = int(usage.get("prompt_tokens") or 0)
+        output_tokens = int(usage["completion_tokens"])
+    else:
+        # No usage in the answer: count it, as for a stream without one, and say so.
+        input_tokens = admitted.estimate.input_tokens
+        output_tokens = text_tokens(len(text))
     outcome = services.Outcome(
         status=200,
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
-        response_text=str(((choices[0] or {}).get("message") or {}).get("content") or ""),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        estimated=not reported,
+        response_text=text,
         latency_ms=int((time.perf_counter() - started) * 1000),
     )
     await _finish(admitted, body, outcome, client_request_id, False)
@@ -298,7 +316,9 @@ def _sse(data) -> str:
 
 async def stream_events(admitted, body, client_request_id):
     """An admitted stream as SSE text: the upstream's chunks as they arrive, then the
-    settlement, then `[DONE]`. The API and the console's playground both stream with it."""
+    settlement, then `[DONE]`. The API and the console's playground both stream with it.
+    One request, one settlement: whichever path settles marks it first, so a settlement
+    that fails is never followed by another."""
     started = time.perf_counter()
     first_token_ms = None
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -306,6 +326,21 @@ async def stream_events(admitted, body, client_request_id):
     usage = None
     delivered_chunks = 0
     settled = False
+    renewed_at = time.monotonic()
+
+    def counted(**fields) -> services.Outcome:
+        """What was delivered, billed as the upstream reported it, or else counted (the
+        prompt's estimate as input, a token per chunk delivered) and marked estimated."""
+        return services.Outcome(
+            input_tokens=int((usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens),
+            output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
+            estimated=usage is None,
+            response_text="".join(parts),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            first_token_ms=first_token_ms,
+            **fields,
+        )
+
     try:
         async for chunk in upstream.stream(admitted.route, _upstream_body(body, admitted.route)):
             if chunk.get("usage"):
@@ -321,59 +356,59 @@ async def stream_events(admitted, body, client_request_id):
                         first_token_ms = int((time.perf_counter() - started) * 1000)
             chunk["model"] = body["model"]
             yield _sse(chunk)
-        outcome = services.Outcome(
-            status=200,
-            input_tokens=int((usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens),
-            output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
-            estimated=usage is None,
-            response_text="".join(parts),
-            latency_ms=int((time.perf_counter() - started) * 1000),
-            first_token_ms=first_token_ms,
-        )
-        # The usage record is committed before the final [DONE].
-        try:
-            await _finish(admitted, body, outcome, client_request_id, True)
-        except DatabaseError as error:
-            # Not settled (the transaction rolled back): nothing charged, and the client is
-            # told so instead of seeing the connection cut. No second attempt below.
-            settled = True
-            logger.warning(
-                "gateway: database unavailable, request %s: %s", admitted.request_id, error
-            )
-            refusal = errors.DATABASE_UNAVAILABLE
-            yield _sse({"error": {"code": refusal.code, "message": refusal.message}})
-            return
+            if time.monotonic() - renewed_at >= services.renewal_interval():
+                # A stream may outlive GATEWAY_RESERVATION_TTL: keep its slot and holds.
+                renewed_at = time.monotonic()
+                await sync_to_async(services.keep_alive)(admitted)
         settled = True
-        yield "data: [DONE]\n\n"
+        # The usage record is committed before the final [DONE].
+        if await _settle_or_tell(admitted, body, counted(status=200), client_request_id):
+            yield "data: [DONE]\n\n"
+        else:
+            yield _sse(_error_event(errors.DATABASE_UNAVAILABLE))
     except upstream.UpstreamFailed as failure:
         refusal = errors.UPSTREAM_TIMEOUT if failure.timeout else errors.UPSTREAM_ERROR
-        outcome = services.Outcome(
-            status=refusal.status,
-            code=refusal.code,
-            response_text="".join(parts),
-            latency_ms=int((time.perf_counter() - started) * 1000),
-            first_token_ms=first_token_ms,
-        )
-        await _finish(admitted, body, outcome, client_request_id, True)
         settled = True
-        yield _sse({"error": {"code": refusal.code, "message": refusal.message}})
+        if parts:
+            # Part of the answer reached the client: billed as for a client that left.
+            outcome = counted(status=refusal.status, code=refusal.code, partial=True)
+            message = _PARTIAL_MESSAGE
+        else:
+            outcome = services.Outcome(
+                status=refusal.status,
+                code=refusal.code,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+            )
+            message = refusal.message
+        if await _settle_or_tell(admitted, body, outcome, client_request_id):
+            yield _sse(_error_event(refusal, message))
+        else:
+            yield _sse(_error_event(errors.DATABASE_UNAVAILABLE))
     finally:
         if not settled:
             # The client left mid-stream: bill what the upstream reported, or else count the
             # output delivered and mark the record as estimated.
-            outcome = services.Outcome(
-                status=200,
-                input_tokens=int(
-                    (usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens
-                ),
-                output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
-                estimated=usage is None,
-                response_text="".join(parts),
-                latency_ms=int((time.perf_counter() - started) * 1000),
-                first_token_ms=first_token_ms,
-                code="client_closed",
+            await _finish(
+                admitted, body, counted(status=200, code="client_closed"), client_request_id, True
             )
-            await _finish(admitted, body, outcome, client_request_id, True)
+
+
+_PARTIAL_MESSAGE = "The model service failed mid-answer; the part delivered is charged."
+
+
+def _error_event(refusal: errors.Refusal, message: str | None = None) -> dict:
+    return {"error": {"code": refusal.code, "message": message or refusal.message}}
+
+
+async def _settle_or_tell(admitted, body, outcome, client_request_id) -> bool:
+    """Settle a stream; False when the database refused (the transaction rolled back, so
+    nothing is charged): the client is told so instead of seeing the connection cut."""
+    try:
+        await _finish(admitted, body, outcome, client_request_id, True)
+    except DatabaseError as error:
+        logger.warning("gateway: database unavailable, request %s: %s", admitted.request_id, error)
+        return False
+    return True
 
 
 @gateway_fast_path

@@ -22,16 +22,15 @@ def test_the_estimate_uses_the_prompt_size_and_max_tokens():
     assert estimate_request(account=account, model="nope", messages=MESSAGES, max_tokens=1) is None
 
 
-def test_multimodal_parts_count_their_text():
+def test_multimodal_parts_count_their_text_and_a_fixed_allowance_per_image():
     account = funded_account()
-    messages = [
-        {"role": "user", "content": [{"type": "text", "text": "x" * 16}, {"type": "image_url"}]}
-    ]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 9_000}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x" * 16}, image]}]
     assert (
         estimate_request(
             account=account, model="glm-4.7", messages=messages, max_tokens=1
         ).input_tokens
-        == 14
+        == 10 + 4 + 2_048  # the image's data is not text: its length is not what it costs
     )
 
 

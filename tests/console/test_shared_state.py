@@ -195,3 +195,24 @@ def test_redis_fitting_holds_expire_with_their_ttl(redis_client):
     assert not fits(state, keys, "b", 20, (50, 50), ttl=0.2)
     time.sleep(0.3)
     assert fits(state, keys, "b", 100, (50, 50), ttl=0.2)
+
+
+def test_renewing_extends_a_live_slot_and_hold_but_never_revives_one(state):
+    assert state.slot_acquire("conc", token="t", limit=2, ttl_seconds=0.3)
+    assert state.hold("hold", token="t", amount=40, ttl_seconds=0.3)
+    assert state.hold("hold", token="other", amount=2, ttl_seconds=0.3)
+    for _ in range(4):
+        time.sleep(0.15)
+        state.renew(["conc", "hold"], token="t", ttl_seconds=0.3)
+    # 0.6 s later, twice the TTL: the renewed token's slot and hold live, the other's not.
+    assert state.slot_count("conc") == 1
+    assert state.held("hold") == 40
+    state.slot_release("conc", token="t")
+    state.hold_release("hold", token="t")
+    state.renew(["conc", "hold"], token="t", ttl_seconds=60)
+    assert state.slot_count("conc") == 0 and state.held("hold") == 0
+    # Expired before its renewal: its room may be someone else's by now.
+    assert state.slot_acquire("gone", token="t", limit=1, ttl_seconds=0.1)
+    time.sleep(0.2)
+    state.renew(["gone"], token="t", ttl_seconds=60)
+    assert state.slot_count("gone") == 0

@@ -5,17 +5,21 @@ charged; a request already settled is answered even if Redis is gone by then; no
 stays held."""
 
 import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
-from django.db import OperationalError
-from django.test import AsyncClient
+from django.db import OperationalError, connection, connections
+from django.test import AsyncClient, Client
+from psycopg_pool import PoolTimeout
 
 from billing.models import LedgerEntry, UsageRecord
 from gateway import services
 from tests.asynchronous import run_async
-from tests.gateway.test_chat import BODY, error_of, post
+from tests.conftest import requires_postgres
+from tests.gateway.test_chat import BODY, URL, error_of, post
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 
@@ -128,3 +132,50 @@ async def test_redis_gone_after_the_settlement_still_answers_the_charged_request
         account=account, kind="charge", request_id=response["x-request-id"]
     )
     assert await charges.acount() == 1
+
+
+@run_async
+async def test_a_503_is_logged_as_one_warning_line_not_an_error(funded, monkeypatch, caplog):
+    """Thousands of 503s a minute while the database is down: each is one warning line
+    from the gateway, not an ERROR from Django on top of it."""
+    _account, raw, _key = funded
+    monkeypatch.setattr(services, "api_key_authenticate", database_gone)
+    with caplog.at_level(logging.INFO):
+        response = await post(raw)
+    assert (response.status_code, error_of(response)) == (503, "1241")
+    assert [record.levelname for record in caplog.records if record.levelno >= logging.ERROR] == []
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert [(record.name, record.exc_info) for record in warnings] == [("gateway.views", None)]
+    assert response["x-request-id"] in warnings[0].getMessage()
+
+
+@requires_postgres
+def test_the_api_waits_its_own_short_time_for_a_database_connection(funded, monkeypatch, settings):
+    """PostgreSQL unreachable: the pool cannot hand out a connection. An API request waits
+    GATEWAY_DATABASE_WAIT for one (not the pool's DATABASE_POOL_TIMEOUT) before its 503."""
+    settings.GATEWAY_DATABASE_WAIT = 0.25
+    _account, raw, _key = funded
+    waits = []
+
+    def no_connection(timeout=None):
+        waits.append(timeout)
+        raise PoolTimeout(f"couldn't get a connection after {timeout} sec (injected)")
+
+    def request_from_a_new_thread():
+        # A thread with no connection of its own, as a web worker's after PostgreSQL went.
+        try:
+            return Client().post(
+                URL,
+                json.dumps(BODY),
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {raw}"},
+            )
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(connection.pool, "getconn", no_connection)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        response = executor.submit(request_from_a_new_thread).result()
+    monkeypatch.undo()
+    assert (response.status_code, error_of(response)) == (503, "1241")
+    assert waits == [0.25]

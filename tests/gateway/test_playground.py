@@ -504,3 +504,43 @@ async def test_an_upstream_failure_ends_the_stream_with_an_error_and_costs_nothi
     assert await sync_to_async(nothing_charged)(account)
     result = await client.get(reverse("playground_result", args=[record.request_id]))
     assert "nothing was charged" in result.content.decode()
+
+
+@run_async
+async def test_a_reply_the_upstream_cut_off_shows_what_its_delivered_part_cost(funded_owner):
+    """The upstream broke off after part of the reply was shown: that part is charged, and
+    the result says what it cost, not that nothing was charged."""
+    from billing.selectors import estimate_request
+    from gateway import services
+
+    account, owner, project = funded_owner
+    body = {"model": "glm-4.7", "messages": MESSAGES, "stream": True}
+    estimate = await sync_to_async(estimate_request)(
+        account=account, model="glm-4.7", messages=MESSAGES, max_tokens=None, body=body
+    )
+    admitted = services.Admitted(
+        auth=services.console_caller(account=account, project=project),
+        route=None,
+        estimate=estimate,
+        request_id=services.new_request_id(),
+        reserved_nano=0,
+    )
+    cut_off = services.Outcome(
+        status=502,
+        code="1230",
+        input_tokens=estimate.input_tokens,
+        output_tokens=5,
+        estimated=True,
+        partial=True,
+        response_text="智谱 GLM model answers",
+    )
+    record = await sync_to_async(services.settle)(
+        admitted=admitted, body=body, outcome=cut_off, client_request_id="", stream=True
+    )
+    assert record.fee_nano > 0
+    client = await client_for(owner)
+    html = (
+        await client.get(reverse("playground_result", args=[record.request_id]))
+    ).content.decode()
+    assert "nothing was charged" not in html
+    assert "usage-cost" in html
