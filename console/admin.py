@@ -316,18 +316,15 @@ for _otp_model in (TOTPDevice, StaticDevice):
         admin.site.unregister(_otp_model)
 
 
-class _TwoFactorDeviceAdmin(admin.ModelAdmin):
+class _TwoFactorDeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
     list_filter = ["confirmed"]
     search_fields = ["user__email"]
     fields = ["user", "name", "confirmed", "created_at", "last_used_at"]
-    readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    def has_delete_permission(self, request, obj=None):
+        # Staff delete a lost phone's app so its owner can set up a new one.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
 
 
 @admin.register(AuthenticatorApp)
@@ -341,7 +338,7 @@ class RecoveryCodeSetAdmin(_TwoFactorDeviceAdmin):
 
 
 @admin.register(StaffTwoFactorLink)
-class StaffTwoFactorLinkAdmin(admin.ModelAdmin):
+class StaffTwoFactorLinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Who was sent or printed a link, and whether it was used (never the link itself: only
     its hash is kept). Issued by the sign-in or `manage.py staff_two_factor_link`."""
 
@@ -349,13 +346,3 @@ class StaffTwoFactorLinkAdmin(admin.ModelAdmin):
     list_filter = ["via"]
     search_fields = ["user__email"]
     fields = ["user", "via", "created_at", "expires_at", "used_at"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -154,3 +154,20 @@ def test_pepper_status_names_the_recovery_codes_an_old_pepper_still_hashes(setti
     assert lines[at + 1].startswith("  and the recovery codes of 1 user (they stop working")
     # Still working under the old version until it leaves.
     assert two_factor.two_factor_verify(user=_device.user, code=codes[0]) is not None
+
+
+def test_staff_may_delete_a_lost_app_in_the_back_office_but_never_read_or_change_it(client):
+    """A lost phone: a superuser deletes its app so its owner can set up a new one. The
+    admin shows neither the seed nor its ciphertext, and nobody edits or adds an app there."""
+    owner = make_user()
+    app = AuthenticatorApp.objects.create(user=owner, name="lost phone", confirmed=True)
+    login_verified(client, make_user(is_staff=True, is_superuser=True))
+    change = reverse("admin:console_authenticatorapp_change", args=[app.pk])
+
+    page = client.get(change).content.decode()
+    assert app.key_encrypted not in page and app.bin_key.hex() not in page
+    assert client.post(change, {"name": "renamed"}).status_code == 403
+    assert client.get(reverse("admin:console_authenticatorapp_add")).status_code == 403
+
+    client.post(reverse("admin:console_authenticatorapp_delete", args=[app.pk]), {"post": "yes"})
+    assert not AuthenticatorApp.objects.filter(pk=app.pk).exists()
