@@ -184,11 +184,11 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     except DatabaseError:
         # The database went away mid-admission: give the slot back, or it stays taken until
         # its TTL and the account's concurrency shrinks meanwhile.
-        _forget(state.slot_release, f"conc:{account.pk}", token=request_id)
+        _release_everything(state, auth=auth, model=estimate.model, token=request_id)
         raise
     except Exception:
         logger.warning("gateway: shared state unavailable", exc_info=True)
-        _forget(state.slot_release, f"conc:{account.pk}", token=request_id)
+        _release_everything(state, auth=auth, model=estimate.model, token=request_id)
         return Refused(errors.STATE_UNAVAILABLE, auth, rate_headers=headers)
     if refusal is not None:
         state.slot_release(f"conc:{account.pk}", token=request_id)
@@ -301,6 +301,18 @@ def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token:
 def _release_packs(state, keys: tuple[str, ...], token: str) -> None:
     for key in keys:
         _forget(state.hold_release, key, token=token)
+
+
+def _release_everything(state, *, auth: Authenticated, model: str, token: str) -> None:
+    """After a failure part-way through admission, give back whatever of this request's
+    slot and holds the shared state took: a hold may have been taken before the failure
+    (the account's before the project's, or a pack hold whose reply timed out), and would
+    otherwise keep its room from other requests for GATEWAY_RESERVATION_TTL. Releasing
+    what was never taken is harmless."""
+    keys = (*_reservation_keys(auth), *pack_hold_keys(account_id=auth.account.pk, model=model))
+    for key in keys:
+        _forget(state.hold_release, key, token=token)
+    _forget(state.slot_release, f"conc:{auth.account.pk}", token=token)
 
 
 def _forget(operation, *args, **kwargs) -> None:

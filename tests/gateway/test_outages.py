@@ -16,6 +16,7 @@ from django.test import AsyncClient, Client
 from psycopg_pool import PoolTimeout
 
 from billing.models import LedgerEntry, UsageRecord
+from billing.services import pack_grant
 from gateway import services
 from tests.asynchronous import run_async
 from tests.conftest import requires_postgres
@@ -179,3 +180,52 @@ def test_the_api_waits_its_own_short_time_for_a_database_connection(funded, monk
     monkeypatch.undo()
     assert (response.status_code, error_of(response)) == (503, "1241")
     assert waits == [0.25]
+
+
+@run_async
+async def test_redis_gone_between_two_holds_gives_back_the_hold_already_taken(
+    funded, monkeypatch, fresh_shared_state
+):
+    """The account's money hold was taken, then Redis failed on the project's: the account's
+    hold is given back at once, not kept from other requests until its TTL."""
+    account, raw, _key = funded
+    state = fresh_shared_state
+    taken = []
+    real_hold = state.hold
+
+    def second_hold_fails(key, **kwargs):
+        if taken:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379 (injected)")
+        taken.append(key)
+        return real_hold(key, **kwargs)
+
+    monkeypatch.setattr(state, "hold", second_hold_fails)
+    response = await post(raw)
+    assert (response.status_code, error_of(response)) == (503, "1240")
+    assert taken and taken[0].startswith("hold:account:")
+    monkeypatch.undo()
+    await nothing_held(state, account)
+
+
+@run_async
+async def test_redis_gone_after_a_pack_hold_gives_the_pack_tokens_back(
+    funded, monkeypatch, fresh_shared_state
+):
+    """A pack hold Redis took but whose reply never came back (a timeout): the tokens are
+    given back, so pack-covered requests are not refused for the TTL."""
+    account, raw, _key = funded
+    await sync_to_async(pack_grant)(account=account, tokens=1_000_000, reference="outage")
+    state = fresh_shared_state
+    real_hold_within = state.hold_within
+
+    def taken_then_lost(keys, **kwargs):
+        real_hold_within(keys, **kwargs)
+        raise redis.TimeoutError("Timeout reading from 127.0.0.1:6379 (injected)")
+
+    monkeypatch.setattr(state, "hold_within", taken_then_lost)
+    response = await post(raw)
+    assert (response.status_code, error_of(response)) == (503, "1240")
+    monkeypatch.undo()
+    for key in services.pack_hold_keys(account_id=account.pk, model=BODY["model"]):
+        assert await sync_to_async(state.held)(key) == 0
+    await nothing_held(state, account)
