@@ -69,7 +69,13 @@ async def complete(route: UpstreamRoute, body: dict) -> dict:
         raise UpstreamFailed(False, str(error)) from error
     if response.status_code >= 400:
         raise UpstreamFailed(False, f"upstream answered {response.status_code}")
-    return response.json()
+    try:
+        answer = response.json()
+    except ValueError as error:
+        raise UpstreamFailed(False, "upstream answered something other than JSON") from error
+    if not isinstance(answer, dict):
+        raise UpstreamFailed(False, "upstream answered JSON that is not an object")
+    return answer
 
 
 async def stream(route: UpstreamRoute, body: dict) -> AsyncIterator[dict]:
@@ -93,7 +99,12 @@ async def stream(route: UpstreamRoute, body: dict) -> AsyncIterator[dict]:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
-                yield json.loads(data)
+                try:
+                    chunk = json.loads(data)
+                except ValueError as error:
+                    raise UpstreamFailed(False, "upstream sent a chunk that is not JSON") from error
+                if isinstance(chunk, dict):  # anything else carries nothing to forward or bill
+                    yield chunk
     except httpx.TimeoutException as error:
         raise UpstreamFailed(True, str(error)) from error
     except httpx.HTTPError as error:

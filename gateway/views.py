@@ -284,22 +284,23 @@ async def _complete(admitted, body, client_request_id, headers):
     except BaseException:
         await sync_to_async(services.release)(admitted)
         raise
-    usage = result.get("usage")
-    choices = result.get("choices") or [{}]
-    text = str(((choices[0] or {}).get("message") or {}).get("content") or "")
-    reported = isinstance(usage, dict) and usage.get("completion_tokens") is not None
-    if reported:
-        input_tokens = int(usage.get("prompt_tokens") or 0)
-        output_tokens = int(usage["completion_tokens"])
-    else:
-        # No usage in the answer: count it, as for a stream without one, and say so.
-        input_tokens = admitted.estimate.input_tokens
-        output_tokens = text_tokens(len(text))
+    usage = _dict(result.get("usage"))
+    choices = result.get("choices")
+    message = _dict(
+        _dict(choices[0] if isinstance(choices, list) and choices else {}).get("message")
+    )
+    text = str(message.get("content") or "")
+    reported_input = _token_count(usage.get("prompt_tokens"))
+    reported_output = _token_count(usage.get("completion_tokens"))
+    # An answer without usage (or with counts that are not counts) is counted, as for a
+    # stream without one, and marked estimated: the text and any tool calls are output.
+    calls = message.get("tool_calls")
+    answered = text + (json.dumps(calls, ensure_ascii=False) if calls else "")
     outcome = services.Outcome(
         status=200,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        estimated=not reported,
+        input_tokens=admitted.estimate.input_tokens if reported_input is None else reported_input,
+        output_tokens=text_tokens(len(answered)) if reported_output is None else reported_output,
+        estimated=reported_input is None or reported_output is None,
         response_text=text,
         latency_ms=int((time.perf_counter() - started) * 1000),
     )
@@ -308,6 +309,20 @@ async def _complete(admitted, body, client_request_id, headers):
     if client_request_id:
         result["request_id"] = client_request_id
     return JsonResponse(result, headers=headers, json_dumps_params={"ensure_ascii": False})
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _token_count(value) -> int | None:
+    """A token count the upstream reported, or None where it reported none or something
+    that is not a count (a string, a negative or fractional number): then it is counted."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value < 0 or value != int(value):
+        return None
+    return int(value)
 
 
 def _sse(data) -> str:
@@ -331,10 +346,14 @@ async def stream_events(admitted, body, client_request_id):
     def counted(**fields) -> services.Outcome:
         """What was delivered, billed as the upstream reported it, or else counted (the
         prompt's estimate as input, a token per chunk delivered) and marked estimated."""
+        reported_input = _token_count(_dict(usage).get("prompt_tokens"))
+        reported_output = _token_count(_dict(usage).get("completion_tokens"))
         return services.Outcome(
-            input_tokens=int((usage or {}).get("prompt_tokens") or admitted.estimate.input_tokens),
-            output_tokens=int((usage or {}).get("completion_tokens") or delivered_chunks),
-            estimated=usage is None,
+            input_tokens=admitted.estimate.input_tokens
+            if reported_input is None
+            else reported_input,
+            output_tokens=delivered_chunks if reported_output is None else reported_output,
+            estimated=reported_input is None or reported_output is None,
             response_text="".join(parts),
             latency_ms=int((time.perf_counter() - started) * 1000),
             first_token_ms=first_token_ms,
@@ -347,10 +366,14 @@ async def stream_events(admitted, body, client_request_id):
                 usage = chunk["usage"]
                 if not wants_usage:
                     continue
-            for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    parts.append(text)
+            choices = chunk.get("choices")
+            for choice in choices if isinstance(choices, list) else []:
+                delta = _dict(_dict(choice).get("delta"))
+                text = delta.get("content")
+                if text or delta.get("tool_calls"):
+                    # A tool call's arguments are output as much as text is.
+                    if text:
+                        parts.append(str(text))
                     delivered_chunks += 1
                     if first_token_ms is None:
                         first_token_ms = int((time.perf_counter() - started) * 1000)
@@ -369,7 +392,7 @@ async def stream_events(admitted, body, client_request_id):
     except upstream.UpstreamFailed as failure:
         refusal = errors.UPSTREAM_TIMEOUT if failure.timeout else errors.UPSTREAM_ERROR
         settled = True
-        if parts:
+        if delivered_chunks:
             # Part of the answer reached the client: billed as for a client that left.
             outcome = counted(status=refusal.status, code=refusal.code, partial=True)
             message = _PARTIAL_MESSAGE
