@@ -24,7 +24,7 @@ CARD_PARAMETERS = ("number", "cvc", "card-number", "card-cvc")
 
 def _recharge_page(request, form=None, *, status=200, payment=None):
     account = request.account
-    cards = list(payments.payment_methods(account=account))
+    cards = list(payments.payment_methods_chargeable(account=account))
     return render(
         request,
         "billing/recharge.html",
@@ -54,7 +54,11 @@ def recharge(request):
 @sensitive_variables("form")
 def recharge_start(request):
     account = request.account
-    form = RechargeForm(request.POST, cards=list(payments.payment_methods(account=account)))
+    # Only cards the configured provider can charge are choices (a sandbox card is not, after
+    # a switch to another provider); the service refuses the others too.
+    form = RechargeForm(
+        request.POST, cards=list(payments.payment_methods_chargeable(account=account))
+    )
     if form.is_valid():
         try:
             payment = _start(request, form)
@@ -139,6 +143,7 @@ def _cards_page(request, form=None, *, status=200):
         "billing/cards.html",
         {
             "cards": payments.payment_methods(account=request.account),
+            "chargeable": payments.payment_methods_chargeable(account=request.account),
             "form": form or CardForm(),
         },
         status=status,

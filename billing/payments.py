@@ -103,6 +103,24 @@ def default_payment_method(*, account: Account) -> PaymentMethod | None:
     return payment_methods(account=account).filter(is_default=True).first()
 
 
+def payment_methods_chargeable(*, account: Account):
+    """The saved cards the configured provider can charge: a token means something only to
+    the provider that issued it, and a sandbox card must not be charged (by the sandbox)
+    once a deployment has switched to another provider or to none."""
+    return payment_methods(account=account).filter(provider=card_provider().name)
+
+
+def _refuse_another_providers_card(card: PaymentMethod) -> None:
+    if card.provider != card_provider().name:
+        raise ServiceError(_another_providers_card(card))
+
+
+def _another_providers_card(card: PaymentMethod) -> str:
+    return _(
+        "%(card)s was saved with a card provider this console no longer uses: it cannot be charged."
+    ) % {"card": card}
+
+
 @sensitive_variables("number", "cvc")
 def payment_method_add(
     *,
@@ -263,6 +281,7 @@ def payment_start_card(
     check_recharge_amount(account=account, amount_nano=amount_nano)
     if payment_method.account_id != account.pk or payment_method.removed_at is not None:
         raise ServiceError(_("Choose one of this account's saved cards."))
+    _refuse_another_providers_card(payment_method)
     payment = _new_card_payment(account, payment_method, amount_nano, actor=actor, auto=False)
     return _charge_and_settle(payment, payment_method)
 
@@ -281,8 +300,10 @@ def _new_card_payment(account, card, amount_nano, *, actor, auto) -> Payment:
 
 
 def _charge_and_settle(payment: Payment, card: PaymentMethod) -> Payment:
+    # Callers refused a card of another provider before recording the payment.
+    _refuse_another_providers_card(card)
     # No transaction is open here: the provider may take seconds.
-    outcome = provider_named(card.provider).charge(
+    outcome = card_provider().charge(
         token=card.token,
         amount_nano=payment.amount_nano,
         currency=payment.currency,
@@ -611,8 +632,10 @@ def auto_recharge_configure(
             raise ServiceError(_("Recharge at least the threshold amount each time."))
         if monthly_limit_nano < amount_nano:
             raise ServiceError(_("The monthly limit must be at least the recharge amount."))
-        if default_payment_method(account=account) is None:
+        card = default_payment_method(account=account)
+        if card is None:
             raise ServiceError(_("Add a card first: auto-recharge charges the default card."))
+        _refuse_another_providers_card(card)
     with transaction.atomic():
         profile = _locked_profile(account)
         before = {
@@ -764,6 +787,12 @@ def auto_recharge_run(*, account_id: int) -> Payment | None:
             if card is None:
                 auto_recharge_disable(
                     account=account, reason=_("There is no default card."), notify=True
+                )
+                return None
+            if card.provider != card_provider().name:
+                # As a declined card does, minus the payment: nothing was asked of a provider.
+                auto_recharge_disable(
+                    account=account, reason=_another_providers_card(card), notify=True
                 )
                 return None
             # Recorded pending before the card is charged: the unique "one pending

@@ -3,7 +3,9 @@ import os
 
 from celery import Celery, signals
 from celery.worker.consumer.consumer import Consumer
+from django.core.management.base import SystemCheckError
 
+from billing.checks import refuse_unsafe_production
 from console.schedule import BEAT_SCHEDULE
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
@@ -24,6 +26,17 @@ def use_the_consoles_logging(**kwargs):
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+
+
+@signals.worker_init.connect
+def refuse_to_work_unsafely(**kwargs):
+    """A worker settles card payments and runs auto-recharge: in production (HTTPS=true) it
+    refuses the sandbox card provider as the web servers do (console/asgi.py), with the same
+    message. Celery logs and ignores an exception from a signal handler, so this exits."""
+    try:
+        refuse_unsafe_production()
+    except SystemCheckError as error:
+        raise SystemExit(str(error)) from error
 
 
 def _keep_consuming_after_broker_loss(after_connection_error):
