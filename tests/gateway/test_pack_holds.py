@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+from asgiref.sync import sync_to_async
 
 from billing.models import LedgerEntry, ProjectMonthSpend, ResourcePack, Wallet
 from billing.money import NANO_PER_UNIT
@@ -20,8 +21,10 @@ from billing.services import charge_usage, pack_grant
 from console.models import Account, Tier
 from gateway import errors, services
 from projects.services import project_set_cap
+from tests.asynchronous import run_async
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
+from tests.gateway.test_chat import post
 
 GLM_47_INPUT_NANO_PER_MILLION = 4_320_000_000
 GLM_47_OUTPUT_NANO_PER_MILLION = 15_840_000_000
@@ -250,21 +253,16 @@ def test_what_a_killed_worker_held_of_a_pack_comes_back_after_the_ttl(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.embedded
-def test_a_settled_request_gives_its_pack_tokens_back(key_for, fresh_shared_state):
-    from django.test import Client
-
-    account = funded_account()
-    pack_grant(account=account, tokens=250, reference="p")
-    raw, _key = key_for(account)
+@run_async
+async def test_a_settled_request_gives_its_pack_tokens_back(key_for, fresh_shared_state):
+    account = await sync_to_async(funded_account)()
+    await sync_to_async(pack_grant)(account=account, tokens=250, reference="p")
+    raw, _key = await sync_to_async(key_for)(account)
     body = {**_body(max_tokens=100), "simulator": {"output_tokens": 100, "first_token_ms": 0}}
     for _request in range(2):  # the second fits again once the first has settled
-        response = Client().post(
-            "/api/paas/v4/chat/completions",
-            body,
-            content_type="application/json",
-            headers={"Authorization": f"Bearer {raw}"},
-        )
+        response = await post(raw, body)
         assert response.status_code == 200, response.content
-    assert ResourcePack.objects.get(account=account).tokens_remaining == 250 - 2 * 106
+    pack = await ResourcePack.objects.aget(account=account)
+    assert pack.tokens_remaining == 250 - 2 * 106
     _model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
-    assert fresh_shared_state.held(general_key) == 0
+    assert await sync_to_async(fresh_shared_state.held)(general_key) == 0
