@@ -1,5 +1,5 @@
-"""A logging filter that masks API keys and bearer tokens (settings.LOGGING puts it on every
-handler).
+"""A logging filter that masks API keys, bearer tokens and the tokens of one-time links
+(settings.LOGGING puts it on every handler).
 
 A key can reach a log line by many roads: a client pasting it into a URL, an upstream error
 echoing a header, an exception message, a task's arguments. Whatever the road, the written line
@@ -17,6 +17,13 @@ API_KEY = re.compile(r"[0-9a-f]{32}\.[A-Za-z0-9_-]{16,}")
 # `Authorization: Bearer <anything>`: an upstream's secret, a malformed key. A value already
 # masked (starting with …) is left alone, so masking twice changes nothing.
 BEARER = re.compile(r"\b(bearer\s+)(?!…)([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+# One-time links carry their token in the path (console/urls.py): the staff two-factor link,
+# email verification, invitations and password reset (`<uidb64>/<token>`). An access log line
+# or Django's "Not Found: /…" must not hand a reader a link that still works.
+ONE_TIME_LINK = re.compile(
+    r"(/(?:account/security/staff-link|accounts/verify|invitations|accounts/password/reset)/)"
+    r"(?!…)([^/\s?#\"']+(?:/(?!…)[^/\s?#\"']+)?)"
+)
 SHORTEST_KEPT = 16  # below this, even the last four characters are not shown
 
 
@@ -26,6 +33,7 @@ def _mask(secret: str) -> str:
 
 def mask_secrets(text: str) -> str:
     text = API_KEY.sub(lambda match: _mask(match.group(0)), text)
+    text = ONE_TIME_LINK.sub(lambda match: match.group(1) + "…", text)
     return BEARER.sub(lambda match: match.group(1) + _mask(match.group(2)), text)
 
 

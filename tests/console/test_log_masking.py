@@ -155,3 +155,29 @@ def test_uvicorns_own_access_log_is_masked_and_keeps_its_format():
     output = buffer.getvalue()
     assert '203.0.113.7:5123 - "GET /api/paas/v4/models?key=…wxyz HTTP/1.1" 200' in output
     assert SECRET not in output
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/account/security/staff-link/Xk3v9_pQ-2mN8tZr5wYb7cJd1fHs4gLe/",
+        "/accounts/verify/eyJ1c2VyIjoyLCJlbWFpbCI6Im5ld2RldiJ9:1vRsTx:AbCdEf/",
+        "/invitations/aCc_QSscICUcK73VW5QpYq2FIYD3_A_rwjj_sq6aacM/",
+        "/accounts/password/reset/Mg/cz8k1q-4b3e9f0a1c2d3e4f5a6b7c8d9e0f1a2b/",
+        "/account/security/staff-link/Xk3v9_pQ-2mN8tZr5wYb7cJd1fHs4gLe/?next=/admin/",
+    ],
+)
+def test_one_time_links_in_a_path_lose_their_token(path, log_output):
+    """A staff two-factor link, a verification, an invitation or a reset link that reaches a
+    log line (uvicorn's access log, Django's "Not Found") is useless to whoever reads it."""
+    token = path.split("?")[0].rstrip("/").split("/")[-1]
+    logging.getLogger("django.request").warning("Not Found: %s", path)
+    output = log_output.getvalue()
+    assert token not in output
+    assert "Not Found: /" in output and "/…" in output
+    assert mask_secrets(mask_secrets(path)) == mask_secrets(path)
+
+
+def test_other_paths_are_left_alone():
+    for path in ("/account/security/staff-link/", "/invitations/", "/api-keys/12/", "/history/"):
+        assert mask_secrets(f"GET {path} 200") == f"GET {path} 200"
