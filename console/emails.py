@@ -120,15 +120,17 @@ def email_deliver(*, email_id: int, now: datetime | None = None) -> OutgoingEmai
     if email is None:
         return None
     claimed_attempts = email.attempts
-    message = EmailMultiAlternatives(
-        subject=email.subject,
-        body=_decrypt(email.body_encrypted),
-        from_email=None,
-        to=[email.recipient],
-    )
-    if email.html_body_encrypted:
-        message.attach_alternative(_decrypt(email.html_body_encrypted), "text/html")
     try:
+        # Inside the attempt: a body that no longer decrypts (the key was changed) fails
+        # like a mail server would, until EMAIL_MAX_ATTEMPTS, instead of being claimed for ever.
+        message = EmailMultiAlternatives(
+            subject=email.subject,
+            body=_decrypt(email.body_encrypted),
+            from_email=None,
+            to=[email.recipient],
+        )
+        if email.html_body_encrypted:
+            message.attach_alternative(_decrypt(email.html_body_encrypted), "text/html")
         message.send()
     except Exception as error:  # any failure of the mail server or the backend is an attempt
         error_name = type(error).__name__[:200]

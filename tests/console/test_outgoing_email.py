@@ -195,3 +195,27 @@ def test_no_code_sends_mail_but_the_outbox():
         if "django.core.mail" in path.read_text() or "mail_admins" in path.read_text()
     )
     assert reaching == ["console/emails.py"]
+
+
+def test_a_body_that_no_longer_decrypts_fails_after_the_cap_instead_of_looping(
+    mailoutbox, settings, django_capture_on_commit_callbacks
+):
+    """The key changed under a queued email (UPSTREAM_SECRET_KEY rotated without care): each
+    attempt fails like a mail server refusing it, and the email ends as failed."""
+    settings.EMAIL_MAX_ATTEMPTS = 3
+    # No worker takes the task: the sweep's attempts are the ones that count.
+    with (
+        mock.patch.object(send_email, "apply_async"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        email = email_queue(kind="test", to="a@example.com", subject="Hi", body="Body")
+    settings.UPSTREAM_SECRET_KEY = "another key entirely"
+    now = timezone.now()
+    for _attempt in range(6):
+        now += timedelta(hours=1)
+        for email_id in emails_due(now=now):
+            email_deliver(email_id=email_id, now=now)
+
+    email.refresh_from_db()
+    assert (email.status, email.attempts, email.last_error) == ("failed", 3, "InvalidToken")
+    assert emails_due(now=now + timedelta(days=1)) == [] and mailoutbox == []
