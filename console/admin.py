@@ -158,6 +158,7 @@ class AccountAdmin(admin.ModelAdmin):
             time_zone=obj.time_zone,
             currency=obj.currency,
             ip=client_ip(request),
+            actor_kind=AuditEvent.ActorKind.STAFF,
         )
         return None
 

@@ -243,6 +243,7 @@ def account_update(
     store_prompt_content: bool | None = None,
     ip: str | None = None,
     now: datetime | None = None,
+    actor_kind: str = AuditEvent.ActorKind.USER,
 ) -> Account:
     from billing.services import month_spend_rebuild, time_zone_change_check, wallet_lock
 
@@ -278,6 +279,7 @@ def account_update(
             action="account.update",
             account=locked,
             actor=actor,
+            actor_kind=actor_kind,
             target=locked,
             ip=ip,
             metadata={"changes": changes},

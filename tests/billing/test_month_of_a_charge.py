@@ -16,7 +16,7 @@ from billing.models import AccountMonthSpend, LedgerEntry, ProjectMonthSpend
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from billing.services import charge_usage
 from billing.statements import statement_data, statement_generate
-from console.models import Account
+from console.models import Account, AuditEvent
 from console.services import ServiceError, account_update
 from projects.services import project_create
 from tests.billing.factories import funded_account
@@ -281,3 +281,5 @@ def test_staff_changing_the_time_zone_in_the_admin_rebuilds_the_months(
     account.refresh_from_db()
     assert account.time_zone == LOS_ANGELES
     assert counters(account) == {NOV: fee}
+    event = AuditEvent.objects.get(action="account.update", account=account)
+    assert event.actor_kind == AuditEvent.ActorKind.STAFF
