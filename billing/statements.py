@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
 from billing.money import decimal_string
+from billing.services import wallet_lock
 from billing.selectors import (
     account_months,
     current_month,
@@ -140,14 +141,21 @@ def statement_data(*, account: Account, month: date) -> dict:
 def statement_generate(
     *, account: Account, month: date, now: datetime | None = None
 ) -> tuple[Statement, bool]:
-    """Store a closed month's statement (once: a second call returns the first)."""
-    if month >= current_month(account=account, now=now):
-        raise ValueError("only a month that has ended gets a stored statement")
+    """Store a closed month's statement (once: a second call returns the first).
+
+    Under the wallet lock, with the account read again under it: a time-zone change takes
+    the same lock (console.services.account_update), so a statement is stored either before
+    the change (which then keeps its bounds) or after it (in the new zone's months), never
+    with the old zone's bounds after the counters moved to the new one."""
     existing = Statement.objects.filter(account=account, month=month).first()
     if existing is not None:
         return existing, False
     try:
         with transaction.atomic():
+            wallet_lock(account)
+            account = Account.objects.get(pk=account.pk)
+            if month >= current_month(account=account, now=now):
+                raise ValueError("only a month that has ended gets a stored statement")
             return (
                 Statement.objects.create(
                     account=account,

@@ -283,3 +283,18 @@ def test_staff_changing_the_time_zone_in_the_admin_rebuilds_the_months(
     assert counters(account) == {NOV: fee}
     event = AuditEvent.objects.get(action="account.update", account=account)
     assert event.actor_kind == AuditEvent.ActorKind.STAFF
+
+
+def test_a_statement_job_holding_a_stale_account_states_the_month_in_the_current_zone(books):
+    """The statement job loaded the account in Shanghai, then the owner moved it to Los
+    Angeles before November's statement was stored: the statement takes the zone in force
+    when it is stored (read under the wallet lock a zone change also takes), so its bounds
+    agree with the counters the change rebuilt."""
+    account, _bot, fees = books(SHANGHAI)
+    stale = Account.objects.get(pk=account.pk)
+    change_zone(account, LOS_ANGELES, now=MID_DECEMBER)
+    november, _created = statement_generate(account=stale, month=NOV, now=MID_DECEMBER)
+    assert november.data["time_zone"] == LOS_ANGELES
+    assert november.data["totals"]["fee_nano"] == fees["mid-nov"] + fees["between"]
+    assert counters(account)[NOV] == november.data["totals"]["fee_nano"]
+    assert audit_account(account) == []
