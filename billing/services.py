@@ -8,7 +8,7 @@ reference, a grant reference, a request id) are unique per account: a replay cha
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -24,7 +24,14 @@ from billing.models import (
     Wallet,
 )
 from billing.money import format_amount
-from billing.selectors import current_month, paid_totals, price_for
+from billing.selectors import (
+    account_months,
+    current_month,
+    month_bounds,
+    next_month,
+    paid_totals,
+    price_for,
+)
 from console.models import Account, AuditEvent, User
 from console.services import ServiceError, account_promote_tier, audit_record
 
@@ -828,9 +835,14 @@ def charge_usage(
         if fee and returned["account_month"] is None:
             # The time zone changed (and the counters were rebuilt) after this request loaded
             # its account: count it in the month of the zone in force now.
+            # Its billing month, as the rebuild and billing_audit reckon it: `at` came before
+            # the change, so it may fall in a stated month whose bounds the zone no longer has.
             account.refresh_from_db(fields=["time_zone"])
+            month = account_months(account=account).month_of(at)
             returned = writes.run(
-                _month_spend_writes(account=account, project=project, fee=fee, at=at, gate=False)
+                _month_spend_writes(
+                    account=account, project=project, fee=fee, at=at, gate=False, month=month
+                )
             )
         if fee:
             _month_spend_alerts(account=account, project=project, fee=fee, returned=returned)
@@ -858,7 +870,9 @@ def _pack_use_writes(index: int, use: PackUse) -> list:
     ]
 
 
-def _month_spend_writes(*, account: Account, project, fee: int, at: datetime, gate=True) -> list:
+def _month_spend_writes(
+    *, account: Account, project, fee: int, at: datetime, gate=True, month: date | None = None
+) -> list:
     """Month-to-date counters as upserts returning the new total (the wallet lock
     serialises an account's charges, so they never race each other).
 
@@ -867,7 +881,7 @@ def _month_spend_writes(*, account: Account, project, fee: int, at: datetime, ga
     takes the wallet lock and rebuilds the counters, so it commits before this statement
     starts or waits for this charge to commit). Otherwise they return nothing and the caller
     writes them again in the zone in force (`gate=False`: outside the charge's batch)."""
-    day = connection.ops.adapt_datefield_value(current_month(account=account, now=at))
+    day = connection.ops.adapt_datefield_value(month or current_month(account=account, now=at))
     condition = "EXISTS (SELECT 1 FROM console_account WHERE id = %s AND time_zone = %s)"
     if gate:
         condition = "{exists} AND " + condition
@@ -927,7 +941,6 @@ def time_zone_change_check(*, account: Account, time_zone: str, now: datetime | 
     """Refuse a time zone in which it is still a month whose statement is stored: a stated
     month is closed for good, so the new zone's current month must come after it. Moving
     west on the 1st, that is a wait of a few hours (until the 1st begins there too)."""
-    from billing.selectors import account_months, month_bounds
 
     months = account_months(account=account, time_zone=time_zone)
     month = current_month(account=Account(time_zone=time_zone), now=now)
@@ -957,7 +970,6 @@ def month_spend_rebuild(*, account: Account, now: datetime | None = None) -> int
     from django.db.models import Sum
 
     from billing.models import AccountMonthSpend, ProjectMonthSpend
-    from billing.selectors import account_months, next_month
 
     months = account_months(account=account)
     charges = LedgerEntry.objects.filter(

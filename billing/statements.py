@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
 from billing.money import decimal_string
-from billing.services import wallet_lock
 from billing.selectors import (
     account_months,
     current_month,
@@ -28,6 +27,7 @@ from billing.selectors import (
     next_month,
     previous_month,
 )
+from billing.services import wallet_lock
 from console.models import Account
 from console.spreadsheet import csv_cell
 from projects.models import Project

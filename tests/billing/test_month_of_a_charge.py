@@ -298,3 +298,20 @@ def test_a_statement_job_holding_a_stale_account_states_the_month_in_the_current
     assert november.data["totals"]["fee_nano"] == fees["mid-nov"] + fees["between"]
     assert counters(account)[NOV] == november.data["totals"]["fee_nano"]
     assert audit_account(account) == []
+
+
+def test_a_charge_settled_across_a_change_counts_in_the_stated_month_that_holds_it():
+    """November was stated in Los Angeles (it ended at 08:00 UTC on 1 December), then the
+    owner moved east to Shanghai. A request that loaded the account before the change and
+    started between the two firsts settles after it: its moment is inside November's stated
+    bounds, so it counts in November, as billing_audit reckons it, not in the Shanghai
+    calendar's December."""
+    account = funded_account(recharge_units=100, time_zone=LOS_ANGELES)
+    project = account.projects.get()
+    statement_generate(account=account, month=NOV, now=at_local(LOS_ANGELES, 2026, 12, 1, 0, 5))
+    loaded_before = Account.objects.get(pk=account.pk)
+    account = change_zone(account, SHANGHAI, now=MID_DECEMBER)
+    fee = charge(loaded_before, "late", BETWEEN_THE_FIRSTS, project)
+    assert counters(account) == {NOV: fee}
+    assert project_counters(account, project) == {NOV: fee}
+    assert audit_account(account) == []
