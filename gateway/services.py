@@ -16,6 +16,7 @@ apply); any other request takes the money path above, arrears and caps included
 (docs/decisions.md, "Issue 20: resource-pack token holds").
 """
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from billing.selectors import (
     estimate_request,
     may_admit,
 )
-from console.database import connect_within
+from console.database import connection_wait
 from console.shared_state import shared_state
 from gateway import errors
 from gateway.models import UpstreamRoute
@@ -42,6 +43,19 @@ from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_mark_used
 
 logger = logging.getLogger(__name__)
+
+
+def with_short_database_wait(function):
+    """The API's database work waits GATEWAY_DATABASE_WAIT for a connection, not the pool's
+    DATABASE_POOL_TIMEOUT: requests shed load quickly while PostgreSQL is unreachable, and a
+    stream admitted before an outage ends quickly too (console/database.py)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with connection_wait(settings.GATEWAY_DATABASE_WAIT):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def new_request_id() -> str:
@@ -83,15 +97,13 @@ class Refused:
     rate_headers: dict = field(default_factory=dict)
 
 
+@with_short_database_wait
 def authenticate(header: str | None) -> Authenticated | Refused:
     if not header:
         return Refused(errors.MISSING_KEY)
     scheme, _space, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         return Refused(errors.MISSING_KEY)
-    # The API's first use of the database in a request: a short wait for a connection, so
-    # requests shed load quickly while PostgreSQL is unreachable.
-    connect_within(settings.GATEWAY_DATABASE_WAIT)
     result = api_key_authenticate(raw.strip())
     if isinstance(result, Authenticated):
         if result.key.scope != Scope.INFERENCE:
@@ -196,6 +208,7 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     return Admitted(auth, route, estimate, request_id, reserved, headers, pack_keys=pack_keys)
 
 
+@with_short_database_wait
 def admit_request(
     *,
     header: str | None,
@@ -408,6 +421,7 @@ def record_refusal(
     )
 
 
+@with_short_database_wait
 def settle(
     *,
     admitted: Admitted,

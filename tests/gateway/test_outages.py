@@ -229,3 +229,79 @@ async def test_redis_gone_after_a_pack_hold_gives_the_pack_tokens_back(
     for key in services.pack_hold_keys(account_id=account.pk, model=BODY["model"]):
         assert await sync_to_async(state.held)(key) == 0
     await nothing_held(state, account)
+
+
+@requires_postgres
+def test_every_connection_the_api_makes_waits_only_its_short_time(funded, monkeypatch):
+    """Inside the API's database work each (re)connection asks the pool with the short wait,
+    the first and any later one (Django reconnects by itself when PostgreSQL went away in a
+    transaction): the restart drill saw 10 s answers from such a reconnection before."""
+    from console.database import connection_wait
+
+    asked = []
+    real_getconn = connection.pool.getconn
+
+    def getconn(timeout=None):
+        asked.append(timeout)
+        return real_getconn(timeout=timeout)
+
+    def in_a_new_thread():
+        try:
+            with connection_wait(0.5):
+                for _reconnect in range(2):
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                        assert cursor.fetchone() == (1,)
+                    connection.close()  # as Django does with a connection that broke
+            with connection.cursor() as cursor:  # outside: the pool's own wait again
+                cursor.execute("SELECT 1")
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(connection.pool, "getconn", getconn)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(in_a_new_thread).result()
+    monkeypatch.undo()
+    assert asked == [0.5, 0.5, None]
+
+
+@requires_postgres
+def test_a_settlement_needing_a_new_connection_waits_only_the_apis_short_time(
+    funded, monkeypatch, settings
+):
+    """A stream admitted before PostgreSQL went away settles on a fresh connection: it waits
+    GATEWAY_DATABASE_WAIT for one, as admission does, not the pool's 10 s (the restart drill
+    saw a stream's closing error event after 10.2 s)."""
+    settings.GATEWAY_DATABASE_WAIT = 0.25
+    _account, raw, _key = funded
+    admitted = services.admit_request(
+        header=f"Bearer {raw}",
+        body=BODY,
+        invalid=None,
+        request_id=services.new_request_id(),
+        client_request_id="",
+        stream=True,
+    )
+    assert isinstance(admitted, services.Admitted)
+    waits = []
+
+    def no_connection(timeout=None):
+        waits.append(timeout)
+        raise PoolTimeout(f"couldn't get a connection after {timeout} sec (injected)")
+
+    def settle_in_a_new_thread():
+        try:
+            outcome = services.Outcome(status=200, input_tokens=5, output_tokens=5)
+            services.settle(
+                admitted=admitted, body=BODY, outcome=outcome, client_request_id="", stream=True
+            )
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(connection.pool, "getconn", no_connection)
+    with ThreadPoolExecutor(max_workers=1) as executor, pytest.raises(OperationalError):
+        executor.submit(settle_in_a_new_thread).result()
+    monkeypatch.undo()
+    services.release(admitted)
+    assert waits == [0.25]
+    assert not LedgerEntry.objects.filter(request_id=admitted.request_id).exists()
