@@ -12,12 +12,9 @@ encrypted at rest, erased once the email is sent or given up on, and never logge
 (docs/security.md). An API key is never put in an email.
 """
 
-import base64
-import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
@@ -26,6 +23,7 @@ from django.utils import timezone
 
 from console.log_masking import API_KEY
 from console.models import OutgoingEmail
+from console.secrets_at_rest import decrypt, encrypt
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +41,18 @@ SWEEP_BATCH = 500
 KEEP_SENT = timedelta(days=30)
 
 
-def _fernet() -> Fernet:
-    # The key management of upstream secrets (UPSTREAM_SECRET_KEY), with a key of its own
-    # derived from it, so an email body never decrypts as an upstream secret or vice versa.
-    key = hashlib.sha256(b"console.outgoing-email:" + settings.UPSTREAM_SECRET_KEY.encode())
-    return Fernet(base64.urlsafe_b64encode(key.digest()))
+# The key management of upstream secrets (UPSTREAM_SECRET_KEY), with a key of its own
+# derived from it, so an email body never decrypts as an upstream secret or vice versa.
+def _key_material() -> str:
+    return "console.outgoing-email:" + settings.UPSTREAM_SECRET_KEY
 
 
 def _encrypt(text: str) -> str:
-    return _fernet().encrypt(text.encode()).decode() if text else ""
+    return encrypt(text, key_material=_key_material())
 
 
 def _decrypt(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode() if token else ""
+    return decrypt(token, key_material=_key_material())
 
 
 def email_queue(

@@ -18,24 +18,40 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 
 
-def _fernet() -> Fernet:
-    key = hashlib.sha256(settings.TWO_FACTOR_SECRET_KEY.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+def fernet(key_material: str) -> Fernet:
+    """The Fernet of a key from the environment (any text: its SHA-256 is the key). One
+    derivation for every encrypted secret: upstream secrets (UPSTREAM_SECRET_KEY), two-factor
+    seeds (TWO_FACTOR_SECRET_KEY) and queued email bodies (their own prefix on
+    UPSTREAM_SECRET_KEY)."""
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key_material.encode()).digest()))
+
+
+def encrypt(text: str, *, key_material: str) -> str:
+    """`text` encrypted under that key (empty stays empty: nothing to hide)."""
+    return fernet(key_material).encrypt(text.encode()).decode() if text else ""
+
+
+def decrypt(token: str, *, key_material: str) -> str:
+    return fernet(key_material).decrypt(token.encode()).decode() if token else ""
 
 
 def encrypt_text(text: str) -> str:
-    return _fernet().encrypt(text.encode()).decode()
+    return encrypt(text, key_material=settings.TWO_FACTOR_SECRET_KEY)
 
 
 def decrypt_text(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode()
+    return decrypt(token, key_material=settings.TWO_FACTOR_SECRET_KEY)
 
 
 def current_pepper_version() -> int:
     return max(settings.API_KEY_PEPPERS)
 
 
-def keyed_hash(secret: str, *, purpose: str, pepper_version: int) -> str:
+def pepper_hash(message: str, *, pepper_version: int) -> str:
+    """HMAC-SHA256 of `message` under the API keys' pepper of that version."""
     pepper = settings.API_KEY_PEPPERS[pepper_version]
-    message = f"{purpose}:{secret}".encode()
-    return hmac.new(pepper.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.new(pepper.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def keyed_hash(secret: str, *, purpose: str, pepper_version: int) -> str:
+    return pepper_hash(f"{purpose}:{secret}", pepper_version=pepper_version)

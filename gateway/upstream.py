@@ -1,15 +1,13 @@
 """Reaching a model's upstream: the built-in simulator in-process, or an OpenAI-compatible
 base URL over one pooled HTTP client per process."""
 
-import base64
-import hashlib
 import json
 from collections.abc import AsyncIterator
 
 import httpx
-from cryptography.fernet import Fernet
 from django.conf import settings
 
+from console.secrets_at_rest import decrypt, encrypt
 from gateway import simulator
 from gateway.models import UpstreamRoute
 
@@ -20,17 +18,12 @@ class UpstreamFailed(Exception):
         self.timeout = timeout
 
 
-def _fernet() -> Fernet:
-    key = hashlib.sha256(settings.UPSTREAM_SECRET_KEY.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def encrypt_secret(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode() if secret else ""
+    return encrypt(secret, key_material=settings.UPSTREAM_SECRET_KEY)
 
 
 def decrypt_secret(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode() if token else ""
+    return decrypt(token, key_material=settings.UPSTREAM_SECRET_KEY)
 
 
 _client: httpx.AsyncClient | None = None

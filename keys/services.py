@@ -1,8 +1,6 @@
 """Writes for API keys. The raw key is built here, returned once in `CreatedKey`, and never
 stored, logged or put in an audit record."""
 
-import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console.models import Account, AuditEvent, User
+from console.secrets_at_rest import current_pepper_version, pepper_hash
 from console.services import ServiceError, audit_record, changed_fields
 from console.shared_state import shared_state
 from keys.models import ApiKey, Scope
@@ -37,12 +36,7 @@ class CreatedKey:
 
 
 def secret_hash(secret: str, pepper_version: int) -> str:
-    pepper = settings.API_KEY_PEPPERS[pepper_version]
-    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()
-
-
-def current_pepper_version() -> int:
-    return max(settings.API_KEY_PEPPERS)
+    return pepper_hash(secret, pepper_version=pepper_version)
 
 
 def _check_expiry(expires_at: datetime | None) -> None:

@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from console.secrets_at_rest import current_pepper_version
 from keys.selectors import pepper_usage, pepper_usage_by_account, recovery_code_pepper_usage
-from keys.services import current_pepper_version
 
 
 class Command(BaseCommand):
