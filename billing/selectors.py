@@ -377,7 +377,9 @@ def estimate_request(
     price = price_for(model=model, currency=account.currency)
     if price is None:
         return None
-    input_tokens = prompt_tokens_of({**(body or {}), "messages": messages})
+    # The gateway passes the body it forwards (whose messages these are): counted as it is,
+    # with no copy per request.
+    input_tokens = prompt_tokens_of(body if body is not None else {"messages": messages})
     output_tokens = max_tokens if max_tokens and max_tokens > 0 else DEFAULT_OUTPUT_ESTIMATE
     cost = (
         0

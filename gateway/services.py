@@ -311,9 +311,12 @@ def _reserve(*, auth: Authenticated, estimate: Estimate, state, ttl: int, token:
     return None, cost, ()
 
 
-def _release_packs(state, keys: tuple[str, ...], token: str) -> None:
-    for key in keys:
+def _give_back(state, *, account_id: int, token: str, hold_keys) -> None:
+    """Release the request's holds under `hold_keys` and its concurrency slot, each on its
+    own (a failure of one does not keep the others)."""
+    for key in hold_keys:
         _forget(state.hold_release, key, token=token)
+    _forget(state.slot_release, f"conc:{account_id}", token=token)
 
 
 def _release_everything(state, *, auth: Authenticated, model: str, token: str) -> None:
@@ -323,9 +326,7 @@ def _release_everything(state, *, auth: Authenticated, model: str, token: str) -
     otherwise keep its room from other requests for GATEWAY_RESERVATION_TTL. Releasing
     what was never taken is harmless."""
     keys = (*_reservation_keys(auth), *pack_hold_keys(account_id=auth.account.pk, model=model))
-    for key in keys:
-        _forget(state.hold_release, key, token=token)
-    _forget(state.slot_release, f"conc:{auth.account.pk}", token=token)
+    _give_back(state, account_id=auth.account.pk, token=token, hold_keys=keys)
 
 
 def _forget(operation, *args, **kwargs) -> None:
@@ -342,15 +343,21 @@ def release(admitted: Admitted) -> None:
     """Give back the reservation and the concurrency slot (every exit path calls this).
     Never raises: it runs after the settlement committed, whose answer must reach the
     client; what Redis could not take back expires with its TTL."""
-    state = shared_state()
-    account_key, project_key = _reservation_keys(admitted.auth)
-    if admitted.reserved_nano:
-        _forget(state.hold_release, account_key, token=admitted.request_id)
-        _forget(state.hold_release, project_key, token=admitted.request_id)
-        admitted.reserved_nano = 0
-    _release_packs(state, admitted.pack_keys, admitted.request_id)
+    _give_back(
+        shared_state(),
+        account_id=admitted.account.pk,
+        token=admitted.request_id,
+        hold_keys=_held_keys(admitted),
+    )
+    admitted.reserved_nano = 0
     admitted.pack_keys = ()
-    _forget(state.slot_release, f"conc:{admitted.account.pk}", token=admitted.request_id)
+
+
+def _held_keys(admitted: Admitted) -> tuple[str, ...]:
+    """The shared-state keys a request holds something under: its money holds (if it
+    reserved any) and its pack-token holds."""
+    money = _reservation_keys(admitted.auth) if admitted.reserved_nano else ()
+    return (*money, *admitted.pack_keys)
 
 
 def renewal_interval() -> float:
@@ -364,7 +371,7 @@ def keep_alive(admitted: Admitted) -> None:
     """Renew everything a running request holds in the shared state (its concurrency slot
     and its money and pack-token holds), in one call. Never raises: a renewal Redis cannot
     take leaves the TTL to run as before."""
-    keys = [f"conc:{admitted.account.pk}", *_reservation_keys(admitted.auth), *admitted.pack_keys]
+    keys = [f"conc:{admitted.account.pk}", *_held_keys(admitted)]
     _forget(
         shared_state().renew,
         keys,
