@@ -290,17 +290,12 @@ async def _complete(admitted, body, client_request_id, headers):
         _dict(choices[0] if isinstance(choices, list) and choices else {}).get("message")
     )
     text = str(message.get("content") or "")
-    reported_input = _token_count(usage.get("prompt_tokens"))
-    reported_output = _token_count(usage.get("completion_tokens"))
-    # An answer without usage (or with counts that are not counts) is counted, as for a
-    # stream without one, and marked estimated: the text and any tool calls are output.
+    # The text and any tool calls are output, counted where the upstream reported none.
     calls = message.get("tool_calls")
     answered = text + (json.dumps(calls, ensure_ascii=False) if calls else "")
     outcome = services.Outcome(
         status=200,
-        input_tokens=admitted.estimate.input_tokens if reported_input is None else reported_input,
-        output_tokens=text_tokens(len(answered)) if reported_output is None else reported_output,
-        estimated=reported_input is None or reported_output is None,
+        **_billed_tokens(usage, admitted, counted_output=text_tokens(len(answered))),
         response_text=text,
         latency_ms=int((time.perf_counter() - started) * 1000),
     )
@@ -313,6 +308,21 @@ async def _complete(admitted, body, client_request_id, headers):
 
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def _billed_tokens(usage, admitted, *, counted_output: int) -> dict:
+    """The tokens to bill: as the upstream reported them, or where it reported none (or
+    something that is not a count) the prompt's estimate as input and our own count of the
+    output, marked estimated. The same rule for answers and streams."""
+    reported_input = _token_count(_dict(usage).get("prompt_tokens"))
+    reported_output = _token_count(_dict(usage).get("completion_tokens"))
+    return {
+        "input_tokens": admitted.estimate.input_tokens
+        if reported_input is None
+        else reported_input,
+        "output_tokens": counted_output if reported_output is None else reported_output,
+        "estimated": reported_input is None or reported_output is None,
+    }
 
 
 def _token_count(value) -> int | None:
@@ -346,14 +356,8 @@ async def stream_events(admitted, body, client_request_id):
     def counted(**fields) -> services.Outcome:
         """What was delivered, billed as the upstream reported it, or else counted (the
         prompt's estimate as input, a token per chunk delivered) and marked estimated."""
-        reported_input = _token_count(_dict(usage).get("prompt_tokens"))
-        reported_output = _token_count(_dict(usage).get("completion_tokens"))
         return services.Outcome(
-            input_tokens=admitted.estimate.input_tokens
-            if reported_input is None
-            else reported_input,
-            output_tokens=delivered_chunks if reported_output is None else reported_output,
-            estimated=reported_input is None or reported_output is None,
+            **_billed_tokens(usage, admitted, counted_output=delivered_chunks),
             response_text="".join(parts),
             latency_ms=int((time.perf_counter() - started) * 1000),
             first_token_ms=first_token_ms,
