@@ -143,7 +143,7 @@ def _cards_page(request, form=None, *, status=200):
         "billing/cards.html",
         {
             "cards": payments.payment_methods(account=request.account),
-            "chargeable": payments.payment_methods_chargeable(account=request.account),
+            "provider_name": payments.card_provider().name,
             "form": form or CardForm(),
         },
         status=status,

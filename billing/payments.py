@@ -110,8 +110,14 @@ def payment_methods_chargeable(*, account: Account):
     return payment_methods(account=account).filter(provider=card_provider().name)
 
 
+def card_chargeable(card: PaymentMethod) -> bool:
+    """Whether the configured provider can charge this saved card (the rule of
+    payment_methods_chargeable, for one card)."""
+    return card.provider == card_provider().name
+
+
 def _refuse_another_providers_card(card: PaymentMethod) -> None:
-    if card.provider != card_provider().name:
+    if not card_chargeable(card):
         raise ServiceError(_another_providers_card(card))
 
 
@@ -301,7 +307,6 @@ def _new_card_payment(account, card, amount_nano, *, actor, auto) -> Payment:
 
 def _charge_and_settle(payment: Payment, card: PaymentMethod) -> Payment:
     # Callers refused a card of another provider before recording the payment.
-    _refuse_another_providers_card(card)
     # No transaction is open here: the provider may take seconds.
     outcome = card_provider().charge(
         token=card.token,
@@ -789,7 +794,7 @@ def auto_recharge_run(*, account_id: int) -> Payment | None:
                     account=account, reason=_("There is no default card."), notify=True
                 )
                 return None
-            if card.provider != card_provider().name:
+            if not card_chargeable(card):
                 # As a declined card does, minus the payment: nothing was asked of a provider.
                 auto_recharge_disable(
                     account=account, reason=_another_providers_card(card), notify=True
