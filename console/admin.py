@@ -55,6 +55,8 @@ class UserAdmin(DjangoUserAdmin):
     def save_model(self, request, obj, form, change):
         # Raising how many accounts one person may own multiplies the rate limits they can
         # hold, so it is recorded like any other staff change of a limit.
+        from console.views import client_ip
+
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             if change and "accounts_max" in form.changed_data:
@@ -63,7 +65,7 @@ class UserAdmin(DjangoUserAdmin):
                     actor=request.user,
                     actor_kind=AuditEvent.ActorKind.STAFF,
                     target=obj,
-                    ip=request.META.get("REMOTE_ADDR") or None,
+                    ip=client_ip(request),
                     metadata={"from": form.initial.get("accounts_max"), "to": obj.accounts_max},
                 )
 
@@ -292,9 +294,6 @@ class OutgoingEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "next_attempt_at",
         "sent_at",
     ]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
 
 
 @admin.register(Announcement)
