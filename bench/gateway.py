@@ -90,7 +90,7 @@ def litellm_python() -> Path:
 def setup(upstream_base: str) -> tuple[str, int]:
     """An account with money and a bench tier (no practical limits), a route to the upstream,
     and an inference key; returns the key and the account's id."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()
@@ -251,7 +251,7 @@ def main() -> None:
             log=logs / "upstream.log",
         ),
         common.server(
-            common.uvicorn_command("console.asgi:application", gw_port, workers=int(WORKERS)),
+            common.uvicorn_command("config.asgi:application", gw_port, workers=int(WORKERS)),
             f"http://127.0.0.1:{gw_port}/healthz",
             env=gateway_env,
             log=logs / "gateway.log",

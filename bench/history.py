@@ -43,7 +43,7 @@ IDLE_SECONDS = 3 if common.QUICK else 5
 
 
 def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import logging
 
     import django
@@ -158,7 +158,7 @@ def phase_purge() -> None:
     env = {**os.environ, "SHARED_STATE_BACKEND": "redis", "DEBUG": "false"}
     runs = []
     with common.server(
-        common.uvicorn_command("console.asgi:application", port),
+        common.uvicorn_command("config.asgi:application", port),
         f"http://127.0.0.1:{port}/healthz",
         env=env,
         log=common.ROOT / "var" / "bench" / "purge-gateway.log",

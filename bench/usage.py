@@ -28,7 +28,7 @@ REPEAT = 25
 
 
 def _django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     # Pages render {% static %}: read from the finders, not a collected manifest.
     os.environ.setdefault(
         "STATICFILES_BACKEND", "django.contrib.staticfiles.storage.StaticFilesStorage"

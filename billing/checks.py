@@ -4,8 +4,8 @@ production deployment refuses it unless ALLOW_SANDBOX_CARDS says so.
 "Production" is `check --deploy`, or HTTPS=true (the production switch) at start-up. DEBUG is
 not the signal: it defaults to false, and `make run`, Procfile.dev and CI run without it on
 the sandbox. uvicorn runs no system checks and a Celery worker ignores their errors, so
-console/asgi.py and console/wsgi.py call `refuse_unsafe_production()` before they serve, and
-console/celery.py when a worker starts.
+config/asgi.py and config/wsgi.py call `refuse_unsafe_production()` before they serve, and
+config/celery.py when a worker starts.
 """
 
 from django.conf import settings

@@ -5,7 +5,7 @@ the caller's transaction and enqueues its task on commit. The task makes one att
 on the row, so a duplicate task or the sweep never sends it alongside), and a failed attempt
 is retried with exponential backoff up to EMAIL_MAX_ATTEMPTS, after which the row is failed
 and stays visible to staff. A broker that is down or a worker that dies loses nothing: the
-sweep (console/schedule.py) re-enqueues what the rows say is due.
+sweep (config/schedule.py) re-enqueues what the rows say is due.
 
 Bodies can hold one-time links (email verification, password reset, invitations): they are
 encrypted at rest, erased once the email is sent or given up on, and never logged
@@ -28,7 +28,7 @@ from console.secrets_at_rest import decrypt, encrypt
 logger = logging.getLogger(__name__)
 
 # While an attempt runs, its row is leased for this long: far above the SMTP timeout (10 s,
-# console/settings.py), so the sweep never sends an email whose attempt is still running; a
+# config/settings.py), so the sweep never sends an email whose attempt is still running; a
 # worker that died mid-attempt only delays it.
 ATTEMPT_LEASE = timedelta(seconds=120)
 # A Celery countdown may fire a little early against the database's idea of "due".

@@ -54,7 +54,7 @@ def _check_cache():
 
 
 def _check_broker():
-    from console.celery import app
+    from config.celery import app
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)

@@ -1,10 +1,10 @@
 """Runs of the periodic jobs: recorded from Celery's task signals, shown to staff.
 
-Only the tasks named in console/schedule.py are recorded (not per-payment confirmations or
+Only the tasks named in config/schedule.py are recorded (not per-payment confirmations or
 per-webhook deliveries): one row per run, written after the run by the process that ran it.
 Recording is best effort: a failure to record is logged and never fails the task.
 
-console/celery.py imports this module before Django's apps are ready: models are imported
+config/celery.py imports this module before Django's apps are ready: models are imported
 inside the functions.
 """
 
@@ -23,7 +23,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console.schedule import BEAT_SCHEDULE
+from config.schedule import BEAT_SCHEDULE
 
 if TYPE_CHECKING:
     from console.models import JobRun
@@ -190,7 +190,7 @@ class JobStatus:
 
 
 def _first_doc_paragraph(task_name: str) -> str:
-    from console.celery import app
+    from config.celery import app
 
     # Task modules are imported on demand in web processes (a worker imports them all).
     try:

@@ -17,7 +17,7 @@ API_KEY = re.compile(r"[0-9a-f]{32}\.[A-Za-z0-9_-]{16,}")
 # `Authorization: Bearer <anything>`: an upstream's secret, a malformed key. A value already
 # masked (starting with …) is left alone, so masking twice changes nothing.
 BEARER = re.compile(r"\b(bearer\s+)(?!…)([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
-# One-time links carry their token in the path (console/urls.py): the staff two-factor link,
+# One-time links carry their token in the path (config/urls.py): the staff two-factor link,
 # email verification, invitations and password reset (`<uidb64>/<token>`). An access log line
 # or Django's "Not Found: /…" must not hand a reader a link that still works.
 ONE_TIME_LINK = re.compile(
@@ -80,7 +80,7 @@ SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def mask_server_handlers() -> None:
-    """Put the filter on the server's own handlers too (console/asgi.py calls this), keeping
+    """Put the filter on the server's own handlers too (config/asgi.py calls this), keeping
     the server's formats and its choice of what to log."""
     for name in SERVER_LOGGERS:
         for handler in logging.getLogger(name).handlers:

@@ -81,7 +81,7 @@ STATIC_STORAGE = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
 # --- Django, on the drill database -----------------------------------------------------------
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 

@@ -123,7 +123,7 @@ class Stack:
         }
         return {
             **outer,
-            "DJANGO_SETTINGS_MODULE": "console.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
             "CONSOLE_IGNORE_DOTENV": "1",
             "CONSOLE_VAR_DIR": str(self.tmp / "var"),
             "DATABASE_URL": self.database_url,

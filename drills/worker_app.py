@@ -1,6 +1,6 @@
 """The Celery app as the drills run it: `celery -A drills.worker_app worker`.
 
-It is the project's own app (console.celery: same tasks, settings and broker), plus two
+It is the project's own app (config.celery: same tasks, settings and broker), plus two
 things only a drill needs, both driven through the environment and both in the pool child
 that runs a task:
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from celery import signals
 
-from console.celery import app
+from config.celery import app
 
 __all__ = ["app"]
 

@@ -14,7 +14,7 @@ def free_port() -> int:
 
 
 def uvicorn_command(
-    port: int, *, workers: int = 1, app: str = "console.asgi:application", extra=()
+    port: int, *, workers: int = 1, app: str = "config.asgi:application", extra=()
 ) -> list[str]:
     """uvicorn serving `app` on 127.0.0.1:`port` (the console by default), without the
     access log: a line per request would be most of what a loaded server does."""
@@ -42,7 +42,7 @@ def celery_worker_command() -> list[str]:
         "-m",
         "celery",
         "-A",
-        "console",
+        "config",
         "worker",
         "--pool=solo",
         "--without-gossip",

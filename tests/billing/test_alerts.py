@@ -14,7 +14,7 @@ from billing.alerts import alert_settings_save, alerts_evaluate, alerts_sweep
 from billing.models import AlertFiring, AlertSettings, Wallet
 from billing.money import NANO_PER_UNIT
 from billing.services import pack_grant, recharge
-from console.celery import app
+from config.celery import app
 from console.roles import Role
 from keys.services import api_key_create
 from notifications.models import Notification, WebhookDelivery

@@ -15,7 +15,7 @@ from billing.payments import (
     payment_method_remove,
 )
 from billing.services import charge_usage, pack_buy
-from console.celery import app
+from config.celery import app
 from console.models import AuditEvent
 from console.roles import Role
 from console.services import ServiceError

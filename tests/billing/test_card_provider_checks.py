@@ -14,7 +14,7 @@ from billing.models import BillingProfile, LedgerEntry, Payment, PaymentMethod, 
 from billing.money import NANO_PER_UNIT
 from billing.payments import auto_recharge_configure, auto_recharge_run, payment_start_card
 from billing.providers import card_provider
-from console.celery import refuse_to_work_unsafely
+from config.celery import refuse_to_work_unsafely
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
@@ -93,7 +93,7 @@ def _production_process(env_changes: dict, tmp_path, arguments) -> subprocess.Co
 
 def _serve(env_changes: dict, tmp_path) -> subprocess.CompletedProcess:
     """Load the ASGI application as uvicorn does."""
-    return _production_process(env_changes, tmp_path, ["-c", "import console.asgi"])
+    return _production_process(env_changes, tmp_path, ["-c", "import config.asgi"])
 
 
 def test_a_production_server_will_not_start_on_the_sandbox(tmp_path):
@@ -209,7 +209,7 @@ def test_a_production_celery_worker_exits_on_the_sandbox(tmp_path):
     refused = _production_process(
         {"CARD_PROVIDER": None},
         tmp_path,
-        ["-m", "celery", "-A", "console", "worker", "--pool=solo", "--loglevel=WARNING"],
+        ["-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
     )
     assert refused.returncode != 0
     assert "billing.E001" in refused.stderr and "ALLOW_SANDBOX_CARDS" in refused.stderr

@@ -320,7 +320,7 @@ def test_an_invoice_is_legible_on_a_machine_without_any_font(tmp_path):
         f"<fontconfig><cachedir>{tmp_path}</cachedir></fontconfig>"
     )
     env = {**os.environ, "FONTCONFIG_FILE": str(fonts_conf), "PYTHONPATH": str(ROOT)}
-    env.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     child = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", RENDER_WITHOUT_SYSTEM_FONTS],
         env=env,

@@ -69,7 +69,7 @@ def test_the_limits_default_to_ten_an_hour_and_come_from_the_environment(tmp_pat
     from tests.console.test_settings import _clean_env, _python
 
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         PASSWORD_RESETS_PER_HOUR_PER_IP="4",
     )

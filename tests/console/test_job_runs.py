@@ -14,10 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from console import jobs, services
-from console.celery import app
+from config.celery import app
 from console.jobs import job_runs_purge, job_statuses, next_run_at, schedule_in_words
 from console.models import JobRun
-from console.schedule import BEAT_SCHEDULE
+from config.schedule import BEAT_SCHEDULE
 from tests.conftest import requires_postgres
 from tests.console.test_jobs import _old_invitation
 from tests.factories import login_verified, make_account, make_user

@@ -11,9 +11,9 @@ from celery.schedules import crontab
 from django.conf import settings
 from django.utils import timezone
 
-from console.celery import app
+from config.celery import app
 from console.models import Invitation
-from console.schedule import BEAT_SCHEDULE
+from config.schedule import BEAT_SCHEDULE
 from console.services import invitations_purge_expired
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user
@@ -32,7 +32,7 @@ def test_every_schedule_is_a_crontab_with_expires_and_a_registered_task():
 
 
 def test_every_schedule_entry_has_a_comment():
-    source = (ROOT / "console" / "schedule.py").read_text()
+    source = (ROOT / "config" / "schedule.py").read_text()
     for name in BEAT_SCHEDULE:
         assert re.search(rf"#[^\n]*\n(?:\s*#[^\n]*\n)*\s*\"{re.escape(name)}\"", source), name
 

@@ -21,10 +21,10 @@ from billing.payments import (
     payment_start_card,
 )
 from billing.services import pack_grant
-from console.celery import app
+from config.celery import app
 from console.emails import email_queue
 from console.models import Account, JobRun, OutgoingEmail
-from console.schedule import BEAT_SCHEDULE
+from config.schedule import BEAT_SCHEDULE
 from console.shared_state import LocalState
 from history.models import HistoryExport, PromptLog
 from keys import services as key_services

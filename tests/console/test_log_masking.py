@@ -90,10 +90,10 @@ def test_a_key_in_an_exception_is_masked_in_the_traceback(log_output):
 
 def test_celery_workers_log_through_the_same_masked_handlers(log_output):
     """A worker replaces the root logger's handlers unless setup_logging has a receiver:
-    console/celery.py's applies settings.LOGGING instead."""
+    config/celery.py's applies settings.LOGGING instead."""
     from celery import signals
 
-    import console.celery  # noqa: F401  (connects the receiver)
+    import config.celery  # noqa: F401  (connects the receiver)
 
     assert signals.setup_logging.receivers
     loggers = [logging.getLogger()] + [
@@ -123,7 +123,7 @@ def test_celery_workers_log_through_the_same_masked_handlers(log_output):
 
 
 def test_uvicorns_own_access_log_is_masked_and_keeps_its_format():
-    """uvicorn configures its loggers before Django reads settings.LOGGING; console/asgi.py
+    """uvicorn configures its loggers before Django reads settings.LOGGING; config/asgi.py
     puts the filter on the handlers it finds there (with --no-access-log there are none)."""
     from pathlib import Path
 
@@ -138,7 +138,7 @@ def test_uvicorns_own_access_log_is_masked_and_keeps_its_format():
     access.handlers[:] = [handler]
     access.propagate = False
     try:
-        mask_server_handlers()  # what console/asgi.py runs once the application is built
+        mask_server_handlers()  # what config/asgi.py runs once the application is built
         # As uvicorn's protocols log each request.
         access.info(
             '%s - "%s %s HTTP/%s" %d',
@@ -150,7 +150,7 @@ def test_uvicorns_own_access_log_is_masked_and_keeps_its_format():
         )
     finally:
         access.handlers[:], access.propagate = before
-    asgi = (Path(__file__).resolve().parents[2] / "console" / "asgi.py").read_text()
+    asgi = (Path(__file__).resolve().parents[2] / "config" / "asgi.py").read_text()
     assert "\nmask_server_handlers()" in asgi
     output = buffer.getvalue()
     assert '203.0.113.7:5123 - "GET /api/paas/v4/models?key=…wxyz HTTP/1.1" 200' in output

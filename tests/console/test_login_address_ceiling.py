@@ -109,7 +109,7 @@ def test_other_addresses_are_not_slowed(victim, settings):
 
 def test_the_ceiling_and_window_come_from_the_environment(tmp_path):
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         LOGIN_ADDRESS_FAILURE_CEILING="50",
         LOGIN_ADDRESS_WINDOW_SECONDS="600",

@@ -114,7 +114,7 @@ def test_the_back_office_signs_in_through_the_throttled_console_form(client):
 
 def test_limits_come_from_the_environment(tmp_path):
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         LOGIN_FAILURE_LIMIT="3",
         LOGIN_LOCKOUT_MINUTES="30",

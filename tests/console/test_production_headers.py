@@ -1,7 +1,7 @@
 """With HTTPS=true (production behind TLS), responses carry HSTS, secure cookies, the CSP and
 the other security headers, and plain HTTP is redirected, except the health probes.
 
-The transport settings are computed when console/settings.py is imported, so the site runs in
+The transport settings are computed when config/settings.py is imported, so the site runs in
 a subprocess with the variable set (on the embedded default's SQLite, migrated in a temporary
 folder) and answers through Django's test client there.
 """
@@ -46,7 +46,7 @@ print(json.dumps(found))
 
 def _site(tmp_path, **variables) -> dict:
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         # The manifest storage needs collectstatic; the pages only need their URLs.
         STATICFILES_BACKEND="django.contrib.staticfiles.storage.StaticFilesStorage",

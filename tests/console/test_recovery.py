@@ -1,7 +1,7 @@
 """Recovering from a dependency restart without restarting our processes: the database
 pool reconnects soon after PostgreSQL is back, and a Celery worker keeps consuming when its
 Redis broker went away while it held messages it had not acknowledged (ETA tasks, late
-acks), where Celery 5.7 would end the worker (console/celery.py says why).
+acks), where Celery 5.7 would end the worker (config/celery.py says why).
 drills/test_dependencies.py restarts a real PostgreSQL and Redis under load; these check
 that the settings and the handler are in place."""
 
@@ -10,7 +10,7 @@ import logging
 import pytest
 from celery.worker.consumer.consumer import Consumer
 
-from console.celery import _keep_consuming_after_broker_loss
+from config.celery import _keep_consuming_after_broker_loss
 from tests.conftest import requires_postgres
 
 
@@ -36,7 +36,7 @@ def test_a_close_that_cannot_put_messages_back_is_logged_not_fatal(caplog):
         raise AttributeError("'NoneType' object has no attribute 'hostname'")
 
     lost = ConnectionError("Connection closed by server.")
-    with caplog.at_level(logging.WARNING, logger="console.celery"):
+    with caplog.at_level(logging.WARNING, logger="config.celery"):
         _keep_consuming_after_broker_loss(celery_handler)(object(), lost)
     assert seen == [lost]
     assert "were not put back" in caplog.text

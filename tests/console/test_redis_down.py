@@ -48,7 +48,7 @@ def site_without_redis():
         "SANDBOX_PENDING_SECONDS": "30",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -48,7 +48,7 @@ print(json.dumps({
 """
     import json
 
-    env = _clean_env(DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_VAR_DIR=str(tmp_path))
+    env = _clean_env(DJANGO_SETTINGS_MODULE="config.settings", CONSOLE_VAR_DIR=str(tmp_path))
     first = json.loads(_python(code, env))
     assert first["engine"] == "django.db.backends.sqlite3"
     assert first["journal"] == "wal"
@@ -75,7 +75,7 @@ print(json.dumps({"engine": db["ENGINE"], "pool": db["OPTIONS"]["pool"]["max_siz
     import json
 
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         DATABASE_URL="postgres://u:p@db.invalid:5432/console",
         DATABASE_POOL_MAX_SIZE="7",
@@ -113,7 +113,7 @@ def test_the_production_example_passes_check_deploy(tmp_path):
 def test_every_variable_read_by_settings_is_documented_in_env_example():
     import re
 
-    source = (ROOT / "console" / "settings.py").read_text()
+    source = (ROOT / "config" / "settings.py").read_text()
     read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', source))
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read - documented == set(), f"undocumented variables: {read - documented}"
@@ -124,7 +124,7 @@ def test_every_variable_read_by_settings_is_documented_in_env_example():
 )
 def test_a_malformed_pepper_list_stops_start_up_with_a_clear_message(tmp_path, value):
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         SECRET_KEY="x" * 50,
         API_KEY_PEPPERS=value,
@@ -143,7 +143,7 @@ def test_a_malformed_pepper_list_stops_start_up_with_a_clear_message(tmp_path, v
 
 def test_peppers_are_read_by_version(tmp_path):
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         CONSOLE_VAR_DIR=str(tmp_path),
         SECRET_KEY="x" * 50,
         API_KEY_PEPPERS="2:the-new-pepper-value,1:the-old-pepper-value",
@@ -161,7 +161,7 @@ def test_the_filesystem_broker_keeps_its_runtime_files_in_the_var_folder(tmp_pat
     code = """
 import django
 django.setup()
-from console.celery import app
+from config.celery import app
 from console.tasks import purge_old_invitations
 purge_old_invitations.delay()
 app.control.ping(timeout=0.1)
@@ -169,7 +169,7 @@ app.control.ping(timeout=0.1)
     var, cwd = tmp_path / "var", tmp_path / "cwd"
     cwd.mkdir()
     env = _clean_env(
-        DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_VAR_DIR=str(var), PYTHONPATH=str(ROOT)
+        DJANGO_SETTINGS_MODULE="config.settings", CONSOLE_VAR_DIR=str(var), PYTHONPATH=str(ROOT)
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60

@@ -37,7 +37,7 @@ def test_a_revocation_is_seen_by_the_next_call_in_another_process(client, world)
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "console.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@"
         f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from console.celery import app
+from config.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
 

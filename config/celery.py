@@ -6,13 +6,13 @@ from celery.worker.consumer.consumer import Consumer
 from django.core.management.base import SystemCheckError
 
 from billing.checks import refuse_unsafe_production
-from console.schedule import BEAT_SCHEDULE
+from config.schedule import BEAT_SCHEDULE
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("console")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# All periodic schedules live in one file: console/schedule.py.
+# All periodic schedules live in one file: config/schedule.py.
 app.conf.beat_schedule = BEAT_SCHEDULE
 app.autodiscover_tasks()
 
@@ -31,7 +31,7 @@ def use_the_consoles_logging(**kwargs):
 @signals.worker_init.connect
 def refuse_to_work_unsafely(**kwargs):
     """A worker settles card payments and runs auto-recharge: in production (HTTPS=true) it
-    refuses the sandbox card provider as the web servers do (console/asgi.py), with the same
+    refuses the sandbox card provider as the web servers do (config/asgi.py), with the same
     message. Celery logs and ignores an exception from a signal handler, so this exits."""
     try:
         refuse_unsafe_production()
@@ -53,7 +53,7 @@ def _keep_consuming_after_broker_loss(after_connection_error):
         try:
             after_connection_error(consumer, exc)
         except AttributeError:
-            logging.getLogger("console.celery").warning(
+            logging.getLogger("config.celery").warning(
                 "broker connection lost: the worker's unacknowledged messages were not put "
                 "back (the database sweeps redo their work)",
                 exc_info=True,
