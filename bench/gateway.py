@@ -192,7 +192,7 @@ def audit(account_id: int) -> dict:
     """Every request the gateway answered 200 has a usage record, and the books balance."""
     from django.core.management import call_command
 
-    from billing.models import UsageRecord
+    from usage.models import UsageRecord
 
     records = UsageRecord.objects.filter(account_id=account_id)
     call_command("billing_audit", verbosity=0)  # raises SystemExit on a mismatch

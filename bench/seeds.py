@@ -146,7 +146,7 @@ def usage(first: int, last: int) -> None:
     `manage.py rebuild_rollups` after an import)."""
     from django.db import connection
 
-    from billing.rollups import rollups_rebuild
+    from usage.rollups import rollups_rebuild
 
     accounts = _accounts(USAGE_NAME, projects=3, keys=4)
     rng = random.Random(first)  # noqa: S311 - benchmark data

@@ -55,8 +55,8 @@ def raw_usage_page(account):
     from django.db.models import Count, Sum
     from django.db.models.functions import TruncDate
 
-    from billing.models import UsageRecord
-    from billing.usage import local_today
+    from usage.models import UsageRecord
+    from usage.selectors import local_today
 
     today = local_today(account, datetime.now(UTC))
     zone = zoneinfo.ZoneInfo(account.time_zone)
@@ -76,8 +76,8 @@ def phase_measure() -> None:
     from django.test import Client
 
     from bench.seeds import USAGE_NAME
-    from billing.models import UsageDaily, UsageHourly, UsageRecord
     from console.models import Account, Membership
+    from usage.models import UsageDaily, UsageHourly, UsageRecord
 
     account = Account.objects.filter(name__startswith=USAGE_NAME).order_by("pk").first()
     user = Membership.objects.filter(account=account).select_related("user").first().user
@@ -108,13 +108,13 @@ def phase_settle() -> None:
     """Settlement p50 (charge, usage record, prompt log) on one account, sequentially, with
     the roll-up upserts and with them replaced by a no-op: what the roll-ups add."""
     _django()
-    from billing import rollups
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Tier
     from console.services import user_signup
     from keys.services import api_key_create
     from tests.billing.traffic import settle_one
+    from usage import rollups
 
     _user, account = user_signup(
         email=f"settle-{time.time_ns()}@example.com",

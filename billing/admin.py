@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import (
-    AlertFiring,
     Invoice,
     LedgerEntry,
     ModelPrice,
@@ -25,15 +24,12 @@ from billing.models import (
     Promotion,
     ResourcePack,
     Statement,
-    UsageDaily,
-    UsageHourly,
-    UsageRecord,
 )
 from billing.money import format_amount
 from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
 
 
-def _money(nano: int, currency: str | None) -> str:
+def money_text(nano: int, currency: str | None) -> str:
     return format_amount(nano, currency, places=None)
 
 
@@ -57,47 +53,15 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("recharge change"))
     def recharge(self, entry):
-        return _money(entry.recharge_delta_nano, entry.account.currency)
+        return money_text(entry.recharge_delta_nano, entry.account.currency)
 
     @admin.display(description=_("bonus change"))
     def bonus(self, entry):
-        return _money(entry.bonus_delta_nano, entry.account.currency)
+        return money_text(entry.bonus_delta_nano, entry.account.currency)
 
     @admin.display(description=_("arrears change"))
     def arrears(self, entry):
-        return _money(entry.arrears_delta_nano, entry.account.currency)
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = [
-        "created_at",
-        "account",
-        "model",
-        "status",
-        "input_tokens",
-        "output_tokens",
-        "fee",
-        "key",
-        "request_id",
-    ]
-    list_filter = ["source", "status", "model", "estimated"]
-    search_fields = ["request_id", "client_request_id", "account__id", "account__name"]
-    date_hierarchy = "created_at"
-    list_select_related = ["account", "api_key"]
-
-    @admin.display(description=_("fee"))
-    def fee(self, record):
-        return _money(record.fee_nano, record.account.currency)
-
-    # The key's label and mask (its __str__), never anything that authenticates.
-    @admin.display(description=_("API key"))
-    def key(self, record):
-        return str(record.api_key) if record.api_key_id else "—"
-
-    def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
-        return ["key" if name == "api_key" else name for name in fields]
+        return money_text(entry.arrears_delta_nano, entry.account.currency)
 
 
 @admin.register(Payment)
@@ -166,37 +130,6 @@ class PackConsumptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["entry", "pack"]
 
 
-class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_filter = ["source", "model"]
-    search_fields = ["account__id", "account__name", "model"]
-    list_select_related = ["account"]
-
-    @admin.display(description=_("fees"))
-    def fees(self, row):
-        return _money(row.fee_nano, row.account.currency)
-
-
-@admin.register(UsageDaily)
-class UsageDailyAdmin(UsageRollupAdmin):
-    list_display = ["day", "account", "model", "source", "requests", "fees"]
-    date_hierarchy = "day"
-
-
-@admin.register(UsageHourly)
-class UsageHourlyAdmin(UsageRollupAdmin):
-    list_display = ["hour", "account", "model", "source", "requests", "fees"]
-    date_hierarchy = "hour"
-
-
-@admin.register(AlertFiring)
-class AlertFiringAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["fired_at", "account", "kind", "subject", "level", "period", "cleared_at"]
-    list_filter = ["kind"]
-    search_fields = ["account__id", "account__name", "message"]
-    date_hierarchy = "fired_at"
-    list_select_related = ["account"]
-
-
 # --- Catalogue ---------------------------------------------------------------------------------
 
 # A new price may start a little in the past (the time it took to fill in the form), no more:
@@ -259,11 +192,11 @@ class ModelPriceAdmin(CatalogueAuditMixin, admin.ModelAdmin):
 
     @admin.display(description=_("input per 1M tokens"))
     def input_price(self, price):
-        return _money(price.input_per_million_nano, price.currency)
+        return money_text(price.input_per_million_nano, price.currency)
 
     @admin.display(description=_("output per 1M tokens"))
     def output_price(self, price):
-        return _money(price.output_per_million_nano, price.currency)
+        return money_text(price.output_per_million_nano, price.currency)
 
 
 @admin.register(PackProduct)

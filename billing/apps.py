@@ -9,4 +9,4 @@ class BillingConfig(AppConfig):
     verbose_name = _("Billing")
 
     def ready(self):
-        from billing import checks  # noqa: F401  (registers the system checks)
+        from billing import checks  # noqa: F401  (registers the system checks

@@ -16,13 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import writes
-from billing.models import (
-    LedgerEntry,
-    ModelPrice,
-    PackProduct,
-    ResourcePack,
-    Wallet,
-)
+from billing.models import LedgerEntry, ModelPrice, PackProduct, ResourcePack, Wallet
 from billing.money import format_amount
 from billing.selectors import (
     account_months,
@@ -131,7 +125,7 @@ def _after_balance_drop(wallet: Wallet, spent_nano: int) -> None:
     before = wallet.recharge_nano + wallet.bonus_nano
     alert_below = wallet.alert_below_nano
     if alert_below is not None and spent_nano and before >= alert_below > before - spent_nano:
-        from billing.alerts import schedule_evaluation
+        from alerts.services import schedule_evaluation
 
         schedule_evaluation(wallet.account_id)
     below = wallet.auto_recharge_below_nano
@@ -239,7 +233,7 @@ def recharge(
             mark_money_moved(account, now)
             if wallet.alert_below_nano is not None:
                 # A recharge may lift the balance back over the alert's threshold: re-arm it.
-                from billing.alerts import schedule_evaluation
+                from alerts.services import schedule_evaluation
 
                 schedule_evaluation(account.pk)
             account_promote_tier(
@@ -917,7 +911,7 @@ def _month_spend_writes(
 def _month_spend_alerts(*, account: Account, project, fee: int, returned: dict) -> None:
     """Schedule the alert check when this charge took month-to-date spend across 50, 80 or
     100% of the account's budget or the project's cap."""
-    from billing.alerts import schedule_evaluation, spend_crossed_a_level
+    from alerts.services import schedule_evaluation, spend_crossed_a_level
 
     crossed = False
     if account.monthly_budget_nano:

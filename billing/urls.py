@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import alert_views, document_views, payment_views, views
+from billing import document_views, payment_views, views
 
 app_name = "billing"
 
@@ -20,7 +20,6 @@ urlpatterns = [
     path("cards/<int:card_id>/default/", payment_views.card_default, name="card_default"),
     path("cards/<int:card_id>/remove/", payment_views.card_remove, name="card_remove"),
     path("settings/", payment_views.billing_settings, name="settings"),
-    path("alerts/", alert_views.alert_settings, name="alerts"),
     path("settings/invoice-details/", payment_views.invoice_details_save, name="invoice_details"),
     path("settings/auto-recharge/", payment_views.auto_recharge_save, name="auto_recharge"),
     # Documents.

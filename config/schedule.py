@@ -93,7 +93,7 @@ BEAT_SCHEDULE = {
     # threshold, caps and budgets are evaluated at once, after the settlement that crossed;
     # this catches spikes, packs running low or expiring, and any evaluation that was lost.
     "sweep-spend-alerts": {
-        "task": "billing.tasks.sweep_alerts",
+        "task": "alerts.tasks.sweep_alerts",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 280},
     },
@@ -101,7 +101,7 @@ BEAT_SCHEDULE = {
     # is rebuilt. Roll-ups are written in each record's own transaction, so this is a safety
     # net that should find nothing. Nightly, after the history purge.
     "reconcile-usage-rollups": {
-        "task": "billing.tasks.reconcile_rollups",
+        "task": "usage.tasks.reconcile_rollups",
         "schedule": crontab(minute=45, hour=19),
         "options": {"expires": 3 * 3600},
     },

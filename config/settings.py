@@ -101,6 +101,8 @@ INSTALLED_APPS = [
     "history",
     "gateway",
     "notifications",
+    "usage",
+    "alerts",
 ]
 
 MIDDLEWARE = [

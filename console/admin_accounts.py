@@ -54,7 +54,7 @@ def with_money(queryset: QuerySet) -> QuerySet:
 
 
 def summary_html(account: Account, *, may_revoke: bool = False) -> str:
-    from billing.usage import Metrics, rollup_sums
+    from usage.selectors import Metrics, rollup_sums
 
     month = current_month(account=account)
     # This month's usage from the daily roll-ups (the records can be millions).

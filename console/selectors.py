@@ -92,7 +92,7 @@ class Dashboard:
     last_month_nano: int
     burn_per_day_nano: int  # trailing 7-day average
     days_left: int | None  # None: nothing spent lately
-    today: object  # billing.usage.Metrics
+    today: object  # usage.selectors.Metrics
     active_projects: int
     active_keys: int
     rate: RateUse | None  # None: the rate-limit store is unreachable
@@ -139,8 +139,6 @@ def overview_dashboard(
     roll-ups (never the usage records): the same few queries at any volume. Without
     `with_balance` (roles that may not see billing) the balance and the days it lasts are
     left out."""
-    from billing.charts import sparkline
-    from billing.models import UsageDaily
     from billing.selectors import (
         account_month_spend,
         balance,
@@ -148,8 +146,10 @@ def overview_dashboard(
         next_month,
         previous_month,
     )
-    from billing.usage import Metrics, local_today, rollup_sums
     from keys.models import ApiKey
+    from usage.charts import sparkline
+    from usage.models import UsageDaily
+    from usage.selectors import Metrics, local_today, rollup_sums
 
     now = now or timezone.now()
     today = local_today(account, now)

@@ -272,7 +272,7 @@ def account_update(
             # under the wallet lock, so caps and the budget read them right away.
             month_spend_rebuild(account=locked, now=now)
             # Daily roll-ups are days in the account's time zone: they move with it.
-            from billing.tasks import rebuild_rollups
+            from usage.tasks import rebuild_rollups
 
             transaction.on_commit(lambda: rebuild_rollups.delay(locked.pk), robust=True)
         audit_record(

@@ -79,9 +79,10 @@ def _gateway_state(accounts) -> dict[str, int]:
 def _check_records(results: list[Result], accounts) -> dict[str, int]:
     """Each request: exactly one usage record and one charge if the client saw it succeed;
     at most one of each (and both or neither) otherwise; the wallets moved by the charges."""
-    from billing.audit import audit_all
-    from billing.models import LedgerEntry, UsageRecord, Wallet
+    from billing.models import LedgerEntry, Wallet
+    from billing.reconciliation import audit_all
     from history.models import PromptLog
+    from usage.models import UsageRecord
 
     ids = [account.id for account in accounts]
     records = defaultdict(list)
@@ -286,8 +287,8 @@ def _credits(payment) -> tuple[str, int, int]:
 
 
 def _assert_wallet_holds(account_id: int, payments) -> None:
-    from billing.audit import audit_all
     from billing.models import Payment, Wallet
+    from billing.reconciliation import audit_all
 
     payments = [Payment.objects.get(pk=p.pk) for p in payments]
     wallet = Wallet.objects.get(account_id=account_id)

@@ -22,7 +22,6 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import UsageRecord
 from billing.selectors import price_list
 from console.models import Membership
 from console.roles import role_can
@@ -32,6 +31,7 @@ from gateway.views import InvalidBody, parse_body, refuse, stream_events, valida
 from history.models import PromptLog
 from projects.models import Project
 from projects.selectors import project_list
+from usage.models import UsageRecord
 
 PERMISSION = "playground.use"
 # What the page may send on to the model; anything else in the body is ignored (the

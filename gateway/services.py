@@ -25,8 +25,6 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from billing.models import UsageRecord
-from billing.rollups import usage_record_write
 from billing.selectors import (
     Estimate,
     admission_facts,
@@ -41,6 +39,8 @@ from history.services import prompt_log_write
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_mark_used
+from usage.models import UsageRecord
+from usage.rollups import usage_record_write
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from billing.charts import usage_panel
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
@@ -19,6 +18,7 @@ from console.views import client_ip, form_status
 from keys import selectors, services
 from keys.forms import ApiKeyCreateForm, ApiKeyEditForm, RotateForm
 from keys.models import ApiKey, Scope
+from usage.charts import usage_panel
 
 
 def _manageable_key(request, key_id: int, queryset=None) -> ApiKey:

@@ -3,7 +3,6 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.charts import usage_panel
 from billing.forms import CapForm
 from console.roles import role_can
 from console.services import ServiceError
@@ -13,6 +12,7 @@ from keys.selectors import key_list
 from projects import selectors, services
 from projects.forms import ProjectForm
 from projects.models import Project
+from usage.charts import usage_panel
 
 
 def _list_page(request, *, form=None, budget_form=None, status=200):

@@ -171,7 +171,7 @@ def _billing_audit_after_each_test(request):
     yield
     if request.node.get_closest_marker("billing_tamper"):
         return
-    from billing.audit import audit_all
+    from billing.reconciliation import audit_all
 
     _accounts, problems = audit_all()
     assert not problems, "billing_audit: " + "; ".join(map(str, problems))

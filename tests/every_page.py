@@ -19,7 +19,7 @@ from django.utils import timezone, translation
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from billing.alerts import alert_settings_save
+from alerts.services import alert_settings_save
 from billing.invoices import Buyer, invoice_request
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer

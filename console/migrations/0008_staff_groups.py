@@ -14,11 +14,22 @@ from django.db import migrations
 SUPPORT = "Support"
 FINANCE_STAFF = "Finance staff"
 
-SUPPORT_APPS = ["console", "billing", "keys", "projects", "history", "gateway", "notifications"]
+# "usage" and "alerts" held models of "billing" until issue 21 (migration 0014 reruns this).
+SUPPORT_APPS = [
+    "console",
+    "billing",
+    "usage",
+    "alerts",
+    "keys",
+    "projects",
+    "history",
+    "gateway",
+    "notifications",
+]
 # Prompt content: the prompt log and the exports made from it.
 SUPPORT_EXCLUDED = [("history", "view_promptlog"), ("history", "view_historyexport")]
 
-FINANCE_APPS = ["billing", "console", "keys", "projects"]
+FINANCE_APPS = ["billing", "usage", "alerts", "console", "keys", "projects"]
 FINANCE_ACTIONS = [
     "staff_grant_bonus",
     "staff_confirm_transfer",

@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from alerts.models import AlertFiring
 from billing.invoices import Buyer, invoice_request
 from billing.models import (
-    AlertFiring,
     Invoice,
     LedgerEntry,
     ModelPrice,
@@ -22,9 +22,6 @@ from billing.models import (
     Payment,
     ResourcePack,
     Statement,
-    UsageDaily,
-    UsageHourly,
-    UsageRecord,
 )
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_record_manual
@@ -33,6 +30,7 @@ from console.models import AuditEvent
 from keys.services import api_key_create
 from tests.billing.traffic import settle_one
 from tests.factories import login_verified, make_account, make_user
+from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -174,7 +172,14 @@ def test_finance_staff_hold_exactly_the_documented_permissions(db):
     held = set(finance.permissions.values_list("content_type__app_label", "codename"))
     views = set(
         Permission.objects.filter(
-            content_type__app_label__in=["billing", "console", "keys", "projects"],
+            content_type__app_label__in=[
+                "billing",
+                "usage",
+                "alerts",
+                "console",
+                "keys",
+                "projects",
+            ],
             codename__startswith="view_",
         ).values_list("content_type__app_label", "codename")
     )

@@ -7,12 +7,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing import writes
-from billing.audit import audit_all
-from billing.models import AccountMonthSpend, LedgerEntry, UsageRecord, Wallet
+from billing.models import AccountMonthSpend, LedgerEntry, Wallet
+from billing.reconciliation import audit_all
 from billing.services import charge_usage, pack_grant
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 from tests.threads import run_together
+from usage.models import UsageRecord
 
 
 def charge(account, request_id, **fields):

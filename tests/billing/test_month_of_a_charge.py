@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.urls import reverse
 
-from billing.audit import audit_account
 from billing.models import AccountMonthSpend, LedgerEntry, ProjectMonthSpend
+from billing.reconciliation import audit_account
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from billing.services import charge_usage
 from billing.statements import statement_data, statement_generate

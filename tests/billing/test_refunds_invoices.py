@@ -10,7 +10,6 @@ import pytest
 from django.core.management import CommandError, call_command
 from pypdf import PdfReader
 
-from billing.audit import audit_all
 from billing.documents import invoice_pdf, receipt_pdf
 from billing.invoices import (
     Buyer,
@@ -24,6 +23,7 @@ from billing.invoices import (
 from billing.models import Invoice, InvoiceSequence, LedgerEntry, Wallet
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_record_manual, payment_start_card
+from billing.reconciliation import audit_all
 from billing.selectors import paid_totals, refundable_nano
 from billing.services import charge_usage, refund
 from console.models import AuditEvent

@@ -6,9 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from billing.audit import audit_all
 from billing.models import LedgerEntry, PackProduct, ResourcePack, Wallet
 from billing.money import NANO_PER_UNIT
+from billing.reconciliation import audit_all
 from billing.services import pack_buy, pack_grant, packs_expire, recharge
 from console.models import AuditEvent
 from console.services import ServiceError

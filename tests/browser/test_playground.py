@@ -3,10 +3,10 @@ a refusal reads as a sentence, not a broken stream."""
 
 import pytest
 
-from billing.models import UsageRecord
 from billing.money import NANO_PER_UNIT, format_amount
 from billing.services import charge_usage, recharge
 from tests.factories import PASSWORD, make_account, make_user
+from usage.models import UsageRecord
 
 pytestmark = [
     pytest.mark.browser,

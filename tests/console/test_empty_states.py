@@ -21,7 +21,7 @@ NEXT_STEPS = {
     "billing:recharge": "Your first recharge appears here",
     "billing:cards": "Add one to recharge in one click",
     "billing:invoices": "Recharge first, then come back here.",
-    "billing:alerts": "Set a balance threshold above",
+    "alerts:settings": "Set a balance threshold above",
     "notifications:list": "Alerts you set up for this account will appear here.",
     "notifications:webhooks": "Add one below to receive alerts in your own systems.",
     "members": "Invite a teammate below",

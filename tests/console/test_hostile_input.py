@@ -24,9 +24,7 @@ import history.forms
 import keys.forms
 import notifications.forms
 import projects.forms
-from billing.models import LedgerEntry, UsageRecord, Wallet
-from billing.usage import PAGE_PARAMETERS
-from billing.usage_api import PARAMETERS as API_PARAMETERS
+from billing.models import LedgerEntry, Wallet
 from console.models import Account, User
 from gateway import simulator
 from gateway.models import UpstreamRoute
@@ -38,6 +36,9 @@ from tests.billing.factories import funded_account
 from tests.console import test_personas
 from tests.console.test_personas import EXPECTATIONS
 from tests.snapshots import account_rows, rows_changed
+from usage.api import PARAMETERS as API_PARAMETERS
+from usage.models import UsageRecord
+from usage.selectors import PAGE_PARAMETERS
 
 persona_world = test_personas.persona_world
 
@@ -315,7 +316,7 @@ FORMS = {
         "owner",
         lambda w: {"enabled": "on", "threshold": "10", "amount": "100", "monthly_limit": "500"},
     ),
-    "billing:alerts": (
+    "alerts:settings": (
         "owner",
         lambda w: {
             "balance_below": "10",

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import get_resolver, reverse
 
-from billing.models import LedgerEntry, UsageRecord
+from billing.models import LedgerEntry
 from billing.money import NANO_PER_UNIT
 from billing.selectors import current_month, previous_month
 from billing.services import recharge
@@ -35,6 +35,7 @@ from tests.console import test_personas
 from tests.console.test_personas import EXEMPT_NAMES, EXEMPT_PREFIXES, EXPECTATIONS, _named_patterns
 from tests.factories import add_member, make_user
 from tests.snapshots import account_rows, rows_changed
+from usage.models import UsageRecord
 
 # The persona table's world (A with its objects, B's owner), as a fixture of this module.
 persona_world = test_personas.persona_world
@@ -121,7 +122,7 @@ PERMISSION = {
             "statement_generate",
         ]
     },
-    "billing:alerts": "alerts.manage",
+    "alerts:settings": "alerts.manage",
     **{
         f"notifications:{name}": "alerts.manage"
         for name in [

@@ -13,11 +13,11 @@ from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 
-from console import jobs, services
 from config.celery import app
+from config.schedule import BEAT_SCHEDULE
+from console import jobs, services
 from console.jobs import job_runs_purge, job_statuses, next_run_at, schedule_in_words
 from console.models import JobRun
-from config.schedule import BEAT_SCHEDULE
 from tests.conftest import requires_postgres
 from tests.console.test_jobs import _old_invitation
 from tests.factories import login_verified, make_account, make_user
@@ -56,7 +56,7 @@ def test_the_schedule_holds_every_job_of_the_design():
     assert {
         "history.tasks.purge_expired_history",
         "billing.tasks.expire_packs",
-        "billing.tasks.reconcile_rollups",
+        "usage.tasks.reconcile_rollups",
         "billing.tasks.make_monthly_statements",
         "keys.tasks.flush_last_used",
         "billing.tasks.sweep_pending_payments",
@@ -264,7 +264,7 @@ def test_the_recorder_reads_the_schedule():
 def test_the_staff_page_describes_a_job_by_its_docstrings_whole_first_paragraph():
     from console.jobs import _first_doc_paragraph
 
-    described = _first_doc_paragraph("billing.tasks.sweep_alerts")
+    described = _first_doc_paragraph("alerts.tasks.sweep_alerts")
     assert described == (
         "Every account with usage today or an alert set: spikes, packs, and any crossing "
         "whose evaluation task was lost."

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from config.celery import app
-from console.models import Invitation
 from config.schedule import BEAT_SCHEDULE
+from console.models import Invitation
 from console.services import invitations_purge_expired
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user

@@ -12,19 +12,19 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from billing.audit import audit_all
-from billing.models import Payment, ResourcePack, Statement, UsageHourly
+from billing.models import Payment, ResourcePack, Statement
 from billing.money import NANO_PER_UNIT
 from billing.payments import (
     auto_recharge_configure,
     payment_start_bank_transfer,
     payment_start_card,
 )
+from billing.reconciliation import audit_all
 from billing.services import pack_grant
 from config.celery import app
+from config.schedule import BEAT_SCHEDULE
 from console.emails import email_queue
 from console.models import Account, JobRun, OutgoingEmail
-from config.schedule import BEAT_SCHEDULE
 from console.shared_state import LocalState
 from history.models import HistoryExport, PromptLog
 from keys import services as key_services
@@ -34,6 +34,7 @@ from tests.billing.factories import funded_account
 from tests.billing.test_payments import PENDING, add_card
 from tests.billing.traffic import settle_one
 from tests.console.test_jobs import _old_invitation
+from usage.models import UsageHourly
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

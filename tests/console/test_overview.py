@@ -8,7 +8,6 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import UsageRecord
 from billing.money import NANO_PER_UNIT, format_amount
 from billing.selectors import account_month_spend
 from billing.services import recharge
@@ -18,6 +17,7 @@ from console.shared_state import shared_state
 from gateway import errors
 from keys.services import api_key_create
 from tests.billing.traffic import refuse_one, settle_one
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 

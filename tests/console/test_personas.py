@@ -174,7 +174,7 @@ EXPECTATIONS = {
     ),
     # Billing: owner, admin and finance; developers and viewers see no money pages.
     "billing:index": ("get", None, None, {**_members_only(200), "developer_a": 403}),
-    "billing:alerts": ("get", None, None, {**_members_only(200), "developer_a": 403}),
+    "alerts:settings": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:transactions": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:transactions_csv": ("get", None, None, {**_members_only(200), "developer_a": 403}),
     "billing:packs": ("get", None, None, {**_members_only(200), "developer_a": 403}),

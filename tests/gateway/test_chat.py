@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import AsyncClient
 
-from billing.models import LedgerEntry, UsageRecord, Wallet
+from billing.models import LedgerEntry, Wallet
 from billing.money import NANO_PER_UNIT
 from billing.services import charge_usage
 from console.models import Account, Tier
@@ -14,6 +14,7 @@ from keys.services import api_key_revoke
 from projects.services import project_archive, project_create, project_set_cap
 from tests.asynchronous import run_async
 from tests.billing.factories import funded_account
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

@@ -7,13 +7,13 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from billing.models import UsageRecord
 from billing.money import NANO_PER_UNIT
 from billing.selectors import estimate_request
 from gateway import services
 from projects.services import project_set_cap
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, error_of, post
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

@@ -8,12 +8,13 @@ import threading
 
 import pytest
 
-from billing.models import LedgerEntry, UsageRecord
+from billing.models import LedgerEntry
 from console.shared_state import shared_state
 from gateway.models import UpstreamRoute
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, error_of, post
 from tests.gateway.test_outages import nothing_held
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

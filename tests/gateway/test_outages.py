@@ -15,12 +15,13 @@ from django.db import OperationalError, connection, connections
 from django.test import AsyncClient, Client
 from psycopg_pool import PoolTimeout
 
-from billing.models import LedgerEntry, UsageRecord
+from billing.models import LedgerEntry
 from billing.services import pack_grant
 from gateway import services
 from tests.asynchronous import run_async
 from tests.conftest import requires_postgres
 from tests.gateway.test_chat import BODY, URL, error_of, post
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

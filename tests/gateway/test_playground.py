@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 from django.urls import reverse
 
-from billing.models import LedgerEntry, ProjectMonthSpend, UsageRecord, Wallet
+from billing.models import LedgerEntry, ProjectMonthSpend, Wallet
 from billing.money import NANO_PER_UNIT, format_amount
 from billing.services import charge_usage
 from console.models import Account, Tier
@@ -23,6 +23,7 @@ from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 from tests.console.test_csp import _check as check_csp
 from tests.factories import add_member, make_account, make_user
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

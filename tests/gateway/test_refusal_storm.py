@@ -4,10 +4,10 @@ requests would."""
 
 import pytest
 
-from billing.models import UsageRecord
 from console.models import Account, Tier
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, error_of, post
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from billing.audit import audit_all
-from billing.models import LedgerEntry, UsageRecord, Wallet
+from billing.models import LedgerEntry, Wallet
+from billing.reconciliation import audit_all
 from console.shared_state import shared_state
 from history.models import PromptLog
 from keys.services import api_key_revoke
 from tests.conftest import requires_postgres
+from usage.models import UsageRecord
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 

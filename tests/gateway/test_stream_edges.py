@@ -9,12 +9,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
-from billing.models import LedgerEntry, UsageRecord
+from billing.models import LedgerEntry
 from billing.selectors import estimate_request, text_tokens
 from billing.services import pack_grant
 from gateway import services
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, post
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 

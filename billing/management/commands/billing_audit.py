@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from billing.audit import audit_all
+from billing.reconciliation import audit_all
 
 
 class Command(BaseCommand):

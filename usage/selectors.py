@@ -14,12 +14,12 @@ from django.db.models import F, Sum
 from django.db.models.functions import TruncMonth
 from django.utils.translation import gettext as _
 
-from billing.models import UsageDaily, UsageHourly
 from billing.selectors import next_month
 from console.models import Account
 from console.spreadsheet import csv_cell
 from keys.models import ApiKey
 from projects.models import Project
+from usage.models import UsageDaily, UsageHourly
 
 # The dimensions one can group by: the name people use → the roll-up column.
 GROUP_COLUMNS = {"model": "model", "project": "project_id", "key": "api_key_id"}

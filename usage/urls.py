@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import usage_views
+from usage import views as usage_views
 
 app_name = "usage"
 

@@ -14,13 +14,13 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from billing.money import decimal_string
-from billing.usage import Metrics, day_start, local_today, parse_id, rollup_sums
 from console.roles import role_can
 from console.tenancy import current_membership
 from gateway import errors
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_mark_used
+from usage.selectors import Metrics, day_start, local_today, parse_id, rollup_sums
 
 # Accepted spellings of the bucket width and of the group-by dimensions.
 WIDTHS = {"1h": "hour", "hour": "hour", "1d": "day", "day": "day"}

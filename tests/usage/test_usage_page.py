@@ -13,12 +13,12 @@ from django.db.models import Count, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import UsageRecord
 from billing.money import NANO_PER_UNIT, decimal_string
 from billing.services import bonus_grant, recharge
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -210,8 +210,8 @@ def test_every_figure_passes_plotlys_own_validation(world, busy, bucket):
     """The figures are built as plain dicts (fast); plotly's validator still checks them."""
     import plotly.graph_objects as go
 
-    from billing.charts import usage_figures
-    from billing.usage import UsageQuery, usage_report
+    from usage.charts import usage_figures
+    from usage.selectors import UsageQuery, usage_report
 
     account, _keys, _search = busy
     today = timezone.localdate(timezone=zoneinfo.ZoneInfo(account.time_zone))
@@ -242,8 +242,8 @@ def test_hostile_values_fall_back_and_never_fail(client, world, busy, query):
 
 
 def test_legend_names_are_text_not_markup(world, busy):
-    from billing.charts import plotly_text, usage_figures
-    from billing.usage import UsageQuery, usage_report
+    from usage.charts import plotly_text, usage_figures
+    from usage.selectors import UsageQuery, usage_report
 
     assert plotly_text('<a href="x">y</a> & z') == '&lt;a href="x"&gt;y&lt;/a&gt; &amp; z'
     account, _keys, _search = busy

@@ -30,10 +30,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing.models import AlertFiring, AlertSettings, ResourcePack, UsageDaily, Wallet
+from alerts.models import AlertFiring, AlertSettings
+from billing.models import ResourcePack, Wallet
 from billing.money import decimal_string, format_amount
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
+from usage.models import UsageDaily
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def schedule_evaluation(account_id: int) -> None:
     """Evaluate the account's alerts once the current transaction commits. Robust: a broker
     outage must not fail the settlement or the recharge that called this; the sweep
     evaluates the account within five minutes anyway."""
-    from billing.tasks import evaluate_alerts
+    from alerts.tasks import evaluate_alerts
 
     # retry=False: with the broker down, publishing fails at once instead of blocking the
     # request that crossed the threshold while kombu retries the connection.

@@ -6,8 +6,8 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from billing.alerts import alert_settings_for, alert_settings_save, recent_firings
-from billing.forms import AlertSettingsForm
+from alerts.forms import AlertSettingsForm
+from alerts.services import alert_settings_for, alert_settings_save, recent_firings
 from console.tenancy import account_view
 
 
@@ -20,11 +20,11 @@ def alert_settings(request):
     if request.method == "POST" and form.is_valid():
         alert_settings_save(account=account, actor=request.user, **form.values())
         messages.success(request, _("Alert settings saved."))
-        return redirect("billing:alerts")
+        return redirect("alerts:settings")
     status = 422 if form.is_bound and form.errors else 200
     return render(
         request,
-        "billing/alerts.html",
+        "alerts/alerts.html",
         {"form": form, "firings": recent_firings(account=account)},
         status=status,
     )

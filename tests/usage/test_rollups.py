@@ -9,15 +9,6 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import UsageDaily, UsageHourly, UsageRecord
-from billing.rollups import (
-    METRICS,
-    UPSTREAM_ERROR_CODES,
-    rollups_disagreeing,
-    rollups_rebuild,
-    rollups_reconcile,
-)
-from billing.tasks import rebuild_rollups
 from console.services import account_update
 from gateway import errors
 from keys.services import api_key_create
@@ -26,6 +17,15 @@ from tests.billing.factories import funded_account
 from tests.billing.traffic import mixed_traffic, settle_one
 from tests.conftest import requires_postgres
 from tests.threads import run_together
+from usage.models import UsageDaily, UsageHourly, UsageRecord
+from usage.rollups import (
+    METRICS,
+    UPSTREAM_ERROR_CODES,
+    rollups_disagreeing,
+    rollups_rebuild,
+    rollups_reconcile,
+)
+from usage.tasks import rebuild_rollups
 
 pytestmark = pytest.mark.django_db
 
@@ -230,8 +230,8 @@ def test_any_metric_that_differs_is_found(busy_account):
 def test_the_upgrade_backfills_roll_ups_for_records_written_before_them(busy_account):
     import importlib
 
-    from django.apps import apps
     from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
 
     account, _keys, _made = busy_account
     hourly = stored(UsageHourly, account, "hour")
@@ -242,6 +242,10 @@ def test_the_upgrade_backfills_roll_ups_for_records_written_before_them(busy_acc
     first_days = list(UsageDaily.objects.filter(account=account).order_by("day")[:3])
     UsageDaily.objects.filter(pk__in=[row.pk for row in first_days]).delete()
     migration = importlib.import_module("billing.migrations.0009_backfill_usage_rollups")
+    # The models as the migration knew them (in billing then; in usage since issue 21).
+    apps = (
+        MigrationLoader(connection).project_state(("billing", "0009_backfill_usage_rollups")).apps
+    )
     migration.backfill(apps, connection.schema_editor())
     assert stored(UsageHourly, account, "hour") == hourly
     assert stored(UsageDaily, account, "day") == daily

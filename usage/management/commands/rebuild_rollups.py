@@ -4,8 +4,8 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing.rollups import rollups_rebuild
 from console.models import Account
+from usage.rollups import rollups_rebuild
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import usage_api
+from usage import api as usage_api
 
 app_name = "usage_api"
 

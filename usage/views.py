@@ -8,11 +8,11 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from billing.charts import usage_figures
-from billing.usage import usage_csv_rows, usage_query_parse, usage_report
 from console.tenancy import account_view
 from keys.models import ApiKey
 from projects.models import Project
+from usage.charts import usage_figures
+from usage.selectors import usage_csv_rows, usage_query_parse, usage_report
 
 
 @account_view("usage.view")
@@ -30,7 +30,7 @@ def usage_index(request):
         "projects": Project.objects.filter(account=account).order_by("name"),
         "keys": ApiKey.objects.filter(account=account).order_by("label", "pk"),
     }
-    template = "billing/usage.html#report" if request.htmx else "billing/usage.html"
+    template = "usage/usage.html#report" if request.htmx else "usage/usage.html"
     return render(request, template, context)
 
 

@@ -11,7 +11,7 @@ import html
 from django.utils.translation import gettext as _
 
 from billing.money import decimal_string
-from billing.usage import Metrics, UsageReport
+from usage.selectors import Metrics, UsageReport
 
 # A chart with more series than this is unreadable: the rest are summed as "Other".
 MAX_SERIES = 8
@@ -188,7 +188,7 @@ def usage_panel(*, account, project_id=None, api_key_id=None, now=None) -> dict:
     from django.urls import reverse
     from django.utils import timezone
 
-    from billing.usage import DEFAULT_DAYS, UsageQuery, local_today, usage_report
+    from usage.selectors import DEFAULT_DAYS, UsageQuery, local_today, usage_report
 
     end = local_today(account, now or timezone.now())
     query = UsageQuery(

@@ -10,8 +10,9 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.alerts import alert_settings_save, alerts_evaluate, alerts_sweep
-from billing.models import AlertFiring, AlertSettings, Wallet
+from alerts.models import AlertFiring, AlertSettings
+from alerts.services import alert_settings_save, alerts_evaluate, alerts_sweep
+from billing.models import Wallet
 from billing.money import NANO_PER_UNIT
 from billing.services import pack_grant, recharge
 from config.celery import app
@@ -244,7 +245,7 @@ def test_a_real_worker_sends_the_alert_after_the_crossing_settlement():
 
 def test_the_settings_page_saves_valid_rules_and_refuses_bad_ones(client, world):
     client.force_login(world.finance_a.user)
-    url = reverse("billing:alerts")
+    url = reverse("alerts:settings")
     for bad in (
         {"balance_below": "-5"},
         {"balance_below": "abc"},
@@ -324,7 +325,7 @@ def test_open_firings_of_past_periods_or_gone_subjects_are_closed(team, eager_ta
 
 
 def test_a_recharge_that_lands_between_reading_and_sending_stops_the_alert(team, eager_tasks):
-    from billing.alerts import _apply, _conditions, alert_settings_for
+    from alerts.services import _apply, _conditions, alert_settings_for
 
     account, key = team
     alert_settings_save(account=account, actor=None, balance_below_nano=50 * UNIT)

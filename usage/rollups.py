@@ -22,8 +22,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate, TruncHour
 
-from billing.models import UsageDaily, UsageHourly, UsageRecord
 from console.models import Account
+from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 log = logging.getLogger(__name__)
 

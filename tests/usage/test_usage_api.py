@@ -8,13 +8,13 @@ import pytest
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from billing.models import UsageRecord
 from billing.money import NANO_PER_UNIT
 from billing.services import bonus_grant, recharge
 from keys.models import Scope
 from keys.services import api_key_create, api_key_revoke
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 
