@@ -136,6 +136,7 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
 
 
 def _balance_low(account: Account, settings_row: AlertSettings) -> list[Condition]:
+    """The spendable balance (recharge and bonus) below the account's threshold."""
     threshold = settings_row.balance_below_nano
     if not threshold:
         return []
