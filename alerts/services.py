@@ -21,21 +21,25 @@ every account with usage today or an open alert, which also covers spikes and pa
 import logging
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import BigIntegerField, Sum
+from django.db.models import BigIntegerField
 from django.db.models.functions import Cast, Substr
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from alerts import tasks  # the module: alerts/tasks.py says why
 from alerts.models import AlertFiring, AlertSettings
 from billing.models import ResourcePack, Wallet
 from billing.money import decimal_string, format_amount
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
+from console.services import audit_record
+from notifications.services import notify
 from usage.models import UsageDaily
+from usage.selectors import daily_fees, local_today
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,6 @@ def alert_settings_for(account: Account) -> AlertSettings:
 
 def alert_settings_save(*, account: Account, actor, **values) -> AlertSettings:
     """Save the settings and mirror the balance threshold on the wallet row."""
-    from console.services import audit_record
-
     with transaction.atomic():
         settings_row, _created = AlertSettings.objects.update_or_create(
             account=account, defaults=values
@@ -77,12 +79,10 @@ def schedule_evaluation(account_id: int) -> None:
     """Evaluate the account's alerts once the current transaction commits. Robust: a broker
     outage must not fail the settlement or the recharge that called this; the sweep
     evaluates the account within five minutes anyway."""
-    from alerts.tasks import evaluate_alerts
-
     # retry=False: with the broker down, publishing fails at once instead of blocking the
     # request that crossed the threshold while kombu retries the connection.
     transaction.on_commit(
-        lambda: evaluate_alerts.apply_async((account_id,), retry=False), robust=True
+        lambda: tasks.evaluate_alerts.apply_async((account_id,), retry=False), robust=True
     )
 
 
@@ -119,184 +119,213 @@ def _money(nano: int, account: Account) -> str:
 
 
 def _conditions(account: Account, settings_row: AlertSettings, now: datetime) -> list[Condition]:
-    conditions: list[Condition] = []
+    """Every condition the account's rules watch, each rule's from its own builder. The order
+    is the order alerts fire in (a pack's low alert before its expiry one)."""
+    month = current_month(account=account, now=now)
+    conditions = _balance_low(account, settings_row)
+    if settings_row.caps:
+        conditions += _project_caps(account, month)
+        conditions += _account_budget(account, month)
+    conditions += _daily_spike(account, settings_row, now)
+    if settings_row.pack_low_percent or settings_row.pack_expiry_days:
+        # Packs still in force, empty ones included: an empty pack is "low" until it expires.
+        for pack in ResourcePack.objects.filter(account=account).unexpired(at=now):
+            conditions += _pack_low(account, settings_row, pack)
+            conditions += _pack_expiring(account, settings_row, pack, now)
+    return conditions
+
+
+def _balance_low(account: Account, settings_row: AlertSettings) -> list[Condition]:
+    """The spendable balance (recharge and bonus) below the account's threshold."""
+    threshold = settings_row.balance_below_nano
+    if not threshold:
+        return []
     wallet = Wallet.objects.filter(account=account).first()
     spendable = (wallet.recharge_nano + wallet.bonus_nano) if wallet else 0
-    billing_url = reverse("billing:index")
-    if settings_row.balance_below_nano:
-        conditions.append(
-            Condition(
-                kind=AlertFiring.Kind.BALANCE_LOW,
-                subject="",
-                level=0,
-                period="",
-                active=spendable < settings_row.balance_below_nano,
-                message=_("The balance of %(account)s is %(balance)s, below %(threshold)s.")
-                % {
-                    "account": account.name,
-                    "balance": _money(spendable, account),
-                    "threshold": _money(settings_row.balance_below_nano, account),
-                },
-                link=billing_url,
-                data={
-                    "balance": decimal_string(spendable),
-                    "threshold": decimal_string(settings_row.balance_below_nano),
-                    "currency": account.currency,
-                },
+    return [
+        Condition(
+            kind=AlertFiring.Kind.BALANCE_LOW,
+            subject="",
+            level=0,
+            period="",
+            active=spendable < threshold,
+            message=_("The balance of %(account)s is %(balance)s, below %(threshold)s.")
+            % {
+                "account": account.name,
+                "balance": _money(spendable, account),
+                "threshold": _money(threshold, account),
+            },
+            link=reverse("billing:index"),
+            data={
+                "balance": decimal_string(spendable),
+                "threshold": decimal_string(threshold),
+                "currency": account.currency,
+            },
+        )
+    ]
+
+
+def _project_caps(account: Account, month: date) -> list[Condition]:
+    """Each capped project at each level of its monthly cap."""
+    spent_by_project = project_month_spend(account=account, month=month)
+    conditions = []
+    for project in account.projects.filter(
+        archived_at__isnull=True, monthly_cap_nano__isnull=False
+    ):
+        spent = spent_by_project.get(project.pk, 0)
+        for level in CAP_LEVELS:
+            conditions.append(
+                Condition(
+                    kind=AlertFiring.Kind.PROJECT_CAP,
+                    subject=f"project:{project.pk}",
+                    level=level,
+                    period=month.strftime("%Y-%m"),
+                    active=spent * 100 >= project.monthly_cap_nano * level,
+                    message=_(
+                        "Project %(project)s has spent %(spent)s this month: %(level)s%% "
+                        "of its cap of %(cap)s."
+                    )
+                    % {
+                        "project": project.name,
+                        "spent": _money(spent, account),
+                        "level": level,
+                        "cap": _money(project.monthly_cap_nano, account),
+                    },
+                    link=reverse("projects:detail", args=[project.pk]),
+                    data={
+                        "project_id": project.pk,
+                        "spent": decimal_string(spent),
+                        "cap": decimal_string(project.monthly_cap_nano),
+                        "currency": account.currency,
+                        "level": level,
+                    },
+                )
             )
-        )
-    month = current_month(account=account, now=now)
-    if settings_row.caps:
-        spent_by_project = project_month_spend(account=account, month=month)
-        for project in account.projects.filter(
-            archived_at__isnull=True, monthly_cap_nano__isnull=False
-        ):
-            spent = spent_by_project.get(project.pk, 0)
-            for level in CAP_LEVELS:
-                conditions.append(
-                    Condition(
-                        kind=AlertFiring.Kind.PROJECT_CAP,
-                        subject=f"project:{project.pk}",
-                        level=level,
-                        period=month.strftime("%Y-%m"),
-                        active=spent * 100 >= project.monthly_cap_nano * level,
-                        message=_(
-                            "Project %(project)s has spent %(spent)s this month: %(level)s%% "
-                            "of its cap of %(cap)s."
-                        )
-                        % {
-                            "project": project.name,
-                            "spent": _money(spent, account),
-                            "level": level,
-                            "cap": _money(project.monthly_cap_nano, account),
-                        },
-                        link=reverse("projects:detail", args=[project.pk]),
-                        data={
-                            "project_id": project.pk,
-                            "spent": decimal_string(spent),
-                            "cap": decimal_string(project.monthly_cap_nano),
-                            "currency": account.currency,
-                            "level": level,
-                        },
-                    )
-                )
-        if account.monthly_budget_nano:
-            spent = account_month_spend(account=account, month=month)
-            for level in CAP_LEVELS:
-                conditions.append(
-                    Condition(
-                        kind=AlertFiring.Kind.ACCOUNT_BUDGET,
-                        subject="",
-                        level=level,
-                        period=month.strftime("%Y-%m"),
-                        active=spent * 100 >= account.monthly_budget_nano * level,
-                        message=_(
-                            "%(account)s has spent %(spent)s this month: %(level)s%% of its "
-                            "budget of %(budget)s."
-                        )
-                        % {
-                            "account": account.name,
-                            "spent": _money(spent, account),
-                            "level": level,
-                            "budget": _money(account.monthly_budget_nano, account),
-                        },
-                        link=reverse("projects:list"),
-                        data={
-                            "spent": decimal_string(spent),
-                            "budget": decimal_string(account.monthly_budget_nano),
-                            "currency": account.currency,
-                            "level": level,
-                        },
-                    )
-                )
-    if settings_row.spike_tenths:
-        today = now.astimezone(zoneinfo.ZoneInfo(account.time_zone)).date()
-        first = today - timedelta(days=SPIKE_DAYS)
-        by_day = dict(
-            UsageDaily.objects.filter(account=account, day__gte=first, day__lte=today)
-            .values("day")
-            .annotate(fee=Sum("fee_nano"))
-            .values_list("day", "fee")
-            .order_by()
-        )
-        today_spend = by_day.get(today) or 0
-        before = sum(fee or 0 for day, fee in by_day.items() if day < today)
-        # today > N/10 × (before / 7), in integers; nothing before means nothing to compare.
-        active = before > 0 and today_spend * 10 * SPIKE_DAYS > settings_row.spike_tenths * before
-        conditions.append(
-            Condition(
-                kind=AlertFiring.Kind.DAILY_SPIKE,
-                subject="",
-                level=0,
-                period=today.isoformat(),
-                # A spike is a day's event: once sent, it stays sent for that day.
-                active=active or _already_fired(account, AlertFiring.Kind.DAILY_SPIKE, today),
-                message=_(
-                    "%(account)s has spent %(today)s today, more than %(times)s times its "
-                    "daily average of %(average)s over the last 7 days."
-                )
-                % {
-                    "account": account.name,
-                    "today": _money(today_spend, account),
-                    "times": f"{settings_row.spike_tenths / 10:g}",
-                    "average": _money(before // SPIKE_DAYS, account),
-                },
-                link=reverse("usage:index"),
-                data={
-                    "today": decimal_string(today_spend),
-                    "average": decimal_string(before // SPIKE_DAYS),
-                    "currency": account.currency,
-                },
-            )
-        )
-    if settings_row.pack_low_percent or settings_row.pack_expiry_days:
-        packs = ResourcePack.objects.filter(
-            account=account, closed_at__isnull=True, expires_at__gt=now
-        )
-        for pack in packs:
-            if settings_row.pack_low_percent:
-                conditions.append(
-                    Condition(
-                        kind=AlertFiring.Kind.PACK_LOW,
-                        subject=f"pack:{pack.pk}",
-                        level=settings_row.pack_low_percent,
-                        period="",
-                        active=pack.tokens_remaining * 100
-                        < pack.tokens_total * settings_row.pack_low_percent,
-                        message=_("Resource pack %(pack)s has %(left)s of %(total)s tokens left.")
-                        % {
-                            "pack": pack.name,
-                            "left": f"{pack.tokens_remaining:,}",
-                            "total": f"{pack.tokens_total:,}",
-                        },
-                        link=reverse("billing:packs"),
-                        data={"pack_id": pack.pk, "tokens_remaining": pack.tokens_remaining},
-                    )
-                )
-            if settings_row.pack_expiry_days:
-                conditions.append(
-                    Condition(
-                        kind=AlertFiring.Kind.PACK_EXPIRING,
-                        subject=f"pack:{pack.pk}",
-                        level=settings_row.pack_expiry_days,
-                        period="",
-                        active=pack.tokens_remaining > 0
-                        and pack.expires_at <= now + timedelta(days=settings_row.pack_expiry_days),
-                        message=_(
-                            "Resource pack %(pack)s expires on %(date)s with %(left)s tokens left."
-                        )
-                        % {
-                            "pack": pack.name,
-                            "date": timezone.localtime(
-                                pack.expires_at, zoneinfo.ZoneInfo(account.time_zone)
-                            ).date(),
-                            "left": f"{pack.tokens_remaining:,}",
-                        },
-                        link=reverse("billing:packs"),
-                        data={"pack_id": pack.pk, "expires_at": pack.expires_at.isoformat()},
-                    )
-                )
     return conditions
+
+
+def _account_budget(account: Account, month: date) -> list[Condition]:
+    """The account at each level of its monthly budget."""
+    budget = account.monthly_budget_nano
+    if not budget:
+        return []
+    spent = account_month_spend(account=account, month=month)
+    return [
+        Condition(
+            kind=AlertFiring.Kind.ACCOUNT_BUDGET,
+            subject="",
+            level=level,
+            period=month.strftime("%Y-%m"),
+            active=spent * 100 >= budget * level,
+            message=_(
+                "%(account)s has spent %(spent)s this month: %(level)s%% of its "
+                "budget of %(budget)s."
+            )
+            % {
+                "account": account.name,
+                "spent": _money(spent, account),
+                "level": level,
+                "budget": _money(budget, account),
+            },
+            link=reverse("projects:list"),
+            data={
+                "spent": decimal_string(spent),
+                "budget": decimal_string(budget),
+                "currency": account.currency,
+                "level": level,
+            },
+        )
+        for level in CAP_LEVELS
+    ]
+
+
+def _daily_spike(account: Account, settings_row: AlertSettings, now: datetime) -> list[Condition]:
+    """Today's spend against N times the daily average of the 7 days before."""
+    if not settings_row.spike_tenths:
+        return []
+    today = local_today(account, now)
+    *week, (_today, today_spend) = daily_fees(account=account, last=today, days=SPIKE_DAYS + 1)
+    before = sum(fee for _day, fee in week)
+    # today > N/10 × (before / 7), in integers; nothing before means nothing to compare.
+    active = before > 0 and today_spend * 10 * SPIKE_DAYS > settings_row.spike_tenths * before
+    return [
+        Condition(
+            kind=AlertFiring.Kind.DAILY_SPIKE,
+            subject="",
+            level=0,
+            period=today.isoformat(),
+            # A spike is a day's event: once sent, it stays sent for that day.
+            active=active or _already_fired(account, AlertFiring.Kind.DAILY_SPIKE, today),
+            message=_(
+                "%(account)s has spent %(today)s today, more than %(times)s times its "
+                "daily average of %(average)s over the last 7 days."
+            )
+            % {
+                "account": account.name,
+                "today": _money(today_spend, account),
+                "times": f"{settings_row.spike_tenths / 10:g}",
+                "average": _money(before // SPIKE_DAYS, account),
+            },
+            link=reverse("usage:index"),
+            data={
+                "today": decimal_string(today_spend),
+                "average": decimal_string(before // SPIKE_DAYS),
+                "currency": account.currency,
+            },
+        )
+    ]
+
+
+def _pack_low(account: Account, settings_row: AlertSettings, pack: ResourcePack) -> list[Condition]:
+    """The pack below P% of its tokens."""
+    percent = settings_row.pack_low_percent
+    if not percent:
+        return []
+    return [
+        Condition(
+            kind=AlertFiring.Kind.PACK_LOW,
+            subject=f"pack:{pack.pk}",
+            level=percent,
+            period="",
+            active=pack.tokens_remaining * 100 < pack.tokens_total * percent,
+            message=_("Resource pack %(pack)s has %(left)s of %(total)s tokens left.")
+            % {
+                "pack": pack.name,
+                "left": f"{pack.tokens_remaining:,}",
+                "total": f"{pack.tokens_total:,}",
+            },
+            link=reverse("billing:packs"),
+            data={"pack_id": pack.pk, "tokens_remaining": pack.tokens_remaining},
+        )
+    ]
+
+
+def _pack_expiring(
+    account: Account, settings_row: AlertSettings, pack: ResourcePack, now: datetime
+) -> list[Condition]:
+    """The pack expiring within D days with tokens left."""
+    days = settings_row.pack_expiry_days
+    if not days:
+        return []
+    return [
+        Condition(
+            kind=AlertFiring.Kind.PACK_EXPIRING,
+            subject=f"pack:{pack.pk}",
+            level=days,
+            period="",
+            active=pack.tokens_remaining > 0 and pack.expires_at <= now + timedelta(days=days),
+            message=_("Resource pack %(pack)s expires on %(date)s with %(left)s tokens left.")
+            % {
+                "pack": pack.name,
+                "date": timezone.localtime(
+                    pack.expires_at, zoneinfo.ZoneInfo(account.time_zone)
+                ).date(),
+                "left": f"{pack.tokens_remaining:,}",
+            },
+            link=reverse("billing:packs"),
+            data={"pack_id": pack.pk, "expires_at": pack.expires_at.isoformat()},
+        )
+    ]
 
 
 def _already_fired(account: Account, kind: str, day) -> bool:
@@ -335,8 +364,6 @@ def _apply(account, settings_row, condition: Condition, now) -> AlertFiring | No
             firing = AlertFiring.objects.create(
                 **key, sequence=sequence, message=condition.message[:300], fired_at=now
             )
-            from notifications.services import notify
-
             notify(
                 account=account,
                 event_type=f"alert.{condition.kind}",
@@ -412,15 +439,14 @@ def alerts_sweep(*, now: datetime | None = None) -> int:
     )
     # Packs expire with no usage at all: an idle account is exactly who needs the warning.
     # Each pack counts until its expiry alert has gone out (then the anti-join drops it).
-    expiring = ResourcePack.objects.filter(
-        closed_at__isnull=True,
-        tokens_remaining__gt=0,
-        expires_at__gt=now,
-        expires_at__lte=now + timedelta(days=MAX_EXPIRY_DAYS),
-    ).exclude(
-        pk__in=AlertFiring.objects.filter(kind=AlertFiring.Kind.PACK_EXPIRING)
-        .annotate(pack_id=Cast(Substr("subject", 6), BigIntegerField()))
-        .values("pack_id")
+    expiring = (
+        ResourcePack.objects.open(at=now)
+        .filter(expires_at__lte=now + timedelta(days=MAX_EXPIRY_DAYS))
+        .exclude(
+            pk__in=AlertFiring.objects.filter(kind=AlertFiring.Kind.PACK_EXPIRING)
+            .annotate(pack_id=Cast(Substr("subject", 6), BigIntegerField()))
+            .values("pack_id")
+        )
     )
     active |= set(expiring.values_list("account_id", flat=True))
     sent = 0

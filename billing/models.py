@@ -228,6 +228,28 @@ class PackProduct(models.Model):
         return {"CNY": self.price_cny_nano, "USD": self.price_usd_nano}[currency]
 
 
+class ResourcePackQuerySet(models.QuerySet):
+    """The one spelling of which packs count at a moment. The settlement's and admission's
+    raw SQL (billing/services.py, billing/selectors.py) say the same in SQL, for speed."""
+
+    def unexpired(self, *, at):
+        """Packs in force at `at`: not closed by the expiry job and not past their expiry,
+        whatever tokens they have left (an empty pack is still "low")."""
+        return self.filter(closed_at__isnull=True, expires_at__gt=at)
+
+    def open(self, *, at):
+        """Packs that can pay for tokens at `at`: in force, with tokens left."""
+        return self.unexpired(at=at).filter(tokens_remaining__gt=0)
+
+    def past_expiry(self, *, at):
+        """Packs the expiry job has to close at `at`: expired, not closed yet."""
+        return self.filter(closed_at__isnull=True, expires_at__lte=at)
+
+    def for_model(self, model: str):
+        """Packs whose tokens `model` may use: those of that model and the general ones."""
+        return self.filter(models.Q(model=model) | models.Q(model=""))
+
+
 class ResourcePack(models.Model):
     """Tokens an account holds: bought, granted by staff, or the starter pack."""
 
@@ -253,6 +275,8 @@ class ResourcePack(models.Model):
     expires_at = models.DateTimeField(_("expires"))
     # Set by the expiry job (with a ledger record of the tokens forfeited).
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
+
+    objects = ResourcePackQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("resource pack")

@@ -7,9 +7,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from django.db import connection
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from billing.models import AccountMonthSpend, ProjectMonthSpend
+from billing.models import (
+    AccountMonthSpend,
+    Invoice,
+    LedgerEntry,
+    ModelPrice,
+    PackProduct,
+    ProjectMonthSpend,
+    ResourcePack,
+    Statement,
+    Wallet,
+)
 from billing.money import decimal_string
 from console.models import Account
 
@@ -72,8 +83,6 @@ class AccountMonths:
 
 def account_months(*, account: Account, time_zone: str | None = None) -> AccountMonths:
     """`account`'s billing months (in `time_zone` instead of its own, to try a change)."""
-    from billing.models import Statement
-
     stated = {}
     for month, starts_at, ends_at, stated_zone in Statement.objects.filter(
         account=account
@@ -102,8 +111,6 @@ def account_month_spend(*, account: Account, month: date | None = None) -> int:
 
 def price_for(*, model: str, currency: str, at: datetime | None = None):
     """The price row in force for `model` at `at` (None: the model is unknown)."""
-    from billing.models import ModelPrice
-
     return (
         ModelPrice.objects.filter(
             model=model, currency=currency, effective_from__lte=at or timezone.now()
@@ -137,7 +144,8 @@ def price_list(*, currency: str, at: datetime | None = None) -> list[PriceListRo
     the same two things the gateway checks), by name, each with its price in force and the
     next scheduled change. A model priced only from a later date is not callable yet, so it
     is not listed."""
-    from billing.models import ModelPrice
+    # gateway is a layer above billing: this list of callable models belongs to the gateway,
+    # which owns the routes (left here for the lead to move; see docs/decisions.md).
     from gateway.models import SIMULATOR, UpstreamRoute
 
     at = at or timezone.now()
@@ -164,8 +172,6 @@ def price_list(*, currency: str, at: datetime | None = None) -> list[PriceListRo
 
 
 def pack_products_on_sale():
-    from billing.models import PackProduct
-
     return PackProduct.objects.filter(active=True).order_by("tokens", "pk")
 
 
@@ -183,19 +189,14 @@ class Balance:
 
 
 def open_packs(*, account: Account, now: datetime | None = None):
-    from billing.models import ResourcePack
-
-    return ResourcePack.objects.filter(
-        account=account,
-        closed_at__isnull=True,
-        expires_at__gt=now or timezone.now(),
-        tokens_remaining__gt=0,
-    ).order_by("expires_at", "pk")
+    return (
+        ResourcePack.objects.filter(account=account)
+        .open(at=now or timezone.now())
+        .order_by("expires_at", "pk")
+    )
 
 
 def balance(*, account: Account) -> Balance:
-    from billing.models import Wallet
-
     wallet = Wallet.objects.filter(account=account).first()
     return Balance(
         currency=account.currency,
@@ -240,10 +241,6 @@ def ledger_page(
 ):
     """Entries newest first, keyset-paginated on (created_at, id): no OFFSET, so page 1,000
     costs what page 1 does. Returns (entries, next cursor or None)."""
-    from django.db.models import Q
-
-    from billing.models import LedgerEntry
-
     entries = LedgerEntry.objects.filter(account=account)
     if kind:
         entries = entries.filter(kind=kind)
@@ -372,6 +369,8 @@ def estimate_request(
     """Tokens and cost a request may use (None: unknown model). `body` is the whole request
     as forwarded: its fields besides the messages cost input tokens too. The output is one
     choice of at most max_tokens (the gateway refuses `n` above 1)."""
+    # billing.services imports this module as it loads, and price_tokens is its rule (the
+    # settlement prices with it): imported here until it moves to a module of its own.
     from billing.services import price_tokens
 
     price = price_for(model=model, currency=account.currency)
@@ -417,8 +416,6 @@ class AdmissionFacts:
 
 @functools.cache
 def _admission_sql() -> str:
-    from billing.models import ResourcePack, Wallet
-
     quote = connection.ops.quote_name
     packs = quote(ResourcePack._meta.db_table)
     # The packs for this model and the general ones apart, in one pass over the account's
@@ -443,7 +440,8 @@ def _admission_sql() -> str:
 def admission_facts(*, account: Account, project_id: int, model: str) -> AdmissionFacts:
     """The wallet, the applicable packs and this month's spend (account and project) in one
     round trip: the ORM's four queries were most of admission's time in the gateway's
-    profile. The same filters as open_packs, account_month_spend and project_month_spend."""
+    profile. The same filters as `ResourcePack.objects.open(...).for_model(...)`,
+    account_month_spend and project_month_spend."""
     ops = connection.ops
     now = ops.adapt_datetimefield_value(timezone.now())
     month = ops.adapt_datefield_value(current_month(account=account))
@@ -479,10 +477,6 @@ def may_admit(
     `pack_tokens`: the applicable pack tokens this request may count on, which for the
     gateway are those no request in flight holds (its pack hold says how many were free);
     None: every applicable open pack token."""
-    from django.db.models import Q, Sum
-
-    from billing.models import Wallet
-
     if estimate.cost_nano == 0:
         return Admission(True, "free")
     if pack_tokens is None and facts is not None:
@@ -490,7 +484,7 @@ def may_admit(
     elif pack_tokens is None:
         pack_tokens = (
             open_packs(account=account)
-            .filter(Q(model=estimate.model) | Q(model=""))
+            .for_model(estimate.model)
             .aggregate(total=Sum("tokens_remaining"))["total"]
             or 0
         )
@@ -530,10 +524,6 @@ class PaidTotals:
 
 
 def paid_totals(*, account: Account) -> PaidTotals:
-    from django.db.models import F, Sum
-
-    from billing.models import Invoice, LedgerEntry
-
     # A recharge's paid amount is what it credited plus the arrears it repaid.
     paid = (
         LedgerEntry.objects.filter(account=account, kind=LedgerEntry.Kind.RECHARGE).aggregate(
@@ -555,8 +545,6 @@ def paid_totals(*, account: Account) -> PaidTotals:
 
 def refundable_nano(*, account: Account) -> int:
     """DESIGN.md: at most min(recharge balance, paid − refunded − invoiced)."""
-    from billing.models import Wallet
-
     wallet = Wallet.objects.filter(account=account).first()
     recharge_balance = wallet.recharge_nano if wallet else 0
     return max(min(recharge_balance, paid_totals(account=account).invoiceable_nano), 0)

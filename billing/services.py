@@ -527,9 +527,9 @@ def packs_expire(*, now: datetime | None = None) -> int:
     """Close packs past their expiry, each with a ledger record of the tokens forfeited."""
     now = now or timezone.now()
     closed = 0
-    for pack_id, account_id in ResourcePack.objects.filter(
-        closed_at__isnull=True, expires_at__lte=now
-    ).values_list("pk", "account_id"):
+    for pack_id, account_id in ResourcePack.objects.past_expiry(at=now).values_list(
+        "pk", "account_id"
+    ):
         with transaction.atomic():
             account = Account.objects.get(pk=account_id)
             wallet_lock(account)

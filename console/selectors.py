@@ -4,7 +4,7 @@ account it is scoped to."""
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from console.models import Account, Announcement, Invitation, Membership, Tier
@@ -148,23 +148,11 @@ def overview_dashboard(
     )
     from keys.models import ApiKey
     from usage.charts import sparkline
-    from usage.models import UsageDaily
-    from usage.selectors import Metrics, local_today, rollup_sums
+    from usage.selectors import Metrics, daily_fees, local_today, rollup_sums
 
     now = now or timezone.now()
     today = local_today(account, now)
-    first = today - timedelta(days=SPARKLINE_DAYS - 1)
-    spent = dict(
-        UsageDaily.objects.filter(account=account, day__gte=first, day__lte=today)
-        .values("day")
-        .annotate(fee=Sum("fee_nano"))
-        .values_list("day", "fee")
-        .order_by()
-    )
-    spend_days = [
-        (first + timedelta(days=offset), spent.get(first + timedelta(days=offset)) or 0)
-        for offset in range(SPARKLINE_DAYS)
-    ]
+    spend_days = daily_fees(account=account, last=today, days=SPARKLINE_DAYS)
     burn = sum(fee for _day, fee in spend_days[-BURN_DAYS:]) // BURN_DAYS
     current = balance(account=account) if with_balance else None
     spendable = current.recharge_nano + current.bonus_nano if current else 0

@@ -83,6 +83,22 @@ def day_start(account: Account, day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=zoneinfo.ZoneInfo(account.time_zone))
 
 
+def daily_fees(*, account: Account, last: date, days: int) -> list[tuple[date, int]]:
+    """(day, fee in nano) for each of the `days` calendar days (the account's) up to and
+    including `last`, oldest first, zero on a day without spend: the overview's sparkline
+    and burn rate, the spike alert's week. One query on the daily roll-ups."""
+    first = last - timedelta(days=days - 1)
+    fees = dict(
+        UsageDaily.objects.filter(account=account, day__gte=first, day__lte=last)
+        .values("day")
+        .annotate(fee=Sum("fee_nano"))
+        .values_list("day", "fee")
+        .order_by()
+    )
+    every_day = (first + timedelta(days=offset) for offset in range(days))
+    return [(day, fees.get(day) or 0) for day in every_day]
+
+
 # --- The query -----------------------------------------------------------------------------
 
 
