@@ -1,9 +1,9 @@
 """Secrets the database must not hold readable, in the two forms the console uses.
 
 - **Encrypted** (Fernet, a key from the environment): what must be read back, such as an
-  authenticator app's seed, which computes every code. The key is derived as the upstream
-  secrets' is (gateway/upstream.py): `TWO_FACTOR_SECRET_KEY`, by default derived from
-  `SECRET_KEY`.
+  authenticator app's seed, which computes every code (`TWO_FACTOR_SECRET_KEY`), or a
+  credential the console presents to someone else: an upstream's API key, a webhook's
+  signing secret (`UPSTREAM_SECRET_KEY`). Both keys are by default derived from `SECRET_KEY`.
 - **Keyed hash** (HMAC-SHA256 with the API keys' versioned pepper, the version stored beside
   the hash): what only has to be recognised, such as a recovery code or a one-time link. A
   stolen database alone cannot test guesses against it. Each kind of secret hashes under its
@@ -33,6 +33,17 @@ def encrypt(text: str, *, key_material: str) -> str:
 
 def decrypt(token: str, *, key_material: str) -> str:
     return fernet(key_material).decrypt(token.encode()).decode() if token else ""
+
+
+def encrypt_secret(secret: str) -> str:
+    """A credential the console presents to someone else (an upstream route's API key, a
+    webhook endpoint's signing secret), encrypted under UPSTREAM_SECRET_KEY. The gateway and
+    the webhooks share it, so both read it from here."""
+    return encrypt(secret, key_material=settings.UPSTREAM_SECRET_KEY)
+
+
+def decrypt_secret(token: str) -> str:
+    return decrypt(token, key_material=settings.UPSTREAM_SECRET_KEY)
 
 
 def encrypt_text(text: str) -> str:

@@ -3,8 +3,8 @@ from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
 from console.admin_mixins import CatalogueAuditMixin
+from console.secrets_at_rest import encrypt_secret
 from gateway.models import UpstreamRoute
-from gateway.upstream import encrypt_secret
 
 
 class UpstreamRouteForm(forms.ModelForm):

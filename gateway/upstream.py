@@ -5,9 +5,8 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
-from django.conf import settings
 
-from console.secrets_at_rest import decrypt, encrypt
+from console.secrets_at_rest import decrypt_secret
 from gateway import simulator
 from gateway.models import UpstreamRoute
 
@@ -16,14 +15,6 @@ class UpstreamFailed(Exception):
     def __init__(self, timeout: bool, detail: str):
         super().__init__(detail)
         self.timeout = timeout
-
-
-def encrypt_secret(secret: str) -> str:
-    return encrypt(secret, key_material=settings.UPSTREAM_SECRET_KEY)
-
-
-def decrypt_secret(token: str) -> str:
-    return decrypt(token, key_material=settings.UPSTREAM_SECRET_KEY)
 
 
 _client: httpx.AsyncClient | None = None

@@ -2,7 +2,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from console.services import ServiceError
-from notifications.services import webhook_url_check
+from notifications.webhooks import webhook_url_check
 
 
 class WebhookEndpointForm(forms.Form):

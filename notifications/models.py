@@ -45,6 +45,14 @@ class NotificationEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
 
+    @property
+    def absolute_link(self) -> str:
+        """The link as a full URL, for emails and webhooks (read outside the console): a
+        console path gets the site's address, a full URL passes unchanged."""
+        if self.link.startswith("/"):
+            return settings.SITE_URL + self.link
+        return self.link
+
 
 class Notification(models.Model):
     """An in-app notification: one row per recipient."""

@@ -1,12 +1,15 @@
-"""Reads of the notification centre and the webhook pages, always scoped to one account."""
+"""Reads of the notification centre and the webhook pages, always scoped to one account, and
+who receives an account's events."""
 
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
 from console.models import Account, User
+from console.roles import PERMISSIONS
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 
 PAGE_SIZE = 25
+RECIPIENT_PERMISSION = "alerts.manage"
 DELIVERY_LOG_SIZE = 50
 
 
@@ -35,3 +38,13 @@ def webhook_deliveries(*, endpoint: WebhookEndpoint) -> list[WebhookDelivery]:
             :DELIVERY_LOG_SIZE
         ]
     )
+
+
+def alert_recipients(*, account: Account) -> QuerySet[User]:
+    """Every active member of `account` whose role may manage alerts (owner, admin, finance):
+    who gets an event in-app and by email."""
+    return User.objects.filter(
+        is_active=True,
+        memberships__account=account,
+        memberships__role__in=list(PERMISSIONS[RECIPIENT_PERMISSION]),
+    ).order_by("pk")

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from console.tenancy import account_object_or_404, account_view, object_or_404
 from console.views import client_ip
-from notifications import selectors, services
+from notifications import selectors, services, webhooks
 from notifications.forms import EnabledForm, WebhookEndpointForm
 from notifications.models import WebhookEndpoint
 
@@ -107,7 +107,7 @@ def webhook_create(request):
     form = WebhookEndpointForm(request.POST)
     if not form.is_valid():
         return _webhook_list(request, form=form, status=422)
-    endpoint = services.webhook_endpoint_create(
+    endpoint = webhooks.webhook_endpoint_create(
         account=request.account,
         url=form.cleaned_data["url"],
         description=form.cleaned_data["description"],
@@ -133,7 +133,7 @@ def webhook_detail(request, endpoint_id: int):
 @sensitive_variables("secret")
 def webhook_reveal(request, endpoint_id: int):
     endpoint = _endpoint(request, endpoint_id)
-    secret = services.webhook_secret_reveal(
+    secret = webhooks.webhook_secret_reveal(
         endpoint=endpoint, actor=request.user, ip=client_ip(request)
     )
     return _webhook_detail(request, endpoint, secret=secret)
@@ -143,7 +143,7 @@ def webhook_reveal(request, endpoint_id: int):
 @require_POST
 def webhook_rotate(request, endpoint_id: int):
     endpoint = _endpoint(request, endpoint_id)
-    services.webhook_secret_rotate(endpoint=endpoint, actor=request.user, ip=client_ip(request))
+    webhooks.webhook_secret_rotate(endpoint=endpoint, actor=request.user, ip=client_ip(request))
     messages.success(
         request,
         _(
@@ -161,7 +161,7 @@ def webhook_enabled(request, endpoint_id: int):
     form = EnabledForm(request.POST)
     if not form.is_valid():
         return HttpResponse(_("Choose enabled or disabled."), status=422)
-    services.webhook_endpoint_set_enabled(
+    webhooks.webhook_endpoint_set_enabled(
         endpoint=endpoint,
         enabled=form.cleaned_data["enabled"],
         actor=request.user,
@@ -178,7 +178,7 @@ def webhook_enabled(request, endpoint_id: int):
 @require_POST
 def webhook_test(request, endpoint_id: int):
     endpoint = _endpoint(request, endpoint_id)
-    services.webhook_send_test(endpoint=endpoint, actor=request.user, ip=client_ip(request))
+    webhooks.webhook_send_test(endpoint=endpoint, actor=request.user, ip=client_ip(request))
     messages.success(
         request, _("Test event queued: its delivery appears in the log below within seconds.")
     )
@@ -190,7 +190,7 @@ def webhook_test(request, endpoint_id: int):
 def webhook_delete(request, endpoint_id: int):
     endpoint = _endpoint(request, endpoint_id)
     if request.method == "POST":
-        services.webhook_endpoint_delete(
+        webhooks.webhook_endpoint_delete(
             endpoint=endpoint, actor=request.user, ip=client_ip(request)
         )
         messages.success(request, _("Endpoint %(url)s deleted.") % {"url": endpoint.url})

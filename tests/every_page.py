@@ -31,7 +31,8 @@ from gateway.services import Refused, console_caller, new_request_id, record_ref
 from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.services import api_key_create
 from notifications.models import Notification
-from notifications.services import notify, webhook_endpoint_create
+from notifications.services import notify
+from notifications.webhooks import webhook_endpoint_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
 from tests.console.test_personas import EXPECTATIONS

@@ -19,7 +19,7 @@ from config.celery import app
 from console.roles import Role
 from keys.services import api_key_create
 from notifications.models import Notification, WebhookDelivery
-from notifications.services import webhook_endpoint_create
+from notifications.webhooks import webhook_endpoint_create
 from projects.services import account_set_budget, project_set_cap
 from tests.billing.factories import funded_account
 from tests.billing.traffic import settle_one

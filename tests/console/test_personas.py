@@ -22,7 +22,8 @@ from history.services import history_export_build, history_export_start, prompt_
 from keys.models import ApiKey
 from keys.services import api_key_create
 from notifications.models import Notification
-from notifications.services import notify, webhook_endpoint_create
+from notifications.services import notify
+from notifications.webhooks import webhook_endpoint_create
 from projects.services import project_create
 
 # Exempt by a short explicit list: Django's admin (staff only, its own permission system),

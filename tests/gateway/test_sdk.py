@@ -180,8 +180,8 @@ def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight
 def test_a_real_http_upstream_route_with_its_model_name_secret_and_timeout(server, funded):
     """Route glm-4.5 to the simulator over HTTP: the pooled client, the upstream model name,
     the encrypted secret, and a timeout that gives 504 and costs nothing."""
+    from console.secrets_at_rest import decrypt_secret, encrypt_secret
     from gateway.models import UpstreamRoute
-    from gateway.upstream import decrypt_secret, encrypt_secret
 
     account, raw, _key = funded
     simulator_url = server.replace("/api/paas/v4/", "/simulator/v1")

@@ -9,7 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifications.models import Notification, NotificationEvent, WebhookDelivery
-from notifications.services import notify, webhook_endpoint_create
+from notifications.services import notify
+from notifications.webhooks import webhook_endpoint_create
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user
 from tests.threads import run_together
@@ -121,7 +122,7 @@ def test_event_emails_go_through_the_outbox_and_are_retried_there(
 ):
     from console.emails import email_deliver
     from console.models import OutgoingEmail
-    from notifications.services import notification_email_send
+    from notifications.emails import notification_email_send
     from tests.console.mail_faults import FailingMailBackend
 
     with django_capture_on_commit_callbacks(execute=False):

@@ -13,10 +13,11 @@ from celery.exceptions import Retry
 from django.db import transaction
 from django.utils import timezone
 
-from gateway.upstream import decrypt_secret
-from notifications import services, tasks
+from console.secrets_at_rest import decrypt_secret
+from notifications import tasks, webhooks
 from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.services import notify, webhook_endpoint_create, webhook_send_test
+from notifications.services import notify
+from notifications.webhooks import webhook_endpoint_create, webhook_send_test
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user
 from tests.notifications.conftest import documented_verifier
@@ -53,7 +54,7 @@ def test_a_delivery_verifies_with_the_documented_recipe(world, receiver, setting
     settings.SITE_URL = "https://console.example.com"
     endpoint = _endpoint(world.account_a, receiver.url)
     delivery = _notify(world.account_a)
-    services.webhook_deliver(delivery_id=delivery.pk)
+    webhooks.webhook_deliver(delivery_id=delivery.pk)
     [request] = receiver.requests
     headers, body = request["headers"], request["body"]
     verify = documented_verifier()
@@ -62,7 +63,7 @@ def test_a_delivery_verifies_with_the_documented_recipe(world, receiver, setting
     assert not verify(_secret(endpoint), headers["X-Console-Signature"], body + b" ")
     assert not verify("whsec_other", headers["X-Console-Signature"], body)
     old = int(time.time()) - 301
-    stale = services.webhook_signature(secret=_secret(endpoint), timestamp=old, body=body)
+    stale = webhooks.webhook_signature(secret=_secret(endpoint), timestamp=old, body=body)
     assert not verify(_secret(endpoint), stale, body)
     assert not verify(_secret(endpoint), "garbage", body)
     assert headers["Content-Type"] == "application/json"
@@ -93,16 +94,16 @@ def test_a_failing_endpoint_is_retried_with_backoff_and_each_attempt_logged(
     receiver.statuses = [500]
     delivery = _notify(world.account_a)
     before = timezone.now()
-    services.webhook_deliver(delivery_id=delivery.pk)
+    webhooks.webhook_deliver(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
     assert delivery.last_error == "HTTP 500"
     assert before + timedelta(seconds=29) < delivery.next_attempt_at
     assert delivery.next_attempt_at < timezone.now() + timedelta(seconds=31)
     # Not due yet: a duplicate task or an early sweep sends nothing.
-    assert services.webhook_deliver(delivery_id=delivery.pk) is None
+    assert webhooks.webhook_deliver(delivery_id=delivery.pk) is None
     assert len(receiver.requests) == 1
-    services.webhook_deliver(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    webhooks.webhook_deliver(delivery_id=delivery.pk, now=delivery.next_attempt_at)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("succeeded", 2, 200)
     assert delivery.last_error == ""
@@ -115,7 +116,7 @@ def test_a_failing_endpoint_is_retried_with_backoff_and_each_attempt_logged(
 
 def test_the_backoff_doubles(settings):
     settings.WEBHOOK_RETRY_BASE_SECONDS = 30
-    assert [services.webhook_retry_delay(n).total_seconds() for n in range(1, 8)] == [
+    assert [webhooks.webhook_retry_delay(n).total_seconds() for n in range(1, 8)] == [
         30,
         60,
         120,
@@ -147,14 +148,14 @@ def test_it_fails_after_the_last_attempt(world, receiver, settings):
     delivery = _notify(world.account_a)
     for _ in range(5):
         delivery.refresh_from_db()
-        services.webhook_deliver(
+        webhooks.webhook_deliver(
             delivery_id=delivery.pk, now=delivery.next_attempt_at or timezone.now()
         )
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
     assert len(receiver.requests) == 3
     assert len(delivery.attempt_log) == 3
-    assert services.deliveries_due(now=timezone.now() + timedelta(days=1)) == []
+    assert webhooks.deliveries_due(now=timezone.now() + timedelta(days=1)) == []
 
 
 def test_a_timeout_and_a_refused_connection_are_failures_too(world, receiver, settings):
@@ -162,7 +163,7 @@ def test_a_timeout_and_a_refused_connection_are_failures_too(world, receiver, se
     receiver.delay = 1.0
     _endpoint(world.account_a, receiver.url)
     delivery = _notify(world.account_a)
-    services.webhook_deliver(delivery_id=delivery.pk)
+    webhooks.webhook_deliver(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_status_code, delivery.last_error) == (
         "pending",
@@ -173,7 +174,7 @@ def test_a_timeout_and_a_refused_connection_are_failures_too(world, receiver, se
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     WebhookEndpoint.objects.update(url=f"http://127.0.0.1:{port}/nothing")
-    services.webhook_deliver(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    webhooks.webhook_deliver(delivery_id=delivery.pk, now=delivery.next_attempt_at)
     delivery.refresh_from_db()
     assert delivery.attempts == 2
     assert delivery.last_error == "Connection failed (ConnectError)"
@@ -183,7 +184,7 @@ def test_a_redirect_is_not_followed(world, receiver):
     _endpoint(world.account_a, receiver.url)
     receiver.statuses = [302]
     delivery = _notify(world.account_a)
-    services.webhook_deliver(delivery_id=delivery.pk)
+    webhooks.webhook_deliver(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.last_status_code) == ("pending", 302)
 
@@ -194,7 +195,7 @@ def test_the_sweep_picks_up_a_lost_task(
     _endpoint(world.account_a, receiver.url)
     with django_capture_on_commit_callbacks(execute=False):  # the task never reaches Redis
         delivery = _notify(world.account_a)
-    assert services.deliveries_due() == [delivery.pk]
+    assert webhooks.deliveries_due() == [delivery.pk]
     assert tasks.sweep_deliveries() == {"webhooks": 1, "emails": 0}
     delivery.refresh_from_db()
     assert delivery.status == "succeeded"
@@ -227,12 +228,12 @@ def test_the_sweep_sends_a_lost_email_once(
 def test_a_worker_that_died_mid_attempt_is_swept_after_its_lease(world, receiver):
     _endpoint(world.account_a, receiver.url)
     delivery = _notify(world.account_a)
-    claimed = services._claim(delivery.pk, timezone.now())  # then the worker died
+    claimed = webhooks._claim(delivery.pk, timezone.now())  # then the worker died
     assert claimed.attempts == 1
-    assert services.deliveries_due() == []
-    later = timezone.now() + services.ATTEMPT_LEASE + timedelta(seconds=1)
-    assert services.deliveries_due(now=later) == [delivery.pk]
-    services.webhook_deliver(delivery_id=delivery.pk, now=later)
+    assert webhooks.deliveries_due() == []
+    later = timezone.now() + webhooks.ATTEMPT_LEASE + timedelta(seconds=1)
+    assert webhooks.deliveries_due(now=later) == [delivery.pk]
+    webhooks.webhook_deliver(delivery_id=delivery.pk, now=later)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("succeeded", 2)
 
@@ -240,9 +241,9 @@ def test_a_worker_that_died_mid_attempt_is_swept_after_its_lease(world, receiver
 def test_a_disabled_endpoint_gets_no_new_events_and_its_pending_ones_fail(world, receiver):
     endpoint = _endpoint(world.account_a, receiver.url)
     pending = _notify(world.account_a, "first")
-    services.webhook_endpoint_set_enabled(endpoint=endpoint, enabled=False, actor=None, ip=None)
+    webhooks.webhook_endpoint_set_enabled(endpoint=endpoint, enabled=False, actor=None, ip=None)
     assert _notify(world.account_a, "second") is None
-    services.webhook_deliver(delivery_id=pending.pk)
+    webhooks.webhook_deliver(delivery_id=pending.pk)
     pending.refresh_from_db()
     assert (pending.status, pending.last_error) == ("failed", "Endpoint disabled")
     assert receiver.requests == []
@@ -275,7 +276,7 @@ def test_the_secret_is_never_logged_nor_in_the_payload(world, receiver, caplog, 
     assert secret.startswith("whsec_") and len(secret) >= 6 + 43
     assert secret not in endpoint.secret_encrypted
     delivery = _notify(world.account_a)
-    services.webhook_deliver(delivery_id=delivery.pk)
+    webhooks.webhook_deliver(delivery_id=delivery.pk)
     client.post(f"/notifications/webhooks/{endpoint.pk}/reveal/")
     client.post(f"/notifications/webhooks/{endpoint.pk}/rotate/")
     rotated = _secret(endpoint)

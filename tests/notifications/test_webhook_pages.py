@@ -5,9 +5,9 @@ import pytest
 from django.urls import reverse
 
 from console.models import AuditEvent
-from gateway.upstream import decrypt_secret
+from console.secrets_at_rest import decrypt_secret
 from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.services import webhook_endpoint_create
+from notifications.webhooks import webhook_endpoint_create
 
 pytestmark = pytest.mark.django_db
 

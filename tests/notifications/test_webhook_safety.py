@@ -16,10 +16,12 @@ from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
 from console.models import AuditEvent
+from console.secrets_at_rest import decrypt_secret
 from console.services import ServiceError
-from notifications import services, tasks
+from notifications import tasks, webhooks
 from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.services import notify, webhook_endpoint_create, webhook_url_check
+from notifications.services import notify
+from notifications.webhooks import webhook_endpoint_create, webhook_url_check
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +61,7 @@ def _notify(account, event_id="evt-1"):
 def _attempt_all(delivery, times):
     for _ in range(times):
         delivery.refresh_from_db()
-        services.webhook_deliver(
+        webhooks.webhook_deliver(
             delivery_id=delivery.pk, now=delivery.next_attempt_at or timezone.now()
         )
     delivery.refresh_from_db()
@@ -92,7 +94,7 @@ def test_an_unsendable_url_fails_after_the_last_attempt_instead_of_looping(world
     assert len(delivery.attempt_log) == 3
     assert all(entry["error"] and entry["status_code"] is None for entry in delivery.attempt_log)
     assert url not in json.dumps(delivery.attempt_log)
-    assert services.deliveries_due(now=timezone.now() + timedelta(days=1)) == []
+    assert webhooks.deliveries_due(now=timezone.now() + timedelta(days=1)) == []
 
 
 # --- SSRF -----------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_sent(world, s
         for a in answers
     ]
     with (
-        mock.patch("notifications.services.socket.getaddrinfo", return_value=resolved),
+        mock.patch("notifications.safe_http.socket.getaddrinfo", return_value=resolved),
         mock.patch("httpcore.SyncBackend.connect_tcp") as connect,
     ):
         delivery = _attempt_all(_notify(world.account_a), 1)
@@ -160,7 +162,7 @@ def test_it_connects_to_the_address_it_checked(world, receiver, settings):
         account=world.account_a, url=f"http://hooks.example.com:{port}/x", actor=None, ip=None
     )
     resolved = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-    with mock.patch("notifications.services.socket.getaddrinfo", return_value=resolved) as dns:
+    with mock.patch("notifications.safe_http.socket.getaddrinfo", return_value=resolved) as dns:
         delivery = _attempt_all(_notify(world.account_a), 1)
     # Resolved once; the connection then goes to the literal address.
     assert [call.args[0] for call in dns.call_args_list] == ["hooks.example.com", "127.0.0.1"]
@@ -215,7 +217,7 @@ def test_a_trickling_endpoint_is_cut_off_at_the_attempts_deadline(world, setting
 
 
 def test_the_lease_is_well_above_an_attempts_deadline():
-    assert services.ATTEMPT_LEASE.total_seconds() >= 5 * django_settings.WEBHOOK_TIMEOUT_SECONDS
+    assert webhooks.ATTEMPT_LEASE.total_seconds() >= 5 * django_settings.WEBHOOK_TIMEOUT_SECONDS
 
 
 # --- Audit, error reports, the broker -------------------------------------------------------
@@ -249,7 +251,7 @@ def test_an_error_report_does_not_show_the_revealed_secret(world, client):
         pytest.raises(RuntimeError) as raised,
     ):
         client.post(reverse("notifications:webhook_reveal", args=[endpoint.pk]))
-    secret = services.decrypt_secret(endpoint.secret_encrypted)
+    secret = decrypt_secret(endpoint.secret_encrypted)
     reporter = ExceptionReporter(None, RuntimeError, raised.value, raised.value.__traceback__)
     frames = reporter.get_traceback_frames()
     detail = [frame for frame in frames if frame["function"] == "_webhook_detail"]
