@@ -22,10 +22,10 @@ django.setup()
 
 from django.db import connection, transaction
 
-from console.services import user_signup
 from keys.models import ApiKey
 from keys.selectors import Authenticated, api_key_authenticate
 from keys.services import api_key_create
+from portal.services import user_signup
 
 COUNT = int(os.environ.get("BENCH_COUNT", "2000" if common.QUICK else "10000"))
 ROUNDS = 10

@@ -213,7 +213,7 @@ def main() -> None:
 
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
-    from console.services import user_signup
+    from portal.services import user_signup
 
     call_command("migrate", verbosity=0)
     _user, account = user_signup(

@@ -99,9 +99,9 @@ def setup(upstream_base: str) -> tuple[str, int]:
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Account, Tier
-    from console.services import user_signup
     from gateway.models import UpstreamRoute
     from keys.services import api_key_create
+    from portal.services import user_signup
 
     call_command("migrate", verbosity=0)
     UpstreamRoute.objects.update_or_create(

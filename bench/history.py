@@ -90,8 +90,8 @@ def _gateway_key() -> str:
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Tier
-    from console.services import user_signup
     from keys.services import api_key_create
+    from portal.services import user_signup
 
     _user, account = user_signup(
         email=f"gw-{time.time_ns()}@example.com",

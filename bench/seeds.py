@@ -53,9 +53,9 @@ def _accounts(name: str, *, projects: int = 1, keys: int = 0):
     """The seed's accounts (made on the first load, found on later ones), each with its
     projects and keys."""
     from console.models import Account, Tier
-    from console.services import user_signup
     from keys.models import ApiKey
     from keys.services import api_key_create
+    from portal.services import user_signup
     from projects.services import project_create
 
     found = list(Account.objects.filter(name__startswith=name).order_by("pk"))

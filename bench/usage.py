@@ -111,8 +111,8 @@ def phase_settle() -> None:
     from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Tier
-    from console.services import user_signup
     from keys.services import api_key_create
+    from portal.services import user_signup
     from tests.billing.traffic import settle_one
     from usage import rollups
 

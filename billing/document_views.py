@@ -15,9 +15,9 @@ from billing.forms import InvoiceRequestForm, StatementForm
 from billing.invoices import Buyer
 from billing.models import Invoice, LedgerEntry, Statement
 from billing.selectors import current_month
+from console.http import client_ip
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
-from console.views import client_ip
 
 
 def _pdf(request, render_document, filename: str):

@@ -15,9 +15,9 @@ from billing import payments, selectors
 from billing.forms import AutoRechargeForm, CardForm, InvoiceDetailsForm, RechargeForm
 from billing.invoices import Buyer, billing_profile_update
 from billing.models import Payment, PaymentMethod
+from console.http import client_ip, form_status
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
-from console.views import client_ip, form_status
 
 CARD_PARAMETERS = ("number", "cvc", "card-number", "card-cvc")
 

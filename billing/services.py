@@ -77,7 +77,7 @@ def wallet_open(*, account: Account) -> Wallet:
 def starter_pack_grant(*, account: Account) -> ResourcePack | None:
     """The starter pack, granted to `account` at most once (its grant reference is unique per
     account, so a replay returns the same pack). Which account of which person gets one is
-    decided by the caller: console/services.py `email_verify` for a sign-up."""
+    decided by the caller: portal/services.py `email_verify` for a sign-up."""
     if settings.STARTER_PACK_TOKENS <= 0:
         return None
     pack, _replayed = pack_grant(

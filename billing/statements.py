@@ -144,7 +144,7 @@ def statement_generate(
     """Store a closed month's statement (once: a second call returns the first).
 
     Under the wallet lock, with the account read again under it: a time-zone change takes
-    the same lock (console.services.account_update), so a statement is stored either before
+    the same lock (portal.services.account_update), so a statement is stored either before
     the change (which then keeps its bounds) or after it (in the new zone's months), never
     with the old zone's bounds after the counters moved to the new one."""
     existing = Statement.objects.filter(account=account, month=month).first()

@@ -67,4 +67,5 @@ Consumer.on_connection_error_after_connected = _keep_consuming_after_broker_loss
 )
 
 # Runs of the scheduled jobs are recorded for the staff job page (Celery's task signals).
-import console.jobs  # noqa: E402, F401
+# Imported last: portal/jobs.py reads this module's app when it looks up a task.
+import portal.jobs  # noqa: E402, F401

@@ -103,6 +103,8 @@ INSTALLED_APPS = [
     "notifications",
     "usage",
     "alerts",
+    # The top app: pages and services over several apps (portal/apps.py).
+    "portal",
 ]
 
 MIDDLEWARE = [

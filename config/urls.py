@@ -2,15 +2,17 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from console import health, security_views, views
+from console import security_views, views
 from console.forms import PasswordResetForm
 from console.throttling import throttle_posts
+from portal import health
+from portal import views as portal_views
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
+    path("", portal_views.overview, name="overview"),
     # Sign-up, email verification, sign-in and passwords (Django's auth views).
-    path("accounts/signup/", views.signup, name="signup"),
-    path("accounts/verify/<str:token>/", views.verify_email, name="verify_email"),
+    path("accounts/signup/", portal_views.signup, name="signup"),
+    path("accounts/verify/<str:token>/", portal_views.verify_email, name="verify_email"),
     path("accounts/verify-resend/", views.verify_email_resend, name="verify_email_resend"),
     # The password, then (with two-factor authentication on) the code: console/security_views.py.
     path("accounts/login/", security_views.SignInView.as_view(), name="login"),
@@ -69,9 +71,9 @@ urlpatterns = [
         name="two_factor_staff_link_open",
     ),
     # Accounts and members.
-    path("accounts/new/", views.account_create, name="account_create"),
+    path("accounts/new/", portal_views.account_create, name="account_create"),
     path("accounts/switch/", views.account_switch, name="account_switch"),
-    path("settings/", views.account_settings, name="account_settings"),
+    path("settings/", portal_views.account_settings, name="account_settings"),
     path("members/", views.members, name="members"),
     path("members/invite/", views.member_invite, name="member_invite"),
     path("members/<int:membership_id>/role/", views.member_role, name="member_role"),
@@ -94,7 +96,7 @@ urlpatterns = [
     path("api/console/v1/", include("usage.api_urls")),
     path("", include("gateway.urls")),
     # Operations.
-    path("staff/jobs/", views.staff_jobs, name="staff_jobs"),
+    path("staff/jobs/", portal_views.staff_jobs, name="staff_jobs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -394,7 +394,7 @@ class Announcement(models.Model):
 
 class JobRun(models.Model):
     """One run of a periodic job (an entry of config/schedule.py), written by the Celery
-    signal handlers in console/jobs.py for the staff job status page. Purged after 30 days."""
+    signal handlers in portal/jobs.py for the staff job status page. Purged after 30 days."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", _("Success")

@@ -30,8 +30,8 @@ from django_otp import login as otp_login
 
 from console import staff_two_factor, throttling, two_factor
 from console.forms import TwoFactorCodeForm, TwoFactorConfirmForm, TwoFactorDisableForm
+from console.http import client_ip, form_status
 from console.services import ServiceError
-from console.views import client_ip, form_status
 
 
 def _safe_next(request, target: str | None, default: str = "overview") -> str:

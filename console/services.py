@@ -1,7 +1,9 @@
 """Writes for accounts, members, invitations, tiers and the audit trail.
 
 Views, management commands, tasks and the admin all call these; none of them write these
-models directly.
+models directly. What also opens a wallet or a project, grants the starter pack or rebuilds
+month counters (opening an account, signing up, verifying an address, a time-zone change)
+is portal/services.py, built on the core functions here.
 """
 
 import hashlib
@@ -19,7 +21,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from console.emails import email_queue
-from console.models import Account, AuditEvent, Invitation, Membership, Tier, User
+from console.models import Account, AuditEvent, Invitation, JobRun, Membership, Tier, User
 from console.roles import OWNER, Role, assignable_roles
 
 EMAIL_VERIFICATION_SALT = "console.email-verification"
@@ -78,7 +80,7 @@ def default_tier() -> Tier:
     return Tier.objects.order_by("rank").first()
 
 
-def account_create(
+def account_with_owner_create(
     *,
     owner: User,
     name: str,
@@ -87,98 +89,58 @@ def account_create(
     tier: Tier | None = None,
     actor_kind: str = AuditEvent.ActorKind.USER,
 ) -> Account:
-    """A new account owned by `owner`, with its Default project and an empty wallet. No
-    starter pack: that is a person's, once (`user_signup`, `email_verify`). Refused when the
-    owner already owns as many accounts as they may."""
-    from billing.services import wallet_open
-    from projects.services import default_project_name, project_create
-
-    with transaction.atomic():
-        # The owner's row serialises their creations: two forms sent at once cannot both
-        # count four owned accounts and make a sixth.
-        limit = (
-            User.objects.select_for_update().values_list("accounts_max", flat=True).get(pk=owner.pk)
-        )
-        limit = settings.ACCOUNTS_PER_OWNER_MAX if limit is None else limit
-        if Membership.objects.filter(user=owner, role=OWNER).count() >= limit:
-            raise ServiceError(
-                ngettext(
-                    "You can own at most %(limit)s account. Ask support to raise the limit.",
-                    "You can own at most %(limit)s accounts. Ask support to raise the limit.",
-                    limit,
-                )
-                % {"limit": limit}
+    """The account row with `owner` as its owner, audited: the core of opening an account
+    (portal/services.py `account_create` adds the Default project and the wallet in the same
+    transaction). Refused when the owner already owns as many accounts as they may. Call it
+    inside a transaction: it locks the owner's row."""
+    # The owner's row serialises their creations: two forms sent at once cannot both count
+    # four owned accounts and make a sixth.
+    limit = User.objects.select_for_update().values_list("accounts_max", flat=True).get(pk=owner.pk)
+    limit = settings.ACCOUNTS_PER_OWNER_MAX if limit is None else limit
+    if Membership.objects.filter(user=owner, role=OWNER).count() >= limit:
+        raise ServiceError(
+            ngettext(
+                "You can own at most %(limit)s account. Ask support to raise the limit.",
+                "You can own at most %(limit)s accounts. Ask support to raise the limit.",
+                limit,
             )
-        account = Account.objects.create(
-            name=name, currency=currency, time_zone=time_zone, tier=tier or default_tier()
+            % {"limit": limit}
         )
-        Membership.objects.create(account=account, user=owner, role=OWNER)
-        audit_record(
-            action="account.create",
-            account=account,
-            actor=owner,
-            actor_kind=actor_kind,
-            target=account,
-            metadata={"currency": currency, "tier": account.tier.slug},
-        )
-        project_create(
-            account=account,
-            name=default_project_name(),
-            is_default=True,
-            actor=owner,
-            actor_kind=actor_kind,
-        )
-        wallet_open(account=account)
+    account = Account.objects.create(
+        name=name, currency=currency, time_zone=time_zone, tier=tier or default_tier()
+    )
+    Membership.objects.create(account=account, user=owner, role=OWNER)
+    audit_record(
+        action="account.create",
+        account=account,
+        actor=owner,
+        actor_kind=actor_kind,
+        target=account,
+        metadata={"currency": currency, "tier": account.tier.slug},
+    )
     return account
 
 
-def user_signup(
-    *,
-    email: str,
-    password: str,
-    name: str,
-    account_name: str,
-    currency: str,
-    time_zone: str = settings.DEFAULT_ACCOUNT_TIME_ZONE,
-    language: str = "",
-    email_verified: bool = False,
-    tier: Tier | None = None,
-    actor_kind: str = AuditEvent.ActorKind.USER,
-    starter_pack: bool = True,
-) -> tuple[User, Account]:
-    """A new user who owns a new account. Sends the verification email after commit.
+def user_create(
+    *, email: str, password: str, name: str, language: str = "", email_verified: bool = False
+) -> User:
+    """A new user (the core of a sign-up: portal/services.py `user_signup`). Refused when the
+    address is taken, in any case."""
+    if User.objects.filter(email__iexact=email).exists():
+        raise ServiceError(_("An account with this email address already exists."))
+    return User.objects.create_user(
+        email=email,
+        password=password,
+        name=name,
+        language=language,
+        email_verified=email_verified,
+    )
 
-    With `starter_pack`, the new account is the person's starter-pack account: it gets the
-    pack when the address is verified, at once when it already is (a command's sign-up)."""
-    from billing.services import starter_pack_grant
 
-    with transaction.atomic():
-        if User.objects.filter(email__iexact=email).exists():
-            raise ServiceError(_("An account with this email address already exists."))
-        user = User.objects.create_user(
-            email=email,
-            password=password,
-            name=name,
-            language=language,
-            email_verified=email_verified,
-        )
-        account = account_create(
-            owner=user,
-            name=account_name,
-            currency=currency,
-            time_zone=time_zone,
-            tier=tier,
-            actor_kind=actor_kind,
-        )
-        if starter_pack:
-            User.objects.filter(pk=user.pk).update(starter_pack_account=account)
-            user.starter_pack_account = account
-            if email_verified:
-                starter_pack_grant(account=account)
-        if not email_verified:
-            # Queued in this transaction, sent after commit (retried: console/emails.py).
-            email_verification_send(user=user)
-    return user, account
+def user_set_starter_pack_account(*, user: User, account: Account) -> None:
+    """The account that gets the person's one starter pack when their address is verified."""
+    User.objects.filter(pk=user.pk).update(starter_pack_account=account)
+    user.starter_pack_account = account
 
 
 def email_verification_token(user: User) -> str:
@@ -197,7 +159,9 @@ def email_verification_send(*, user: User) -> None:
         )
 
 
-def email_verify(*, token: str) -> User:
+def email_verification_check(*, token: str) -> User:
+    """The user a verification link names, refused when the link is expired, forged or
+    names an address the user no longer has."""
     try:
         data = signing.loads(
             token, salt=EMAIL_VERIFICATION_SALT, max_age=settings.EMAIL_VERIFICATION_MAX_AGE
@@ -209,21 +173,15 @@ def email_verify(*, token: str) -> User:
     user = User.objects.filter(pk=data.get("user"), email=data.get("email")).first()
     if user is None:
         raise ServiceError(_("This verification link is not valid."))
-    # Imported here as in account_create: billing sits on top of this module.
-    from billing.services import starter_pack_grant
-
-    with transaction.atomic():
-        # The row count says who verified: of two requests at once, the second waits for the
-        # first's commit and then updates nothing, so only one of them grants the pack.
-        verified_now = User.objects.filter(pk=user.pk, email_verified=False).update(
-            email_verified=True
-        )
-        if verified_now and user.starter_pack_account_id is not None:
-            account = Account.objects.filter(pk=user.starter_pack_account_id).first()
-            if account is not None:
-                starter_pack_grant(account=account)
-    user.email_verified = True
     return user
+
+
+def user_mark_email_verified(*, user: User) -> bool:
+    """Mark the address verified; True only for the call that verified it. The row count
+    says who verified: of two requests at once, the second waits for the first's commit and
+    then updates nothing (portal/services.py `email_verify` grants the starter pack once on
+    that answer)."""
+    return bool(User.objects.filter(pk=user.pk, email_verified=False).update(email_verified=True))
 
 
 def user_set_language(*, user: User, language: str) -> None:
@@ -233,58 +191,53 @@ def user_set_language(*, user: User, language: str) -> None:
     user.language = language
 
 
-def account_update(
+def account_lock(*, account: Account) -> Account:
+    """The account's row, locked for the rest of the transaction."""
+    return Account.objects.select_for_update().get(pk=account.pk)
+
+
+def account_settings_changes(
     *,
     account: Account,
-    actor: User,
     name: str,
     time_zone: str,
     currency: str,
     store_prompt_content: bool | None = None,
+) -> dict[str, list]:
+    """{field: [old, new]} of a settings change, refused when the currency would change
+    after money has moved. `account` is the locked row (`account_lock`)."""
+    if currency != account.currency and account.currency_locked:
+        raise ServiceError(_("The currency cannot change once money has moved in this account."))
+    values = {"name": name, "time_zone": time_zone, "currency": currency}
+    if store_prompt_content is not None:
+        values["store_prompt_content"] = store_prompt_content
+    return changed_fields(account, **values)
+
+
+def account_settings_save(
+    *,
+    account: Account,
+    changes: dict[str, list],
+    actor: User,
     ip: str | None = None,
-    now: datetime | None = None,
     actor_kind: str = AuditEvent.ActorKind.USER,
 ) -> Account:
-    from billing.services import month_spend_rebuild, time_zone_change_check, wallet_lock
-
-    with transaction.atomic():
-        # The wallet first, as every charge locks it (then the account, when money first
-        # moves): a time-zone change and a charge are serialised, in one order.
-        wallet_lock(account)
-        locked = Account.objects.select_for_update().get(pk=account.pk)
-        if currency != locked.currency and locked.currency_locked:
-            raise ServiceError(
-                _("The currency cannot change once money has moved in this account.")
-            )
-        values = {"name": name, "time_zone": time_zone, "currency": currency}
-        if store_prompt_content is not None:
-            values["store_prompt_content"] = store_prompt_content
-        changes = changed_fields(locked, **values)
-        if not changes:
-            return locked
-        if "time_zone" in changes:
-            time_zone_change_check(account=locked, time_zone=time_zone, now=now)
-        for field, (_old, value) in changes.items():
-            setattr(locked, field, value)
-        locked.save(update_fields=list(changes))
-        if "time_zone" in changes:
-            # Months not yet stated follow the new zone: their counters are rebuilt here,
-            # under the wallet lock, so caps and the budget read them right away.
-            month_spend_rebuild(account=locked, now=now)
-            # Daily roll-ups are days in the account's time zone: they move with it.
-            from usage.tasks import rebuild_rollups
-
-            transaction.on_commit(lambda: rebuild_rollups.delay(locked.pk), robust=True)
-        audit_record(
-            action="account.update",
-            account=locked,
-            actor=actor,
-            actor_kind=actor_kind,
-            target=locked,
-            ip=ip,
-            metadata={"changes": changes},
-        )
-    return locked
+    """Store the changes of `account_settings_changes` on the locked row, audited. A
+    time-zone change also rebuilds month counters and roll-ups: portal/services.py
+    `account_update` is the whole change."""
+    for field, (_old, value) in changes.items():
+        setattr(account, field, value)
+    account.save(update_fields=list(changes))
+    audit_record(
+        action="account.update",
+        account=account,
+        actor=actor,
+        actor_kind=actor_kind,
+        target=account,
+        ip=ip,
+        metadata={"changes": changes},
+    )
+    return account
 
 
 def account_set_tier(
@@ -580,4 +533,18 @@ def invitations_purge_expired(*, older_than_days: int = 30) -> int:
         | models.Q(accepted_at__lt=cutoff)
         | models.Q(revoked_at__lt=cutoff)
     ).delete()
+    return deleted
+
+
+# --- Runs of the periodic jobs --------------------------------------------------------------
+
+JOB_RUNS_RETENTION = timedelta(days=30)
+
+
+def job_runs_purge(*, now: datetime | None = None) -> int:
+    """Delete runs older than JOB_RUNS_RETENTION; keeps the table a few thousand rows. The
+    runs are recorded by portal/jobs.py (it needs the Celery app); their purge is the
+    console's, as the table is."""
+    cutoff = (now or timezone.now()) - JOB_RUNS_RETENTION
+    deleted, _by_model = JobRun.objects.filter(started_at__lt=cutoff).delete()
     return deleted

@@ -34,9 +34,7 @@ def purge_old_invitations() -> int:
 )
 def purge_old_job_runs() -> int:
     """Delete records of job runs older than 30 days (the staff job page's history)."""
-    from console.jobs import job_runs_purge
-
-    deleted = job_runs_purge()
+    deleted = services.job_runs_purge()
     logger.info("purge_old_job_runs deleted=%s", deleted)
     return deleted
 

@@ -1,7 +1,7 @@
-"""Overview, sign-up, accounts and members. Views parse input, call a service, render."""
+"""Accounts, members, invitations, the audit log and the language. Views parse input, call a
+service, render. (The overview, sign-up and account opening are portal/views.py.)"""
 
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
@@ -13,25 +13,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.i18n import set_language as django_set_language
 
 from console import selectors, services
-from console.forms import (
-    AccountCreateForm,
-    AccountSettingsForm,
-    InviteForm,
-    LanguageForm,
-    RoleForm,
-    SignupForm,
-    SwitchAccountForm,
-)
-from console.jobs import job_statuses
+from console.forms import InviteForm, LanguageForm, RoleForm, SwitchAccountForm
+from console.http import client_ip
 from console.models import Invitation, Membership
 from console.roles import assignable_roles
 from console.tenancy import account_object_or_404, account_view, switch_account
-from console.throttling import throttle_posts
-from console.two_factor import staff_view
-
-
-def client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 @account_view("audit.view")
@@ -42,65 +28,6 @@ def audit_log(request):
     events = selectors.audit_log(account=request.account, action_prefix=action)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     return render(request, "console/audit_log.html", {"page": page, "action": action})
-
-
-@account_view("overview.view")
-def overview(request):
-    return render(
-        request,
-        "console/overview.html",
-        {
-            "summary": selectors.account_overview(account=request.account),
-            "dashboard": selectors.overview_dashboard(
-                account=request.account,
-                with_balance=selectors.membership_can(request.membership, "billing.view"),
-            ),
-        },
-    )
-
-
-@require_http_methods(["GET", "POST"])
-@throttle_posts("signup", "SIGNUPS_PER_HOUR_PER_IP")
-def signup(request):
-    if request.user.is_authenticated:
-        return redirect("overview")
-    form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            user, _account = services.user_signup(
-                email=data["email"],
-                password=data["password"],
-                name=data["name"],
-                account_name=data["account_name"],
-                currency=data["currency"],
-                language=request.LANGUAGE_CODE,
-            )
-        except services.ServiceError as error:
-            form.add_error("email", str(error))
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(
-                request,
-                _("Welcome! We sent a verification link to %(email)s.") % {"email": user.email},
-            )
-            return redirect("overview")
-    return render(request, "registration/signup.html", {"form": form}, status=form_status(form))
-
-
-def form_status(form) -> int:
-    """422 for a submitted form with errors, so htmx and tests can tell a refusal."""
-    return 422 if form.is_bound and form.errors else 200
-
-
-@require_GET
-def verify_email(request, token: str):
-    try:
-        user = services.email_verify(token=token)
-    except services.ServiceError as error:
-        return render(request, "console/verify_failed.html", {"error": str(error)}, status=400)
-    messages.success(request, _("Your email address %(email)s is verified.") % {"email": user})
-    return redirect("overview" if request.user.is_authenticated else "login")
 
 
 @login_required
@@ -115,22 +42,6 @@ def verify_email_resend(request):
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
-def account_create(request):
-    form = AccountCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            account = services.account_create(owner=request.user, **form.cleaned_data)
-        except services.ServiceError as error:
-            form.add_error(None, str(error))
-        else:
-            switch_account(request, account.pk)
-            messages.success(request, _("Account %(name)s created.") % {"name": account.name})
-            return redirect("overview")
-    return render(request, "console/account_create.html", {"form": form}, status=form_status(form))
-
-
-@login_required
 @require_POST
 def account_switch(request):
     form = SwitchAccountForm(request.POST)
@@ -140,35 +51,6 @@ def account_switch(request):
     membership = switch_account(request, form.cleaned_data["account"])
     messages.info(request, _("Now working in %(name)s.") % {"name": membership.account.name})
     return redirect("overview")
-
-
-@account_view("account.manage")
-@require_http_methods(["GET", "POST"])
-def account_settings(request):
-    account = request.account
-    form = AccountSettingsForm(
-        request.POST or None,
-        account=account,
-        initial={
-            "name": account.name,
-            "time_zone": account.time_zone,
-            "currency": account.currency,
-            "store_prompt_content": account.store_prompt_content,
-        },
-    )
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.account_update(
-                account=account, actor=request.user, ip=client_ip(request), **form.cleaned_data
-            )
-        except services.ServiceError as error:
-            form.add_error(None, str(error))
-        else:
-            messages.success(request, _("Account settings saved."))
-            return redirect("account_settings")
-    return render(
-        request, "console/account_settings.html", {"form": form}, status=form_status(form)
-    )
 
 
 # --- Members --------------------------------------------------------------------------------
@@ -321,12 +203,3 @@ def set_language(request):
             target = reverse("overview")
         return HttpResponseRedirect(target)
     return django_set_language(request)
-
-
-@staff_view
-@require_GET
-def staff_jobs(request):
-    """The periodic jobs for staff (with a session verified by two-factor authentication):
-    schedule, last run, last failure, next run. Anyone else signed in gets a 404: the page is
-    not part of the console they know."""
-    return render(request, "console/staff_jobs.html", {"jobs": job_statuses()})

@@ -592,8 +592,9 @@ def drill_accounts(
     from billing.money import NANO_PER_UNIT
     from billing.services import bonus_grant, recharge
     from console.models import Tier
-    from console.services import account_set_tier, user_signup
+    from console.services import account_set_tier
     from keys.services import api_key_create
+    from portal.services import user_signup
     from projects.services import project_create
 
     made = []

@@ -8,8 +8,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.http import client_ip
 from console.tenancy import account_object_or_404, account_view
-from console.views import client_ip
 from history import selectors, services
 from history.forms import HistoryFilterForm
 from history.models import HistoryExport, PromptLog

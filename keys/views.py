@@ -11,10 +11,10 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
+from console.http import client_ip, form_status
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
-from console.views import client_ip, form_status
 from keys import selectors, services
 from keys.forms import ApiKeyCreateForm, ApiKeyEditForm, RotateForm
 from keys.models import ApiKey, Scope

@@ -11,8 +11,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from console.http import client_ip
 from console.tenancy import account_object_or_404, account_view, object_or_404
-from console.views import client_ip
 from notifications import selectors, services, webhooks
 from notifications.forms import EnabledForm, WebhookEndpointForm
 from notifications.models import WebhookEndpoint

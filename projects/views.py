@@ -4,10 +4,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.forms import CapForm
+from console.http import client_ip, form_status
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
-from console.views import client_ip, form_status
 from keys.selectors import key_list
 from projects import selectors, services
 from projects.forms import ProjectForm

@@ -4,7 +4,7 @@ import itertools
 
 from billing.services import starter_pack_grant
 from console.models import Account, Membership, User
-from console.services import account_create
+from portal.services import account_create
 
 _sequence = itertools.count(1)
 PASSWORD = "correct-horse-battery-staple-42"

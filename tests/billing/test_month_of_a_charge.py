@@ -17,7 +17,8 @@ from billing.selectors import account_month_spend, current_month, project_month_
 from billing.services import charge_usage
 from billing.statements import statement_data, statement_generate
 from console.models import Account, AuditEvent
-from console.services import ServiceError, account_update
+from console.services import ServiceError
+from portal.services import account_update
 from projects.services import project_create
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres

@@ -24,7 +24,8 @@ from billing.payments import (
     payments_sweep_pending,
 )
 from billing.services import refund
-from console.services import ServiceError, account_update
+from console.services import ServiceError
+from portal.services import account_update
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
 from tests.conftest import requires_postgres

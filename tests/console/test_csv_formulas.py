@@ -159,7 +159,7 @@ def test_history_export_keeps_prompts_answers_and_projects_as_text(hostile_books
 
 
 def test_finance_exports_keep_account_names_titles_references_and_reasons_as_text():
-    """The staff's exports (console/admin_staff.py writes these rows with csv.writer)."""
+    """The staff's exports (portal/admin_staff.py writes these rows with csv.writer)."""
     account = make_account(make_user(), name=PAYLOADS[3], starter_pack=False)
     payment_record_manual(account=account, amount_nano=100 * NANO_PER_UNIT, reference="r-1")
     settle_one(

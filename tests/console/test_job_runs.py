@@ -15,9 +15,11 @@ from django.utils import timezone
 
 from config.celery import app
 from config.schedule import BEAT_SCHEDULE
-from console import jobs, services
-from console.jobs import job_runs_purge, job_statuses, next_run_at, schedule_in_words
+from console import services
 from console.models import JobRun
+from console.services import job_runs_purge
+from portal import jobs
+from portal.jobs import job_statuses, next_run_at, schedule_in_words
 from tests.conftest import requires_postgres
 from tests.console.test_jobs import _old_invitation
 from tests.factories import login_verified, make_account, make_user
@@ -153,7 +155,7 @@ def test_tasks_outside_the_schedule_are_not_recorded():
 def test_a_failure_to_record_never_fails_the_task(caplog):
     with (
         mock.patch.object(JobRun.objects, "create", side_effect=RuntimeError("disk full")),
-        caplog.at_level(logging.ERROR, logger="console.jobs"),
+        caplog.at_level(logging.ERROR, logger="portal.jobs"),
     ):
         result = app.tasks[PURGE].apply()
     assert result.successful() and result.get() == 0
@@ -262,7 +264,7 @@ def test_the_recorder_reads_the_schedule():
 
 
 def test_the_staff_page_describes_a_job_by_its_docstrings_whole_first_paragraph():
-    from console.jobs import _first_doc_paragraph
+    from portal.jobs import _first_doc_paragraph
 
     described = _first_doc_paragraph("alerts.tasks.sweep_alerts")
     assert described == (

@@ -9,9 +9,9 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from console.services import account_update
 from gateway import errors
 from keys.services import api_key_create
+from portal.services import account_update
 from projects.services import project_create
 from tests.billing.factories import funded_account
 from tests.billing.traffic import mixed_traffic, settle_one

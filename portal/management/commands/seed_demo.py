@@ -21,8 +21,11 @@ from billing.payments import payment_method_add, payment_start_bank_transfer, pa
 from billing.selectors import current_month, previous_month
 from billing.statements import statement_generate
 from console.models import Announcement, AuditEvent, Tier, User
-from console.services import invitation_create, user_signup
+from console.services import invitation_create
+from gateway.services import Admitted, Outcome, settle
+from keys.selectors import Authenticated
 from keys.services import api_key_create, api_key_revoke
+from portal.services import user_signup
 from projects.models import Project
 from projects.services import account_set_budget, project_create, project_set_cap
 
@@ -55,9 +58,6 @@ def _seed_money(*, account, project, key, spare) -> None:
     """A recharge and 30 days of backdated API traffic, settled through the gateway's own
     settlement (charge, usage record, prompt log) as real requests are. Once only: the
     request ids are fixed, so a re-run would change nothing anyway."""
-    from gateway.services import Admitted, Outcome, settle
-    from keys.selectors import Authenticated
-
     now = timezone.now()
     # The demo account has been around for five weeks: its history below is backdated.
     account.created_at = now - timedelta(days=35)

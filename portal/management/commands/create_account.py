@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
 
 from console.models import AuditEvent, Tier
-from console.services import ServiceError, user_signup
+from console.services import ServiceError
+from portal.services import user_signup
 
 
 class Command(BaseCommand):

@@ -4,8 +4,10 @@ Only the tasks named in config/schedule.py are recorded (not per-payment confirm
 per-webhook deliveries): one row per run, written after the run by the process that ran it.
 Recording is best effort: a failure to record is logged and never fails the task.
 
-config/celery.py imports this module before Django's apps are ready: models are imported
-inside the functions.
+config/celery.py imports this module before Django's apps are ready (config/__init__.py
+imports the Celery app while the settings load): models are imported inside the functions,
+and so is the Celery app, which is still being built when this module first runs. Runs older
+than 30 days are purged by console.services.job_runs_purge (the console's table).
 """
 
 import importlib
@@ -14,7 +16,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from celery import signals
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RETENTION = timedelta(days=30)
 SUMMARY_LENGTH = 300
 SUCCESS, FAILURE, RETRY = "success", "failure", "retry"  # JobRun.Outcome's values
 
@@ -68,26 +69,26 @@ def _is_periodic(task) -> bool:
     return task is not None and getattr(task, "name", None) in periodic_task_names()
 
 
-@signals.task_prerun.connect(dispatch_uid="console.jobs.prerun")
+@signals.task_prerun.connect(dispatch_uid="portal.jobs.prerun")
 def _on_prerun(sender=None, task_id=None, task=None, **kwargs):
     if _is_periodic(task):
         _started[task_id] = (timezone.now(), time.monotonic())
 
 
-@signals.task_failure.connect(dispatch_uid="console.jobs.failure")
+@signals.task_failure.connect(dispatch_uid="portal.jobs.failure")
 def _on_failure(sender=None, task_id=None, exception=None, **kwargs):
     if _is_periodic(sender):
         _errors[task_id] = (FAILURE, error_summary(exception))
 
 
-@signals.task_retry.connect(dispatch_uid="console.jobs.retry")
+@signals.task_retry.connect(dispatch_uid="portal.jobs.retry")
 def _on_retry(sender=None, request=None, reason=None, **kwargs):
     if _is_periodic(sender) and request is not None:
         original = getattr(reason, "exc", None) or reason
         _errors[request.id] = (RETRY, error_summary(original))
 
 
-@signals.task_postrun.connect(dispatch_uid="console.jobs.postrun")
+@signals.task_postrun.connect(dispatch_uid="portal.jobs.postrun")
 def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs):
     if not _is_periodic(task):
         return
@@ -131,15 +132,6 @@ def job_run_record(*, task, task_id, started, state, retval, error):
         summary=summary,
         hostname=hostname[:200],
     )
-
-
-def job_runs_purge(*, now: datetime | None = None) -> int:
-    """Delete runs older than RETENTION; keeps the table a few thousand rows."""
-    from console.models import JobRun
-
-    cutoff = (now or timezone.now()) - RETENTION
-    deleted, _by_model = JobRun.objects.filter(started_at__lt=cutoff).delete()
-    return deleted
 
 
 # --- The staff page ------------------------------------------------------------------------
@@ -190,6 +182,7 @@ class JobStatus:
 
 
 def _first_doc_paragraph(task_name: str) -> str:
+    # Not at the top: config/celery.py imports this module while it builds the app.
     from config.celery import app
 
     # Task modules are imported on demand in web processes (a worker imports them all).

@@ -25,7 +25,7 @@ def test_readyz_reports_database_cache_and_broker(client):
 
 def test_readyz_is_503_when_the_database_is_down(client):
     # A fault a real database cannot produce on demand inside a test transaction.
-    with mock.patch("console.health._check_database", side_effect=OperationalError("down")):
+    with mock.patch("portal.health._check_database", side_effect=OperationalError("down")):
         response = client.get(reverse("readyz"))
     assert response.status_code == 503
     body = response.json()
@@ -34,7 +34,7 @@ def test_readyz_is_503_when_the_database_is_down(client):
 
 
 def test_readyz_stays_ready_but_degraded_when_the_cache_is_down(client):
-    with mock.patch("console.health._check_cache", side_effect=ConnectionError("refused")):
+    with mock.patch("portal.health._check_cache", side_effect=ConnectionError("refused")):
         response = client.get(reverse("readyz"))
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"

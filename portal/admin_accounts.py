@@ -23,6 +23,7 @@ from billing.selectors import balance, current_month, next_month
 from console.models import Account
 from keys.models import ApiKey
 from projects.models import Project
+from usage.selectors import Metrics, rollup_sums
 
 
 def _current_month_by_zone() -> Case:
@@ -54,8 +55,6 @@ def with_money(queryset: QuerySet) -> QuerySet:
 
 
 def summary_html(account: Account, *, may_revoke: bool = False) -> str:
-    from usage.selectors import Metrics, rollup_sums
-
     month = current_month(account=account)
     # This month's usage from the daily roll-ups (the records can be millions).
     usage_totals = Metrics()

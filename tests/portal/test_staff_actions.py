@@ -12,10 +12,10 @@ from django.urls import reverse
 from billing.models import LedgerEntry, Payment, ResourcePack, Wallet
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_start_bank_transfer
-from console.admin_staff import ACTIONS
 from console.models import Account, AuditEvent, Tier, User
 from keys.models import ApiKey
 from keys.services import api_key_create
+from portal.admin_staff import ACTIONS
 from projects.models import Project
 from tests.billing.factories import funded_account
 from tests.factories import login_verified, make_user
