@@ -9,8 +9,8 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
+from console import api_errors as errors
 from console.services import account_update
-from gateway import errors
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.factories import funded_account
