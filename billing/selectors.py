@@ -120,57 +120,6 @@ def price_for(*, model: str, currency: str, at: datetime | None = None):
     )
 
 
-@dataclass(frozen=True)
-class ScheduledPrice:
-    input_per_million_nano: int
-    output_per_million_nano: int
-    effective_from: datetime
-
-    @property
-    def is_free(self) -> bool:
-        return self.input_per_million_nano == 0 and self.output_per_million_nano == 0
-
-
-@dataclass(frozen=True)
-class PriceListRow:
-    model: str
-    current: ScheduledPrice
-    upcoming: ScheduledPrice | None  # the next later-dated price, if staff scheduled one
-    is_simulator: bool
-
-
-def price_list(*, currency: str, at: datetime | None = None) -> list[PriceListRow]:
-    """The models one can call at `at` (an enabled route and a price in force in `currency`,
-    the same two things the gateway checks), by name, each with its price in force and the
-    next scheduled change. A model priced only from a later date is not callable yet, so it
-    is not listed."""
-    # gateway is a layer above billing: this list of callable models belongs to the gateway,
-    # which owns the routes (left here for the lead to move; see docs/decisions.md).
-    from gateway.models import SIMULATOR, UpstreamRoute
-
-    at = at or timezone.now()
-    routes = dict(UpstreamRoute.objects.filter(enabled=True).values_list("model", "base_url"))
-    # Price history is a few rows per model: one query, grouped here, works on every backend.
-    prices = ModelPrice.objects.filter(currency=currency, model__in=routes).order_by(
-        "model", "effective_from"
-    )
-    current: dict[str, ScheduledPrice] = {}
-    upcoming: dict[str, ScheduledPrice] = {}
-    for price in prices:
-        scheduled = ScheduledPrice(
-            price.input_per_million_nano, price.output_per_million_nano, price.effective_from
-        )
-        if price.effective_from <= at:
-            current[price.model] = scheduled  # ascending dates: the last one wins
-        else:
-            upcoming.setdefault(price.model, scheduled)  # ascending dates: the first one
-
-    return [
-        PriceListRow(model, current[model], upcoming.get(model), routes[model] == SIMULATOR)
-        for model in sorted(current)
-    ]
-
-
 def pack_products_on_sale():
     return PackProduct.objects.filter(active=True).order_by("tokens", "pk")
 

@@ -7,8 +7,9 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from billing import selectors
+from billing.selectors import pack_products_on_sale
 from console.tenancy import account_view
+from gateway.selectors import price_list
 
 # The model the quickstart's snippets name when it is callable: the flagship, as in
 # docs/api.md; otherwise the first callable one.
@@ -24,8 +25,8 @@ def pricing(request):
         "gateway/pricing.html",
         {
             "currency": currency,
-            "prices": selectors.price_list(currency=currency),
-            "products": selectors.pack_products_on_sale(),
+            "prices": price_list(currency=currency),
+            "products": pack_products_on_sale(),
         },
     )
 
@@ -33,7 +34,7 @@ def pricing(request):
 @account_view("overview.view")
 @require_GET
 def quickstart(request):
-    callable_models = [row.model for row in selectors.price_list(currency=request.account.currency)]
+    callable_models = [row.model for row in price_list(currency=request.account.currency)]
     model = (
         QUICKSTART_MODEL
         if QUICKSTART_MODEL in callable_models or not callable_models

@@ -3,7 +3,7 @@
 A message is an API call without a key: the same admission (rate limit, concurrency,
 balance and arrears, project cap, account budget, reservation), the same stream, settlement
 and prompt log as `POST /api/paas/v4/chat/completions` (gateway.services and
-gateway.views.stream_events), billed to the account and attributed to the project the member
+gateway.relay.stream_events), billed to the account and attributed to the project the member
 chose; its usage record has no key and source `console`.
 
 The chat endpoint is an async view (the reply streams); the session, membership and
@@ -22,12 +22,14 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.selectors import price_list
+from console import api_errors
 from console.models import Membership
 from console.roles import role_can
 from console.tenancy import account_view, current_membership
-from gateway import errors, services
-from gateway.views import InvalidBody, parse_body, refuse, stream_events, validate
+from gateway import services
+from gateway.protocol import InvalidBody, parse_body, response_headers, validate
+from gateway.relay import refuse, stream_events
+from gateway.selectors import price_list
 from history.models import PromptLog
 from projects.models import Project
 from projects.selectors import project_list
@@ -41,7 +43,7 @@ DEFAULT_MAX_TOKENS = 1024
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _by_status(refusal: errors.Refusal) -> str:
+def _by_status(refusal: api_errors.Refusal) -> str:
     # Code 1210 stands for several refusals; the page tells them apart by the HTTP status.
     return f"{refusal.status} {refusal.code}"
 
@@ -49,39 +51,39 @@ def _by_status(refusal: errors.Refusal) -> str:
 # The page shows these for a refusal, by "<status> <code>" or else by code, in the reader's
 # language; the API's English message is shown beside them.
 REFUSAL_MESSAGES = {
-    errors.ARREARS.code: _(
+    api_errors.ARREARS.code: _(
         "Your account is in arrears or out of balance: recharge to continue, or choose a free "
         "model."
     ),
-    errors.PROJECT_CAP.code: _(
+    api_errors.PROJECT_CAP.code: _(
         "This project's monthly spend cap is reached: raise the cap or choose another project."
     ),
-    errors.ACCOUNT_BUDGET.code: _("The account's monthly budget is reached."),
-    errors.FREQUENCY.code: _(
+    api_errors.ACCOUNT_BUDGET.code: _("The account's monthly budget is reached."),
+    api_errors.FREQUENCY.code: _(
         "Too many requests per minute for your account's tier: wait a moment and send again."
     ),
-    errors.CONCURRENCY.code: _(
+    api_errors.CONCURRENCY.code: _(
         "Too many requests at once for your account's tier: wait for one to finish."
     ),
-    errors.ACCOUNT_SUSPENDED.code: _("The account is suspended: requests are refused."),
-    errors.PROJECT_ARCHIVED.code: _("This project is archived: choose another project."),
-    errors.UNKNOWN_MODEL.code: _("This model cannot be called: choose another one."),
-    errors.INVALID_MESSAGES.code: _("The conversation is not valid: clear it and start again."),
-    _by_status(errors.INVALID_PARAMETERS): _(
+    api_errors.ACCOUNT_SUSPENDED.code: _("The account is suspended: requests are refused."),
+    api_errors.PROJECT_ARCHIVED.code: _("This project is archived: choose another project."),
+    api_errors.UNKNOWN_MODEL.code: _("This model cannot be called: choose another one."),
+    api_errors.INVALID_MESSAGES.code: _("The conversation is not valid: clear it and start again."),
+    _by_status(api_errors.INVALID_PARAMETERS): _(
         "A parameter is not valid: max tokens from 1 to 1,000,000, temperature from 0 to 2."
     ),
-    _by_status(errors.BODY_TOO_LARGE): _(
+    _by_status(api_errors.BODY_TOO_LARGE): _(
         "The conversation is too long to send: clear it and start again."
     ),
-    _by_status(errors.PROJECT_NOT_FOUND): _("This project does not exist: reload the page."),
+    _by_status(api_errors.PROJECT_NOT_FOUND): _("This project does not exist: reload the page."),
     # A stream that broke off is charged for the part of the reply it delivered.
-    errors.UPSTREAM_ERROR.code: _(
+    api_errors.UPSTREAM_ERROR.code: _(
         "The model service failed: only the part of the reply already shown is charged."
     ),
-    errors.UPSTREAM_TIMEOUT.code: _(
+    api_errors.UPSTREAM_TIMEOUT.code: _(
         "The model service timed out: only the part of the reply already shown is charged."
     ),
-    errors.STATE_UNAVAILABLE.code: _("Rate limiting is unavailable; try again shortly."),
+    api_errors.STATE_UNAVAILABLE.code: _("Rate limiting is unavailable; try again shortly."),
 }
 
 
@@ -141,37 +143,41 @@ async def playground_chat(request):
     if not isinstance(membership, Membership):
         return membership
     account = membership.account
-    headers = {"x-request-id": request_id}
+    headers = response_headers(request_id)
     length = request.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > settings.GATEWAY_MAX_BODY_BYTES:
-        return errors.error_response(errors.BODY_TOO_LARGE, headers=headers)
+        return api_errors.error_response(api_errors.BODY_TOO_LARGE, headers=headers)
     try:
         raw = request.body
         if len(raw) > settings.GATEWAY_MAX_BODY_BYTES:
-            return errors.error_response(errors.BODY_TOO_LARGE, headers=headers)
+            return api_errors.error_response(api_errors.BODY_TOO_LARGE, headers=headers)
         body = parse_body(raw)
     except RequestDataTooBig:
-        return errors.error_response(errors.BODY_TOO_LARGE, headers=headers)
+        return api_errors.error_response(api_errors.BODY_TOO_LARGE, headers=headers)
     except InvalidBody as error:
-        return errors.error_response(errors.INVALID_PARAMETERS, message=str(error), headers=headers)
+        return api_errors.error_response(
+            api_errors.INVALID_PARAMETERS, message=str(error), headers=headers
+        )
     if not isinstance(body, dict):
-        return errors.error_response(
-            errors.INVALID_PARAMETERS, message="The body must be a JSON object.", headers=headers
+        return api_errors.error_response(
+            api_errors.INVALID_PARAMETERS,
+            message="The body must be a JSON object.",
+            headers=headers,
         )
     project = await sync_to_async(_project)(account, body.get("project"))
     if project is None:
         # Missing, malformed or another account's: the same answer, and no record (there is
         # no project of this account to attribute it to).
-        return errors.error_response(errors.PROJECT_NOT_FOUND, headers=headers)
+        return api_errors.error_response(api_errors.PROJECT_NOT_FOUND, headers=headers)
     # From here on the request is attributed to a project of the account: every refusal gets
     # a usage record costing nothing, as the API's do.
     caller = services.console_caller(account=account, project=project)
     chat = _chat_body(body)
     refusal = None
     if account.is_suspended:
-        refusal = services.Refused(errors.ACCOUNT_SUSPENDED, caller)
+        refusal = services.Refused(api_errors.ACCOUNT_SUSPENDED, caller)
     elif project.is_archived:
-        refusal = services.Refused(errors.PROJECT_ARCHIVED, caller)
+        refusal = services.Refused(api_errors.PROJECT_ARCHIVED, caller)
     elif (invalid := validate(chat)) is not None:
         refusal = services.Refused(invalid[0], caller, invalid[1])
     else:

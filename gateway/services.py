@@ -31,13 +31,13 @@ from billing.selectors import (
     estimate_request,
     may_admit,
 )
+from console import api_errors as errors
 from console.database import connection_wait
 from console.shared_state import shared_state
-from gateway import errors
 from gateway.models import UpstreamRoute
 from history.services import prompt_log_write
 from keys.models import Scope
-from keys.selectors import Authenticated, api_key_authenticate
+from keys.selectors import Authenticated, api_key_from_header
 from keys.services import api_key_mark_used
 from usage.models import UsageRecord
 from usage.rollups import usage_record_write
@@ -99,17 +99,10 @@ class Refused:
 
 @with_short_database_wait
 def authenticate(header: str | None) -> Authenticated | Refused:
-    if not header:
-        return Refused(errors.MISSING_KEY)
-    scheme, _space, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        return Refused(errors.MISSING_KEY)
-    result = api_key_authenticate(raw.strip())
+    result = api_key_from_header(header, scope=Scope.INFERENCE)
     if isinstance(result, Authenticated):
-        if result.key.scope != Scope.INFERENCE:
-            return Refused(errors.WRONG_SCOPE)
         return result
-    refusal = errors.AUTH_REASONS[result.reason]
+    refusal = errors.key_refusal(result.reason, wrong_scope=errors.WRONG_SCOPE)
     if result.key is not None:
         # The key itself is genuine: the request passed authentication and gets a record.
         key = result.key

@@ -1,4 +1,5 @@
-"""Reads for API keys, including `api_key_authenticate`: the one function the gateway calls."""
+"""Reads for API keys, including `api_key_from_header`: how every API (the gateway's and the
+usage API) reads the caller's key."""
 
 import functools
 import hmac
@@ -29,8 +30,12 @@ class Authenticated:
 
 
 @dataclass(frozen=True)
-class Refused:
-    # malformed, unknown, revoked, expired, project_archived, account_suspended
+class KeyRejected:
+    """Why a presented key does not authenticate the request (the APIs turn the reason into
+    their refusal: console.api_errors.key_refusal)."""
+
+    # missing, wrong_scope (api_key_from_header only); malformed, unknown, revoked, expired,
+    # project_archived, account_suspended
     reason: str
     # Set when the key itself is genuine (archived project, suspended account): the request
     # passed authentication and gets a usage record.
@@ -38,30 +43,44 @@ class Refused:
 
 
 @sensitive_variables("raw_key", "match")
-def api_key_authenticate(raw_key: str | None) -> Authenticated | Refused:
+def api_key_authenticate(raw_key: str | None) -> Authenticated | KeyRejected:
     """Check a presented key. One indexed query (key, project, account and tier joined); no cache,
     so a revocation is seen by the very next request in every process."""
     match = _KEY_SHAPE.fullmatch(raw_key or "")
     if match is None:
-        return Refused("malformed")
+        return KeyRejected("malformed")
     key = _key_with_project_and_account(match["key_id"])
     if key is None:
-        return Refused("unknown")
+        return KeyRejected("unknown")
     # A key hashed with a pepper that was since retired cannot match.
     known = key.pepper_version in settings.API_KEY_PEPPERS
     expected = secret_hash(match["secret"], key.pepper_version) if known else ""
     if not hmac.compare_digest(expected, key.secret_hash):
-        return Refused("unknown")
+        return KeyRejected("unknown")
     now = timezone.now()
     if key.revoked_at is not None and key.revoked_at <= now:
-        return Refused("revoked")
+        return KeyRejected("revoked")
     if key.expires_at is not None and key.expires_at <= now:
-        return Refused("expired")
+        return KeyRejected("expired")
     if key.project.archived_at is not None:
-        return Refused("project_archived", key)
+        return KeyRejected("project_archived", key)
     if key.account.is_suspended:
-        return Refused("account_suspended", key)
+        return KeyRejected("account_suspended", key)
     return Authenticated(key=key, project=key.project, account=key.account)
+
+
+def api_key_from_header(authorization: str | None, *, scope: str) -> Authenticated | KeyRejected:
+    """The key in an `Authorization: Bearer <key>` header, authenticated and of `scope` (a
+    Scope value: the API's own). A missing header or another scheme is `missing`; a genuine key
+    of another scope is `wrong_scope`, without the key: such a request did not pass
+    authentication, so it gets no usage record."""
+    scheme, _space, raw = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return KeyRejected("missing")
+    result = api_key_authenticate(raw.strip())
+    if isinstance(result, Authenticated) and result.key.scope != scope:
+        return KeyRejected("wrong_scope")
+    return result
 
 
 # The gateway calls the lookup on every request. A profile showed the ORM compiling the

@@ -23,10 +23,10 @@ from alerts.services import alert_settings_save
 from billing.invoices import Buyer, invoice_request
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
+from console import api_errors as errors
 from console.models import JobRun
 from console.roles import Role
 from console.services import invitation_create
-from gateway import errors
 from gateway.services import Refused, console_caller, new_request_id, record_refusal
 from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.services import api_key_create

@@ -14,11 +14,11 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from billing.money import decimal_string
+from console import api_errors
 from console.roles import role_can
 from console.tenancy import current_membership
-from gateway import errors
 from keys.models import Scope
-from keys.selectors import Authenticated, api_key_authenticate
+from keys.selectors import Authenticated, api_key_from_header
 from keys.services import api_key_mark_used
 from usage.selectors import Metrics, day_start, local_today, parse_id, rollup_sums
 
@@ -44,35 +44,22 @@ PARAMETERS = {
     "limit",
     "page",
 }
-NOT_SIGNED_IN = errors.Refusal(
-    401, "1001", "Send an admin-read API key (Authorization: Bearer <key>) or sign in."
-)
-WRONG_SCOPE = errors.Refusal(
-    401, "1000", "This API key's scope does not allow the usage API: use an admin-read key."
-)
-NO_PERMISSION = errors.Refusal(403, "1220", "Your role cannot read this account's usage.")
-METHOD = errors.Refusal(405, "1210", "Method not allowed: use GET.")
 
 
 def _account(request):
     """The account the caller may read, or the refusal."""
     header = request.headers.get("Authorization")
     if header:
-        scheme, _space, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
-            return errors.MISSING_KEY
-        result = api_key_authenticate(raw.strip())
+        result = api_key_from_header(header, scope=Scope.ADMIN_READ)
         if not isinstance(result, Authenticated):
-            return errors.AUTH_REASONS[result.reason]
-        if result.key.scope != Scope.ADMIN_READ:
-            return WRONG_SCOPE
+            return api_errors.key_refusal(result.reason, wrong_scope=api_errors.USAGE_WRONG_SCOPE)
         api_key_mark_used(key=result.key)
         return result.account
     membership = current_membership(request)
     if membership is None:
-        return NOT_SIGNED_IN
+        return api_errors.USAGE_NOT_SIGNED_IN
     if not role_can(membership.role, "usage.view"):
-        return NO_PERMISSION
+        return api_errors.USAGE_NO_PERMISSION
     return membership.account
 
 
@@ -189,10 +176,10 @@ def _bucket_end(start: datetime, width: str, account) -> datetime:
 
 def _page(request, render_result):
     if request.method != "GET":
-        return errors.error_response(METHOD)
+        return api_errors.error_response(api_errors.USAGE_METHOD)
     account = _account(request)
-    if isinstance(account, errors.Refusal):
-        return errors.error_response(account)
+    if isinstance(account, api_errors.Refusal):
+        return api_errors.error_response(account)
     query, warnings = _parse(request.GET, account=account, now=timezone.now())
     starts = []
     moment = query.start

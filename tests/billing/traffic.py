@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from gateway import errors
+from console import api_errors as errors
 from gateway.services import Admitted, Outcome, Refused, record_refusal, settle
 from keys.selectors import Authenticated
 

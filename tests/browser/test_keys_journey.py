@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from keys.selectors import Authenticated, Refused, api_key_authenticate
+from keys.selectors import Authenticated, KeyRejected, api_key_authenticate
 from tests.factories import PASSWORD, make_account, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -46,5 +46,5 @@ def test_a_key_is_shown_once_then_only_its_mask(page, live_server, console_error
     page.get_by_role("link", name="Revoke key").click()
     page.get_by_role("button", name="Revoke").click()
     page.get_by_text("revoked: requests with it are refused").wait_for()
-    assert api_key_authenticate(raw) == Refused("revoked")
+    assert api_key_authenticate(raw) == KeyRejected("revoked")
     assert console_errors == []

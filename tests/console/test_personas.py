@@ -14,9 +14,9 @@ from billing.models import PackProduct
 from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
 from billing.selectors import current_month
+from console import api_errors as errors
 from console.models import Invitation
 from console.services import invitation_create
-from gateway import errors
 from gateway.services import Refused, console_caller, new_request_id, record_refusal
 from history.services import history_export_build, history_export_start, prompt_log_write
 from keys.models import ApiKey

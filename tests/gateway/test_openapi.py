@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.urls import resolve
 
-from gateway import errors
+from console import api_errors as errors
 
 ROOT = Path(__file__).resolve().parents[2]
 

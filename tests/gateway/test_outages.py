@@ -50,7 +50,7 @@ async def nothing_held(state, account) -> None:
 @run_async
 async def test_the_database_gone_is_503_1241_with_the_request_id(funded, monkeypatch):
     _account, raw, _key = funded
-    monkeypatch.setattr(services, "api_key_authenticate", database_gone)
+    monkeypatch.setattr(services, "api_key_from_header", database_gone)
     for body in (BODY, {**BODY, "stream": True}):
         response = await post(raw, body)
         assert response.status_code == 503
@@ -141,7 +141,7 @@ async def test_a_503_is_logged_as_one_warning_line_not_an_error(funded, monkeypa
     """Thousands of 503s a minute while the database is down: each is one warning line
     from the gateway, not an ERROR from Django on top of it."""
     _account, raw, _key = funded
-    monkeypatch.setattr(services, "api_key_authenticate", database_gone)
+    monkeypatch.setattr(services, "api_key_from_header", database_gone)
     with caplog.at_level(logging.INFO):
         response = await post(raw)
     assert (response.status_code, error_of(response)) == (503, "1241")

@@ -18,8 +18,9 @@ from asgiref.sync import sync_to_async
 from billing.models import LedgerEntry, ProjectMonthSpend, ResourcePack, Wallet
 from billing.money import NANO_PER_UNIT
 from billing.services import charge_usage, pack_grant
+from console import api_errors as errors
 from console.models import Account, Tier
-from gateway import errors, services
+from gateway import services
 from projects.services import project_set_cap
 from tests.asynchronous import run_async
 from tests.billing.factories import funded_account

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from billing.models import ModelPrice
 from billing.money import NANO_PER_UNIT
-from billing.selectors import price_list
 from gateway.models import UpstreamRoute
+from gateway.selectors import price_list
 from keys.services import api_key_create
 from tests.conftest import requires_postgres
 from tests.factories import make_account, make_user

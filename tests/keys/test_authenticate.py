@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from console.models import Account
 from keys.models import ApiKey
-from keys.selectors import Authenticated, Refused, api_key_authenticate
+from keys.selectors import Authenticated, KeyRejected, api_key_authenticate
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
 from projects.services import project_archive, project_create
 from tests.factories import make_account, make_user
@@ -58,15 +58,15 @@ def test_the_key_has_the_documented_shape_and_only_a_hash_is_stored(setup):
 )
 def test_malformed_keys_are_refused_without_a_query(raw, django_assert_num_queries):
     with django_assert_num_queries(0):
-        assert api_key_authenticate(raw) == Refused("malformed")
+        assert api_key_authenticate(raw) == KeyRejected("malformed")
 
 
 def test_an_unknown_id_or_a_wrong_secret_is_unknown(setup):
     _owner, _account, _project, created = setup
     key_id, secret = created.raw.split(".")
-    assert api_key_authenticate("0" * 32 + "." + secret) == Refused("unknown")
+    assert api_key_authenticate("0" * 32 + "." + secret) == KeyRejected("unknown")
     wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
-    assert api_key_authenticate(f"{key_id}.{wrong}") == Refused("unknown")
+    assert api_key_authenticate(f"{key_id}.{wrong}") == KeyRejected("unknown")
 
 
 def test_authentication_is_one_query(setup, django_assert_num_queries):
@@ -84,17 +84,17 @@ def test_revoked_expired_archived_and_suspended_are_refused_with_their_reason(se
         expires_at=timezone.now() + timedelta(seconds=30),
     )
     ApiKey.objects.filter(pk=other.key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert api_key_authenticate(other.raw) == Refused("expired")
+    assert api_key_authenticate(other.raw) == KeyRejected("expired")
 
     Account.objects.filter(pk=account.pk).update(status="suspended")
-    assert api_key_authenticate(created.raw) == Refused("account_suspended")
+    assert api_key_authenticate(created.raw) == KeyRejected("account_suspended")
     Account.objects.filter(pk=account.pk).update(status="active")
 
     project_archive(project=project, actor=owner)
-    assert api_key_authenticate(created.raw) == Refused("project_archived")
+    assert api_key_authenticate(created.raw) == KeyRejected("project_archived")
 
     api_key_revoke(key=created.key, actor=owner)
-    assert api_key_authenticate(created.raw) == Refused("revoked")
+    assert api_key_authenticate(created.raw) == KeyRejected("revoked")
 
 
 def test_rotation_with_grace_keeps_the_old_key_until_the_grace_ends(setup):
@@ -103,14 +103,14 @@ def test_rotation_with_grace_keeps_the_old_key_until_the_grace_ends(setup):
     assert isinstance(api_key_authenticate(created.raw), Authenticated)
     assert isinstance(api_key_authenticate(replacement.raw), Authenticated)
     ApiKey.objects.filter(pk=created.key.pk).update(revoked_at=timezone.now())
-    assert api_key_authenticate(created.raw) == Refused("revoked")
+    assert api_key_authenticate(created.raw) == KeyRejected("revoked")
     assert isinstance(api_key_authenticate(replacement.raw), Authenticated)
 
 
 def test_rotation_without_grace_revokes_at_once(setup):
     owner, _account, _project, created = setup
     replacement = api_key_rotate(key=created.key, actor=owner, grace_seconds=0)
-    assert api_key_authenticate(created.raw) == Refused("revoked")
+    assert api_key_authenticate(created.raw) == KeyRejected("revoked")
     key = replacement.key
     assert (key.label, key.project_id, key.scope) == ("app", created.key.project_id, "inference")
 
@@ -121,4 +121,4 @@ def test_keys_survive_a_pepper_rotation(setup, settings):
     assert isinstance(api_key_authenticate(created.raw), Authenticated)
     # Retiring the old pepper retires the keys hashed with it.
     settings.API_KEY_PEPPERS = {99: "a-brand-new-pepper-value"}
-    assert api_key_authenticate(created.raw) == Refused("unknown")
+    assert api_key_authenticate(created.raw) == KeyRejected("unknown")

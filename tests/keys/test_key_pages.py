@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from console.models import AuditEvent
 from keys.models import ApiKey
-from keys.selectors import Authenticated, Refused, api_key_authenticate
+from keys.selectors import Authenticated, KeyRejected, api_key_authenticate
 from projects.services import project_create
 from tests.factories import login_verified
 
@@ -227,7 +227,7 @@ def test_revoke_asks_first_then_takes_effect_on_the_next_call(client, world):
     assert "cannot be undone" in confirm.content.decode()
     assert isinstance(api_key_authenticate(raw), Authenticated)
     client.post(reverse("keys:revoke", args=[key.pk]))
-    assert api_key_authenticate(raw) == Refused("revoked")
+    assert api_key_authenticate(raw) == KeyRejected("revoked")
 
 
 def test_the_admin_shows_the_mask_and_never_the_hash(client, world):

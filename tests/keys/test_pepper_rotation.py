@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from keys.models import ApiKey
-from keys.selectors import Authenticated, Refused, api_key_authenticate
+from keys.selectors import Authenticated, KeyRejected, api_key_authenticate
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
 from tests.factories import make_account, make_user
 
@@ -70,7 +70,7 @@ def test_rotating_the_pepper_keeps_every_key_working(settings, account, owner):
     # keeps the old key usable (and counted) until it ends.
     replacement = api_key_rotate(key=first.key, actor=owner)
     assert replacement.key.pepper_version == 2 and works(replacement.raw)
-    assert api_key_authenticate(first.raw) == Refused("revoked")
+    assert api_key_authenticate(first.raw) == KeyRejected("revoked")
     graced = api_key_rotate(key=second.key, actor=owner, grace_seconds=3600)
     assert works(second.raw) and works(graced.raw)
     assert "pepper 1: 1 usable key (still needed" in pepper_status()
@@ -94,7 +94,7 @@ def test_removing_a_pepper_too_early_is_reported(settings, account, owner):
     early = new_key(account, owner, "early")
     settings.API_KEY_PEPPERS = {2: NEW}
 
-    assert api_key_authenticate(early.raw) == Refused("unknown")
+    assert api_key_authenticate(early.raw) == KeyRejected("unknown")
     with pytest.raises(CommandError, match=r"pepper version\(s\) \[1\] missing"):
         pepper_status()
     # Putting it back repairs it: nothing was lost but the variable.

@@ -156,7 +156,7 @@ def test_it_changes_and_pins_the_tier(client, account):
 
 
 def test_it_suspends_and_restores_an_account(client, account):
-    from keys.selectors import Refused, api_key_authenticate
+    from keys.selectors import KeyRejected, api_key_authenticate
 
     project = Project.objects.get(account=account, is_default=True)
     created = api_key_create(account=account, project=project, label="ci", actor=None)
@@ -164,7 +164,7 @@ def test_it_suspends_and_restores_an_account(client, account):
     perform(client, action_url(account, "status"), status="suspended", reason="fraud check")
     account.refresh_from_db()
     assert account.is_suspended
-    assert api_key_authenticate(created.raw) == Refused("account_suspended")
+    assert api_key_authenticate(created.raw) == KeyRejected("account_suspended")
     perform(client, action_url(account, "status"), status="active", reason="cleared")
     account.refresh_from_db()
     assert not account.is_suspended

@@ -9,7 +9,7 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from gateway import errors
+from console import api_errors as errors
 from keys.services import api_key_create
 from portal.services import account_update
 from projects.services import project_create

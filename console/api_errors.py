@@ -1,5 +1,8 @@
-"""BigModel-style refusals: {"error": {"code": "...", "message": "..."}}. docs/api.md lists
-every code; this table is the one place they are defined."""
+"""The APIs' refusals, BigModel-style: {"error": {"code": "...", "message": "..."}}. The one
+table of codes, statuses and messages for every API the console answers (the gateway's
+OpenAI-compatible API and the usage API), and the one builder of their error body. It lives
+in the core because the usage API sits below the gateway and both answer from it.
+docs/api.md lists every code (a test checks it)."""
 
 from dataclasses import dataclass
 
@@ -13,6 +16,7 @@ class Refusal:
     message: str
 
 
+# --- The gateway (gateway/views.py, gateway/playground.py) ---------------------------------
 MISSING_KEY = Refusal(401, "1001", "No API key: send Authorization: Bearer <key>.")
 INVALID_KEY = Refusal(401, "1002", "The API key is not valid.")
 EXPIRED_KEY = Refusal(401, "1003", "The API key has expired.")
@@ -41,7 +45,20 @@ DATABASE_UNAVAILABLE = Refusal(
 )
 METHOD = Refusal(405, "1210", "Method not allowed.")
 
+# --- The usage API (usage/api.py): a key or a signed-in member ------------------------------
+USAGE_NOT_SIGNED_IN = Refusal(
+    401, "1001", "Send an admin-read API key (Authorization: Bearer <key>) or sign in."
+)
+USAGE_WRONG_SCOPE = Refusal(
+    401, "1000", "This API key's scope does not allow the usage API: use an admin-read key."
+)
+USAGE_NO_PERMISSION = Refusal(403, "1220", "Your role cannot read this account's usage.")
+USAGE_METHOD = Refusal(405, "1210", "Method not allowed: use GET.")
+
+# Why a key was rejected (keys.selectors.KeyRejected.reason), as every API answers it; a key
+# of the wrong scope is refused with the API's own WRONG_SCOPE (key_refusal).
 AUTH_REASONS = {
+    "missing": MISSING_KEY,
     "malformed": INVALID_KEY,
     "unknown": INVALID_KEY,
     "expired": EXPIRED_KEY,
@@ -51,11 +68,19 @@ AUTH_REASONS = {
 }
 
 
+def key_refusal(reason: str, *, wrong_scope: Refusal) -> Refusal:
+    """The refusal for a rejected key; `wrong_scope` names the scope the API takes."""
+    return wrong_scope if reason == "wrong_scope" else AUTH_REASONS[reason]
+
+
+def error_body(refusal: Refusal, message: str | None = None) -> dict:
+    """The error body, as a JSON answer carries it and as a stream's last event does."""
+    return {"error": {"code": refusal.code, "message": message or refusal.message}}
+
+
 def error_response(refusal: Refusal, *, message: str | None = None, headers=None) -> JsonResponse:
     response = JsonResponse(
-        {"error": {"code": refusal.code, "message": message or refusal.message}},
-        status=refusal.status,
-        headers=headers or {},
+        error_body(refusal, message), status=refusal.status, headers=headers or {}
     )
     if refusal.status == 503:
         # A dependency is down: the gateway logged one warning line where it failed. Django

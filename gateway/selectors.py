@@ -1,0 +1,63 @@
+"""Reads about calling the API: the models one can call, with their prices."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from billing.models import ModelPrice
+from gateway.models import SIMULATOR, UpstreamRoute
+
+
+def enabled_models() -> list[str]:
+    """The models with an enabled route, by name (what GET models lists)."""
+    return list(
+        UpstreamRoute.objects.filter(enabled=True).order_by("model").values_list("model", flat=True)
+    )
+
+
+@dataclass(frozen=True)
+class ScheduledPrice:
+    input_per_million_nano: int
+    output_per_million_nano: int
+    effective_from: datetime
+
+    @property
+    def is_free(self) -> bool:
+        return self.input_per_million_nano == 0 and self.output_per_million_nano == 0
+
+
+@dataclass(frozen=True)
+class PriceListRow:
+    model: str
+    current: ScheduledPrice
+    upcoming: ScheduledPrice | None  # the next later-dated price, if staff scheduled one
+    is_simulator: bool
+
+
+def price_list(*, currency: str, at: datetime | None = None) -> list[PriceListRow]:
+    """The models one can call at `at` (an enabled route and a price in force in `currency`,
+    the same two things the gateway checks), by name, each with its price in force and the
+    next scheduled change. A model priced only from a later date is not callable yet, so it
+    is not listed."""
+    at = at or timezone.now()
+    routes = dict(UpstreamRoute.objects.filter(enabled=True).values_list("model", "base_url"))
+    # Price history is a few rows per model: one query, grouped here, works on every backend.
+    prices = ModelPrice.objects.filter(currency=currency, model__in=routes).order_by(
+        "model", "effective_from"
+    )
+    current: dict[str, ScheduledPrice] = {}
+    upcoming: dict[str, ScheduledPrice] = {}
+    for price in prices:
+        scheduled = ScheduledPrice(
+            price.input_per_million_nano, price.output_per_million_nano, price.effective_from
+        )
+        if price.effective_from <= at:
+            current[price.model] = scheduled  # ascending dates: the last one wins
+        else:
+            upcoming.setdefault(price.model, scheduled)  # ascending dates: the first one
+
+    return [
+        PriceListRow(model, current[model], upcoming.get(model), routes[model] == SIMULATOR)
+        for model in sorted(current)
+    ]
