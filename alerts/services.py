@@ -32,9 +32,9 @@ from django.utils.translation import gettext as _
 
 from alerts.models import AlertFiring, AlertSettings
 from billing.models import ResourcePack, Wallet
-from billing.money import decimal_string, format_amount
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
+from console.money import decimal_string, format_amount
 from usage.models import UsageDaily
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import AccountMonthSpend, ProjectMonthSpend
-from billing.money import decimal_string
 from console.models import Account
+from console.money import decimal_string
 
 
 def current_month(*, account: Account, now: datetime | None = None) -> date:

@@ -12,7 +12,6 @@ from django.utils.translation import gettext_lazy as _
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from billing.money import format_amount
 from console import admin_accounts, admin_staff
 from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
 from console.forms import TIME_ZONE_CHOICES
@@ -29,6 +28,7 @@ from console.models import (
     Tier,
     User,
 )
+from console.money import format_amount
 from console.services import audit_record
 
 

@@ -3,14 +3,13 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.forms import CapForm
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
 from console.views import client_ip, form_status
 from keys.selectors import key_list
 from projects import selectors, services
-from projects.forms import ProjectForm
+from projects.forms import CapForm, ProjectForm
 from projects.models import Project
 from usage.charts import usage_panel
 

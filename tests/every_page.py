@@ -21,9 +21,9 @@ from django.utils.http import urlsafe_base64_encode
 
 from alerts.services import alert_settings_save
 from billing.invoices import Buyer, invoice_request
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
 from console.models import JobRun
+from console.money import NANO_PER_UNIT
 from console.roles import Role
 from console.services import invitation_create
 from gateway import errors

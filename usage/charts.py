@@ -10,7 +10,7 @@ import html
 
 from django.utils.translation import gettext as _
 
-from billing.money import decimal_string
+from console.money import decimal_string
 from usage.selectors import Metrics, UsageReport
 
 # A chart with more series than this is unreadable: the rest are summed as "Other".

@@ -339,7 +339,7 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
 
 def usage_csv_rows(report: UsageReport) -> list[list]:
     """One row per bucket and group that had usage; money as exact decimal strings."""
-    from billing.money import decimal_string
+    from console.money import decimal_string
 
     header = [
         "period",

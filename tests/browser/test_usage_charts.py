@@ -3,8 +3,8 @@ no CSP violations), an htmx filter change redraws them, and the overview's spark
 
 import pytest
 
-from billing.money import NANO_PER_UNIT
 from billing.services import recharge
+from console.money import NANO_PER_UNIT
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic

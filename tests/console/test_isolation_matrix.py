@@ -21,10 +21,10 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from billing.models import LedgerEntry
-from billing.money import NANO_PER_UNIT
 from billing.selectors import current_month, previous_month
 from billing.services import recharge
 from billing.statements import statement_generate
+from console.money import NANO_PER_UNIT
 from console.roles import PERMISSIONS, Role, role_can
 from console.tenancy import SESSION_KEY
 from history.services import history_export_build, history_export_start

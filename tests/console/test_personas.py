@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from billing.invoices import Buyer, invoice_request
 from billing.models import PackProduct
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
 from billing.selectors import current_month
 from console.models import Invitation
+from console.money import NANO_PER_UNIT
 from console.services import invitation_create
 from gateway import errors
 from gateway.services import Refused, console_caller, new_request_id, record_refusal

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import ModelPrice
-from billing.money import NANO_PER_UNIT
 from billing.selectors import price_list
+from console.money import NANO_PER_UNIT
 from gateway.models import UpstreamRoute
 from keys.services import api_key_create
 from tests.conftest import requires_postgres

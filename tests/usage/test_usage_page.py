@@ -13,8 +13,8 @@ from django.db.models import Count, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.money import NANO_PER_UNIT, decimal_string
 from billing.services import bonus_grant, recharge
+from console.money import NANO_PER_UNIT, decimal_string
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
