@@ -57,7 +57,7 @@ SIGNED_OUT = {"login", "signup"}
 STAFF = {"staff_jobs"}
 # HTML fragments that htmx swaps into a page (no layout of their own): their text is
 # checked, the whole-page checks (one <h1>, <html lang>) do not apply.
-FRAGMENTS = {"playground_result"}
+FRAGMENTS = {"playground_result", "usage:project_panel", "usage:key_panel"}
 # A page that is shown with an error status on purpose.
 STATUS = {
     "verify_email": 400,
@@ -85,6 +85,9 @@ KWARGS = {
     "playground_result": lambda w: {"request_id": w.playground_request},
     "keys:detail": lambda w: {"key_id": w.key.pk},
     "keys:revoke": lambda w: {"key_id": w.key.pk},
+    "usage:project_panel": lambda w: {"project_id": w.project.pk},
+    "usage:key_panel": lambda w: {"key_id": w.key.pk},
+    "usage:request_cost": lambda w: {"log_id": w.log.pk},
 }
 
 

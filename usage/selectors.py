@@ -19,7 +19,7 @@ from console.models import Account
 from console.spreadsheet import csv_cell
 from keys.models import ApiKey
 from projects.models import Project
-from usage.models import UsageDaily, UsageHourly
+from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 # The dimensions one can group by: the name people use → the roll-up column.
 GROUP_COLUMNS = {"model": "model", "project": "project_id", "key": "api_key_id"}
@@ -375,3 +375,8 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
             ]
         )
     return rows
+
+
+def request_usage(*, account: Account, request_id: str) -> UsageRecord | None:
+    """What one request was charged (None: nothing was recorded for it)."""
+    return UsageRecord.objects.filter(account=account, request_id=request_id).first()
