@@ -82,6 +82,8 @@ def test_the_usage_charts_render_and_redraw_under_the_csp(
     log = PromptLog.objects.get(account=account, request_id=record.request_id)
     page.goto(f"{live_server.url}{reverse('history:detail', args=[log.pk])}")
     fee = format_amount(record.fee_nano, account.currency, places=None)
-    page.locator("dl.facts dd", has_text=fee).wait_for()
+    page.locator("dl.facts dd", has_text=fee).first.wait_for()  # the fee (and the recharge)
+    assert page.locator("dl.facts dt", has_text="From packs").count() == 1
     assert page.locator("dl.facts > div").count() == 0  # the placeholder row was replaced
+    screenshot("history-request-cost")
     assert console_errors == []
