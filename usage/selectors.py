@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 
 from billing.selectors import next_month
 from console.models import Account
+from console.money import decimal_string
 from console.spreadsheet import csv_cell
 from keys.models import ApiKey
 from projects.models import Project
@@ -339,8 +340,6 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
 
 def usage_csv_rows(report: UsageReport) -> list[list]:
     """One row per bucket and group that had usage; money as exact decimal strings."""
-    from console.money import decimal_string
-
     header = [
         "period",
         report.query.group_by or "group",
