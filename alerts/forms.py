@@ -3,7 +3,7 @@ from decimal import Decimal
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from billing.forms import AmountField
+from console.forms import AmountField
 
 
 class AlertSettingsForm(forms.Form):

@@ -33,9 +33,9 @@ from django.utils.translation import gettext as _
 from alerts import tasks  # the module: alerts/tasks.py says why
 from alerts.models import AlertFiring, AlertSettings
 from billing.models import ResourcePack, Wallet
-from billing.money import decimal_string, format_amount
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
+from console.money import decimal_string, format_amount
 from console.services import audit_record
 from notifications.services import notify
 from usage.models import UsageDaily

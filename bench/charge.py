@@ -211,8 +211,8 @@ def main() -> None:
     _django()
     from django.core.management import call_command
 
-    from billing.money import NANO_PER_UNIT
     from billing.services import recharge
+    from console.money import NANO_PER_UNIT
     from portal.services import user_signup
 
     call_command("migrate", verbosity=0)

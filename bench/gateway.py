@@ -96,9 +96,9 @@ def setup(upstream_base: str) -> tuple[str, int]:
     django.setup()
     from django.core.management import call_command
 
-    from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Account, Tier
+    from console.money import NANO_PER_UNIT
     from gateway.models import UpstreamRoute
     from keys.services import api_key_create
     from portal.services import user_signup

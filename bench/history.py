@@ -87,9 +87,9 @@ def phase_search() -> None:
 
 
 def _gateway_key() -> str:
-    from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Tier
+    from console.money import NANO_PER_UNIT
     from keys.services import api_key_create
     from portal.services import user_signup
 

@@ -108,9 +108,9 @@ def phase_settle() -> None:
     """Settlement p50 (charge, usage record, prompt log) on one account, sequentially, with
     the roll-up upserts and with them replaced by a no-op: what the roll-ups add."""
     _django()
-    from billing.money import NANO_PER_UNIT
     from billing.services import recharge
     from console.models import Tier
+    from console.money import NANO_PER_UNIT
     from keys.services import api_key_create
     from portal.services import user_signup
     from tests.billing.traffic import settle_one

@@ -25,8 +25,8 @@ from billing.models import (
     ResourcePack,
     Statement,
 )
-from billing.money import format_amount
 from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
+from console.money import format_amount
 
 
 def money_text(nano: int, currency: str | None) -> str:

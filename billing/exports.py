@@ -12,9 +12,9 @@ from django.db.models import Count, Q, Sum
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import Invoice, LedgerEntry, Payment
-from billing.money import decimal_string
 from billing.selectors import month_bounds
 from console.models import Account
+from console.money import decimal_string
 from console.spreadsheet import csv_cell
 
 KINDS = {

@@ -17,10 +17,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing.models import BillingProfile, Invoice, InvoiceSequence, LedgerEntry
-from billing.money import format_amount
 from billing.selectors import paid_totals
 from billing.services import wallet_lock
 from console.models import Account, AuditEvent, User
+from console.money import format_amount
 from console.services import ServiceError, audit_record
 
 # --- Buyer details --------------------------------------------------------------------------

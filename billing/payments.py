@@ -24,7 +24,6 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from billing.models import BillingProfile, Payment, PaymentMethod, Promotion, Wallet
-from billing.money import format_amount
 from billing.providers import (
     DECLINED,
     PENDING,
@@ -38,6 +37,7 @@ from billing.selectors import current_month, month_bounds
 from billing.services import mark_money_moved, recharge
 from console.emails import email_queue
 from console.models import Account, AuditEvent, Membership, User
+from console.money import format_amount
 from console.roles import role_can
 from console.services import ServiceError, audit_record, lock_in_order
 

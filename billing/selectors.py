@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from django.db import connection
-from django.db.models import F, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -21,8 +21,11 @@ from billing.models import (
     Statement,
     Wallet,
 )
-from billing.money import decimal_string
 from console.models import Account
+from console.money import decimal_string
+from keys.models import ApiKey
+from projects.models import Project
+from projects.selectors import CapUsage, project_list
 
 
 def current_month(*, account: Account, now: datetime | None = None) -> date:
@@ -497,3 +500,41 @@ def refundable_nano(*, account: Account) -> int:
     wallet = Wallet.objects.filter(account=account).first()
     recharge_balance = wallet.recharge_nano if wallet else 0
     return max(min(recharge_balance, paid_totals(account=account).invoiceable_nano), 0)
+
+
+# --- The project pages: spend against caps, beside what projects and keys hold ---------------
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    project: Project
+    active_keys: int
+    usage: CapUsage
+
+
+def project_rows(*, account: Account, include_archived: bool = False) -> list[ProjectRow]:
+    """The project list: each project with its active key count and month-to-date spend."""
+    now = timezone.now()
+    projects = project_list(account=account, include_archived=include_archived).annotate(
+        active_keys=Count("api_keys", filter=ApiKey.usable_q(now, prefix="api_keys__"))
+    )
+    spend = project_month_spend(account=account)
+    return [
+        ProjectRow(
+            project=project,
+            active_keys=project.active_keys,
+            usage=CapUsage(spend.get(project.pk, 0), project.monthly_cap_nano, project.cap_mode),
+        )
+        for project in projects
+    ]
+
+
+def project_usage(*, project: Project) -> CapUsage:
+    spend = project_month_spend(account=project.account).get(project.pk, 0)
+    return CapUsage(spend, project.monthly_cap_nano, project.cap_mode)
+
+
+def account_budget_usage(*, account: Account) -> CapUsage:
+    return CapUsage(
+        account_month_spend(account=account), account.monthly_budget_nano, account.budget_mode
+    )

@@ -17,7 +17,6 @@ from django.utils.translation import gettext as _
 
 from billing import writes
 from billing.models import LedgerEntry, ModelPrice, PackProduct, ResourcePack, Wallet
-from billing.money import format_amount
 from billing.selectors import (
     account_months,
     current_month,
@@ -27,6 +26,7 @@ from billing.selectors import (
     price_for,
 )
 from console.models import Account, AuditEvent, User
+from console.money import format_amount
 from console.services import ServiceError, account_promote_tier, audit_record
 
 MILLION = 1_000_000

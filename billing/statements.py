@@ -19,7 +19,6 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
-from billing.money import decimal_string
 from billing.selectors import (
     account_months,
     current_month,
@@ -29,6 +28,7 @@ from billing.selectors import (
 )
 from billing.services import wallet_lock
 from console.models import Account
+from console.money import decimal_string
 from console.spreadsheet import csv_cell
 from projects.models import Project
 

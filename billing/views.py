@@ -16,8 +16,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
 from billing.models import LedgerEntry, PackProduct, ResourcePack
-from billing.money import decimal_string
 from billing.payments import billing_profile
+from console.money import decimal_string
 from console.services import ServiceError
 from console.spreadsheet import csv_cell
 from console.tenancy import account_view, object_or_404

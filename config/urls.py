@@ -86,7 +86,7 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("language/", views.set_language, name="set_language"),
     path("audit/", views.audit_log, name="audit_log"),
-    path("projects/", include("projects.urls")),
+    path("projects/", include("billing.project_urls")),
     path("api-keys/", include("keys.urls")),
     path("billing/alerts/", include("alerts.urls")),
     path("billing/", include("billing.urls")),

@@ -589,9 +589,9 @@ def drill_accounts(
     """Accounts without the starter pack (so each success is one charge), funded in cash and
     gift credit (the proportional split is exercised), on the Enterprise tier (limits far
     above a drill's load), one key per project."""
-    from billing.money import NANO_PER_UNIT
     from billing.services import bonus_grant, recharge
     from console.models import Tier
+    from console.money import NANO_PER_UNIT
     from console.services import account_set_tier
     from keys.services import api_key_create
     from portal.services import user_signup

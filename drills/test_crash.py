@@ -225,9 +225,9 @@ def _pending_card_payment(account_id: int, amount_units: int = 1_000):
     (with a countdown of SANDBOX_PENDING_SECONDS + 1), as the billing page would. ¥1,000
     earns the seeded promotion's bonus: its credit is two ledger entries."""
     from billing.models import PaymentMethod
-    from billing.money import NANO_PER_UNIT
     from billing.payments import payment_method_add, payment_start_card
     from console.models import Account
+    from console.money import NANO_PER_UNIT
 
     account = Account.objects.get(pk=account_id)
     card = PaymentMethod.objects.filter(account=account, removed_at__isnull=True).first()

@@ -13,7 +13,6 @@ from console.tenancy import account_object_or_404, account_view
 from history import selectors, services
 from history.forms import HistoryFilterForm
 from history.models import HistoryExport, PromptLog
-from usage.models import UsageRecord
 
 
 def _cursor(text: str):
@@ -57,7 +56,6 @@ def history_detail(request, log_id: int):
     log = account_object_or_404(
         PromptLog.objects.select_related("api_key", "project"), request.account, pk=log_id
     )
-    usage = UsageRecord.objects.filter(account=request.account, request_id=log.request_id).first()
     mask = log.api_key.mask if log.api_key else "…"
     curl_body = json.dumps(
         {"model": log.model, "messages": log.messages, **(log.parameters or {})},
@@ -74,7 +72,6 @@ def history_detail(request, log_id: int):
         "history/detail.html",
         {
             "log": log,
-            "usage": usage,
             "curl": curl,
             "raw": json.dumps(
                 {

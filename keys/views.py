@@ -18,7 +18,6 @@ from console.tenancy import account_object_or_404, account_view
 from keys import selectors, services
 from keys.forms import ApiKeyCreateForm, ApiKeyEditForm, RotateForm
 from keys.models import ApiKey, Scope
-from usage.charts import usage_panel
 
 
 def _manageable_key(request, key_id: int, queryset=None) -> ApiKey:
@@ -117,7 +116,6 @@ def _detail(request, key, edit_form, *, status=200):
         "key": key,
         "edit_form": edit_form,
         "rotate_form": RotateForm(),
-        "usage_panel": usage_panel(account=request.account, api_key_id=key.pk),
     }
     return render(request, "keys/detail.html", context, status=status)
 

@@ -10,12 +10,12 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
-from billing.money import format_amount
 from billing.services import time_zone_change_check
 from console.admin_mixins import ReadOnlyInline
 from console.forms import TIME_ZONE_CHOICES
 from console.http import client_ip
 from console.models import Account, AuditEvent, Membership
+from console.money import format_amount
 from console.services import ServiceError
 from portal import admin_accounts, admin_staff
 from portal.services import account_update

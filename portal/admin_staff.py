@@ -25,11 +25,11 @@ from django.utils.translation import gettext_lazy
 
 from billing.exports import KINDS, finance_export_rows
 from billing.models import Payment
-from billing.money import AmountError, format_amount, parse_amount
 from billing.payments import payment_confirm_bank_transfer
 from billing.selectors import refundable_nano
 from billing.services import bonus_grant, pack_grant, refund
 from console.models import Account, AuditEvent, Tier
+from console.money import AmountError, format_amount, parse_amount
 from console.services import ServiceError, account_set_status, account_set_tier
 from keys.models import ApiKey
 from keys.services import api_key_revoke

@@ -1,6 +1,9 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from console.forms import AmountField
+from projects.models import CapMode
+
 
 class ProjectForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100)
@@ -16,3 +19,20 @@ class ProjectForm(forms.Form):
         if not name:
             raise forms.ValidationError(_("Enter a name."))
         return name
+
+
+class CapForm(forms.Form):
+    amount = AmountField(
+        label=_("Monthly cap"),
+        required=False,
+        help_text=_("Leave empty for no cap. Tokens covered by resource packs do not count."),
+    )
+    mode = forms.ChoiceField(
+        label=_("When reached"),
+        choices=CapMode.choices,
+    )
+
+    def __init__(self, *args, amount_label=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if amount_label:
+            self.fields["amount"].label = amount_label

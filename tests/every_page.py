@@ -21,10 +21,10 @@ from django.utils.http import urlsafe_base64_encode
 
 from alerts.services import alert_settings_save
 from billing.invoices import Buyer, invoice_request
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
 from console import api_errors as errors
 from console.models import JobRun
+from console.money import NANO_PER_UNIT
 from console.roles import Role
 from console.services import invitation_create
 from gateway.services import Refused, console_caller, new_request_id, record_refusal
@@ -58,7 +58,7 @@ SIGNED_OUT = {"login", "signup"}
 STAFF = {"staff_jobs"}
 # HTML fragments that htmx swaps into a page (no layout of their own): their text is
 # checked, the whole-page checks (one <h1>, <html lang>) do not apply.
-FRAGMENTS = {"playground_result"}
+FRAGMENTS = {"playground_result", "usage:project_panel", "usage:key_panel"}
 # A page that is shown with an error status on purpose.
 STATUS = {
     "verify_email": 400,
@@ -86,6 +86,9 @@ KWARGS = {
     "playground_result": lambda w: {"request_id": w.playground_request},
     "keys:detail": lambda w: {"key_id": w.key.pk},
     "keys:revoke": lambda w: {"key_id": w.key.pk},
+    "usage:project_panel": lambda w: {"project_id": w.project.pk},
+    "usage:key_panel": lambda w: {"key_id": w.key.pk},
+    "usage:request_cost": lambda w: {"log_id": w.log.pk},
 }
 
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from django.http import JsonResponse
 from django.utils import timezone
 
-from billing.money import decimal_string
 from console import api_errors
+from console.money import decimal_string
 from console.roles import role_can
 from console.tenancy import current_membership
 from keys.models import Scope

@@ -7,11 +7,21 @@ numbers), never as floats.
 """
 
 import html
+from datetime import timedelta
 
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing.money import decimal_string
-from usage.selectors import Metrics, UsageReport
+from console.money import decimal_string
+from usage.selectors import (
+    DEFAULT_DAYS,
+    Metrics,
+    UsageQuery,
+    UsageReport,
+    local_today,
+    usage_report,
+)
 
 # A chart with more series than this is unreadable: the rest are summed as "Other".
 MAX_SERIES = 8
@@ -183,13 +193,6 @@ def sparkline(values: list[int], *, width: int = 240, height: int = 48) -> str:
 def usage_panel(*, account, project_id=None, api_key_id=None, now=None) -> dict:
     """The last 30 days of one project's or key's usage by model, for its own page: the
     totals, the cost chart and a link to the usage page with the same filter."""
-    from datetime import timedelta
-
-    from django.urls import reverse
-    from django.utils import timezone
-
-    from usage.selectors import DEFAULT_DAYS, UsageQuery, local_today, usage_report
-
     end = local_today(account, now or timezone.now())
     query = UsageQuery(
         start=end - timedelta(days=DEFAULT_DAYS - 1),

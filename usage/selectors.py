@@ -16,10 +16,11 @@ from django.utils.translation import gettext as _
 
 from billing.selectors import next_month
 from console.models import Account
+from console.money import decimal_string
 from console.spreadsheet import csv_cell
 from keys.models import ApiKey
 from projects.models import Project
-from usage.models import UsageDaily, UsageHourly
+from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 # The dimensions one can group by: the name people use → the roll-up column.
 GROUP_COLUMNS = {"model": "model", "project": "project_id", "key": "api_key_id"}
@@ -355,8 +356,6 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
 
 def usage_csv_rows(report: UsageReport) -> list[list]:
     """One row per bucket and group that had usage; money as exact decimal strings."""
-    from billing.money import decimal_string
-
     header = [
         "period",
         report.query.group_by or "group",
@@ -391,3 +390,8 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
             ]
         )
     return rows
+
+
+def request_usage(*, account: Account, request_id: str) -> UsageRecord | None:
+    """What one request was charged (None: nothing was recorded for it)."""
+    return UsageRecord.objects.filter(account=account, request_id=request_id).first()

@@ -1,6 +1,6 @@
 from django import template
 
-from billing.money import format_amount
+from console.money import format_amount
 
 register = template.Library()
 

@@ -13,9 +13,9 @@ from django.utils import timezone
 from alerts.models import AlertFiring, AlertSettings
 from alerts.services import alert_settings_save, alerts_evaluate, alerts_sweep
 from billing.models import Wallet
-from billing.money import NANO_PER_UNIT
 from billing.services import pack_grant, recharge
 from config.celery import app
+from console.money import NANO_PER_UNIT
 from console.roles import Role
 from keys.services import api_key_create
 from notifications.models import Notification, WebhookDelivery

@@ -1,6 +1,6 @@
-from billing.money import NANO_PER_UNIT
 from billing.services import bonus_grant, recharge
 from console.models import Account
+from console.money import NANO_PER_UNIT
 from tests.factories import make_account, make_user
 
 

@@ -23,10 +23,10 @@ from billing.models import (
     ResourcePack,
     Statement,
 )
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_record_manual
 from billing.statements import statement_generate
 from console.models import AuditEvent
+from console.money import NANO_PER_UNIT
 from keys.services import api_key_create
 from tests.billing.traffic import settle_one
 from tests.factories import login_verified, make_account, make_user

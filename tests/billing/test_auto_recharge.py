@@ -7,7 +7,6 @@ import pytest
 from django.utils import timezone
 
 from billing.models import BillingProfile, PackProduct, Payment, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import (
     auto_recharge_configure,
     auto_recharge_run,
@@ -17,6 +16,7 @@ from billing.payments import (
 from billing.services import charge_usage, pack_buy
 from config.celery import app
 from console.models import AuditEvent
+from console.money import NANO_PER_UNIT
 from console.roles import Role
 from console.services import ServiceError
 from tests.billing.factories import funded_account

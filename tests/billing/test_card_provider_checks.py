@@ -11,10 +11,10 @@ from django.test import override_settings
 from django.urls import reverse
 
 from billing.models import BillingProfile, LedgerEntry, Payment, PaymentMethod, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import auto_recharge_configure, auto_recharge_run, payment_start_card
 from billing.providers import card_provider
 from config.celery import refuse_to_work_unsafely
+from console.money import NANO_PER_UNIT
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card

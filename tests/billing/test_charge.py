@@ -6,7 +6,6 @@ import pytest
 from django.utils import timezone
 
 from billing.models import LedgerEntry, ModelPrice, PackConsumption, ResourcePack, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.selectors import account_month_spend, project_month_spend
 from billing.services import (
     UnknownModel,
@@ -16,6 +15,7 @@ from billing.services import (
     price_tokens,
     recharge,
 )
+from console.money import NANO_PER_UNIT
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 

@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 
 from billing.models import LedgerEntry, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.reconciliation import audit_all
 from billing.services import charge_usage, pack_grant
+from console.money import NANO_PER_UNIT
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 

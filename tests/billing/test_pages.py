@@ -5,8 +5,8 @@ import pytest
 from django.urls import reverse
 
 from billing.models import LedgerEntry, PackProduct, ResourcePack
-from billing.money import NANO_PER_UNIT
 from billing.services import charge_usage, recharge
+from console.money import NANO_PER_UNIT
 from console.roles import Role
 from tests.factories import add_member
 

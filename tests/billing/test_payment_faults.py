@@ -16,7 +16,6 @@ from django.views.debug import ExceptionReporter
 from billing import payments as payments_module
 from billing.invoices import Buyer, invoice_request
 from billing.models import Invoice, LedgerEntry, Payment, PaymentMethod, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import (
     payment_record_manual,
     payment_start_bank_transfer,
@@ -24,6 +23,7 @@ from billing.payments import (
     payments_sweep_pending,
 )
 from billing.services import refund
+from console.money import NANO_PER_UNIT
 from console.services import ServiceError
 from portal.services import account_update
 from tests.billing.factories import funded_account

@@ -6,9 +6,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import BillingProfile, Invoice, Payment, PaymentMethod, Statement, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_record_manual
 from billing.selectors import current_month, previous_month
+from console.money import NANO_PER_UNIT
 from tests.billing.test_payments import PENDING, add_card
 from tests.billing.test_refunds_invoices import TAX_ID
 

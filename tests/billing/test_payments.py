@@ -10,7 +10,6 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from billing.models import LedgerEntry, Payment, PaymentMethod, Promotion, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import (
     payment_cancel,
     payment_confirm_bank_transfer,
@@ -27,6 +26,7 @@ from billing.payments import (
 from billing.providers import SUCCEEDED, ChargeOutcome
 from billing.services import charge_usage
 from console.models import AuditEvent, Tier
+from console.money import NANO_PER_UNIT
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres

@@ -7,10 +7,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from billing.models import LedgerEntry, PackProduct, ResourcePack, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.reconciliation import audit_all
 from billing.services import pack_buy, pack_grant, packs_expire, recharge
 from console.models import AuditEvent
+from console.money import NANO_PER_UNIT
 from console.services import ServiceError
 from tests.billing.factories import funded_account
 from tests.factories import make_account, make_user

@@ -16,10 +16,10 @@ import pytest
 from django.test import override_settings
 
 from billing.models import LedgerEntry, Wallet
-from billing.money import NANO_PER_UNIT, format_amount
 from billing.payments import payment_record_manual
 from console.emails import email_deliver
 from console.models import OutgoingEmail, User
+from console.money import NANO_PER_UNIT, format_amount
 from console.roles import Role
 from console.services import invitation_create
 from history.models import PromptLog

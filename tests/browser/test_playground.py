@@ -3,8 +3,8 @@ a refusal reads as a sentence, not a broken stream."""
 
 import pytest
 
-from billing.money import NANO_PER_UNIT, format_amount
 from billing.services import charge_usage, recharge
+from console.money import NANO_PER_UNIT, format_amount
 from tests.factories import PASSWORD, make_account, make_user
 from usage.models import UsageRecord
 

@@ -4,8 +4,8 @@ card that the page follows by itself (htmx polling) until the payment is confirm
 import pytest
 
 from billing.models import Payment, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_confirm_pending
+from console.money import NANO_PER_UNIT
 from tests.factories import PASSWORD, make_account, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -1,15 +1,19 @@
 """The usage page in Chromium: plotly draws every chart under the CSP (no console errors,
-no CSP violations), an htmx filter change redraws them, and the overview's sparkline shows."""
+no CSP violations), an htmx filter change redraws them, and the overview's sparkline shows;
+the panels the project and key pages load with htmx draw too, and a prompt's page its cost."""
 
 import pytest
+from django.urls import reverse
 
-from billing.money import NANO_PER_UNIT
 from billing.services import recharge
+from console.money import NANO_PER_UNIT, format_amount
+from history.models import PromptLog
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
 from tests.browser.session import sign_in
 from tests.factories import make_account, make_user
+from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -60,4 +64,26 @@ def test_the_usage_charts_render_and_redraw_under_the_csp(
     legend = page.locator("#chart-cost .legend")
     assert '<a href="https://evil.example/">Renew</a>' in legend.text_content()
     assert legend.locator("a").count() == 0  # shown as text, not as a link
+
+    # The project and key pages load their panel from the usage app (htmx) and draw it.
+    for url in (
+        reverse("projects:detail", args=[hostile.pk]),
+        reverse("keys:detail", args=[keys[1].pk]),
+    ):
+        page.goto(f"{live_server.url}{url}")
+        panel = page.locator("section[aria-labelledby=usage-panel-title]")
+        panel.locator("#chart-cost .main-svg").first.wait_for()
+        assert panel.get_by_role("link", name="Open in Usage").count() == 1
+        assert page.get_by_role("heading", name="Usage, last 30 days").count() == 1
+    screenshot("usage-panel-of-a-key")
+
+    # A prompt's page loads what the request was charged from the usage app, in its card.
+    record = UsageRecord.objects.filter(account=account, status=200, fee_nano__gt=0).first()
+    log = PromptLog.objects.get(account=account, request_id=record.request_id)
+    page.goto(f"{live_server.url}{reverse('history:detail', args=[log.pk])}")
+    fee = format_amount(record.fee_nano, account.currency, places=None)
+    page.locator("dl.facts dd", has_text=fee).first.wait_for()  # the fee (and the recharge)
+    assert page.locator("dl.facts dt", has_text="From packs").count() == 1
+    assert page.locator("dl.facts > div").count() == 0  # the placeholder row was replaced
+    screenshot("history-request-cost")
     assert console_errors == []

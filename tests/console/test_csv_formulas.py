@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from billing.exports import KINDS, finance_export_rows
 from billing.invoices import Buyer, invoice_request
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_record_manual
 from billing.selectors import current_month
 from billing.services import recharge, refund
+from console.money import NANO_PER_UNIT
 from console.spreadsheet import FORMULA_STARTS, csv_cell
 from history.models import HistoryExport
 from history.services import history_export_build, history_export_start, prompt_log_write

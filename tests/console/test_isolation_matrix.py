@@ -21,10 +21,10 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from billing.models import LedgerEntry
-from billing.money import NANO_PER_UNIT
 from billing.selectors import current_month, previous_month
 from billing.services import recharge
 from billing.statements import statement_generate
+from console.money import NANO_PER_UNIT
 from console.roles import PERMISSIONS, Role, role_can
 from console.tenancy import SESSION_KEY
 from history.services import history_export_build, history_export_start
@@ -76,6 +76,9 @@ PERMISSION = {
     "keys:rotate": "keys.manage",
     "usage:index": "usage.view",
     "usage:csv": "usage.view",
+    "usage:project_panel": "usage.view",
+    "usage:key_panel": "usage.view",
+    "usage:request_cost": "history.view",
     "usage_api:usage": "usage.view",  # answered by the API's own check (a JSON 403)
     "usage_api:costs": "usage.view",
     "history:search": "history.view",
@@ -276,6 +279,9 @@ OBJECTS_OF_A = {
     "keys:edit": (lambda w: {"key_id": w.key_a.pk}, {"post"}),
     "keys:revoke": (lambda w: {"key_id": w.key_a.pk}, {"get", "post"}),
     "keys:rotate": (lambda w: {"key_id": w.key_a.pk}, {"post"}),
+    "usage:project_panel": (lambda w: {"project_id": w.project_a.pk}, {"get"}),
+    "usage:key_panel": (lambda w: {"key_id": w.key_a.pk}, {"get"}),
+    "usage:request_cost": (lambda w: {"log_id": w.log_a.pk}, {"get"}),
     "billing:payment": (lambda w: {"payment_id": w.payment_a.pk}, {"get"}),
     "billing:payment_cancel": (lambda w: {"payment_id": w.payment_a.pk}, {"post"}),
     "billing:card_default": (lambda w: {"card_id": w.card_a.pk}, {"post"}),

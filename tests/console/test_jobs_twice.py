@@ -13,7 +13,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.models import Payment, ResourcePack, Statement
-from billing.money import NANO_PER_UNIT
 from billing.payments import (
     auto_recharge_configure,
     payment_start_bank_transfer,
@@ -25,6 +24,7 @@ from config.celery import app
 from config.schedule import BEAT_SCHEDULE
 from console.emails import email_queue
 from console.models import Account, JobRun, OutgoingEmail
+from console.money import NANO_PER_UNIT
 from console.shared_state import LocalState
 from history.models import HistoryExport, PromptLog
 from keys import services as key_services

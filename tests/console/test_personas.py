@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from billing.invoices import Buyer, invoice_request
 from billing.models import PackProduct
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_record_manual, payment_start_bank_transfer
 from billing.selectors import current_month
 from console import api_errors as errors
 from console.models import Invitation
+from console.money import NANO_PER_UNIT
 from console.services import invitation_create
 from gateway.services import Refused, console_caller, new_request_id, record_refusal
 from history.services import history_export_build, history_export_start, prompt_log_write
@@ -291,6 +291,27 @@ EXPECTATIONS = {
     # Usage numbers carry no content: every member reads them; B reads its own (empty) usage.
     "usage:index": ("get", None, None, _members_only(200)),
     "usage:csv": ("get", None, None, _members_only(200)),
+    # The panels the project and key pages load: usage numbers like the usage page (finance
+    # reads a key's as it filters the usage page by key); A's ids give B a 404.
+    "usage:project_panel": (
+        "get",
+        lambda w: {"project_id": w.project_a.pk},
+        None,
+        {**_members_only(200), "user_b": 404},
+    ),
+    "usage:key_panel": (
+        "get",
+        lambda w: {"key_id": w.key_a.pk},
+        None,
+        {**_members_only(200), "user_b": 404},
+    ),
+    # What a logged request was charged (its history page loads it): the history's permission.
+    "usage:request_cost": (
+        "get",
+        lambda w: {"log_id": w.log_a.pk},
+        None,
+        {**_members_only(200), "finance_a": 403, "user_b": 404},
+    ),
     # The usage API answers a JSON 401 (not a redirect) to a caller with no key or session.
     "usage_api:usage": ("get", None, None, _members_only(200, anonymous=401)),
     "usage_api:costs": ("get", None, None, _members_only(200, anonymous=401)),

@@ -6,9 +6,9 @@ import pytest
 from django.test import AsyncClient
 
 from billing.models import LedgerEntry, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.services import charge_usage
 from console.models import Account, Tier
+from console.money import NANO_PER_UNIT
 from history.models import PromptLog
 from keys.services import api_key_revoke
 from projects.services import project_archive, project_create, project_set_cap

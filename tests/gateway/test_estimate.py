@@ -7,8 +7,8 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from billing.money import NANO_PER_UNIT
 from billing.selectors import estimate_request
+from console.money import NANO_PER_UNIT
 from gateway import services
 from projects.services import project_set_cap
 from tests.asynchronous import run_async

@@ -16,10 +16,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from billing.models import LedgerEntry, ProjectMonthSpend, ResourcePack, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.services import charge_usage, pack_grant
 from console import api_errors as errors
 from console.models import Account, Tier
+from console.money import NANO_PER_UNIT
 from gateway import services
 from projects.services import project_set_cap
 from tests.asynchronous import run_async

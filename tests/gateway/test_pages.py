@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import ModelPrice
-from billing.money import NANO_PER_UNIT
+from console.money import NANO_PER_UNIT
 from gateway.models import UpstreamRoute
 from gateway.selectors import price_list
 from keys.services import api_key_create

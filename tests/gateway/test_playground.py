@@ -12,9 +12,9 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from billing.models import LedgerEntry, ProjectMonthSpend, Wallet
-from billing.money import NANO_PER_UNIT, format_amount
 from billing.services import charge_usage
 from console.models import Account, Tier
+from console.money import NANO_PER_UNIT, format_amount
 from console.roles import Role
 from history.models import PromptLog
 from projects.services import project_archive, project_create, project_set_cap

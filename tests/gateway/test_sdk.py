@@ -119,8 +119,8 @@ def test_a_client_leaving_mid_stream_is_billed_and_releases_its_slot(server, fun
 
 def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight(server, key_for):
     """A balance that covers about 10 streams; 50 start at once on a tier that allows them."""
-    from billing.money import NANO_PER_UNIT
     from console.models import Account, Tier
+    from console.money import NANO_PER_UNIT
     from tests.billing.factories import funded_account
 
     account = funded_account(recharge_units=0)

@@ -8,11 +8,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.money import NANO_PER_UNIT, format_amount
 from billing.selectors import account_month_spend
 from billing.services import recharge
 from console import api_errors as errors
 from console.models import Announcement, Tier
+from console.money import NANO_PER_UNIT, format_amount
 from console.shared_state import shared_state
 from keys.services import api_key_create
 from portal import selectors

@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from billing.models import LedgerEntry, Payment, ResourcePack, Wallet
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_start_bank_transfer
 from console.models import Account, AuditEvent, Tier, User
+from console.money import NANO_PER_UNIT
 from keys.models import ApiKey
 from keys.services import api_key_create
 from portal.admin_staff import ACTIONS

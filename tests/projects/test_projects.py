@@ -129,7 +129,7 @@ def test_key_counts_on_the_list_count_only_working_keys(client, world):
     gone = api_key_create(account=world.account_a, project=project, label="b", actor=None).key
     api_key_revoke(key=gone, actor=None)
     client.force_login(world.owner_a)
-    from projects.selectors import project_rows
+    from billing.selectors import project_rows
 
     counts = {row.project.name: row.active_keys for row in project_rows(account=world.account_a)}
     assert counts["Counted"] == 1

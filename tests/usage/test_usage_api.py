@@ -8,8 +8,8 @@ import pytest
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from billing.money import NANO_PER_UNIT
 from billing.services import bonus_grant, recharge
+from console.money import NANO_PER_UNIT
 from keys.models import Scope
 from keys.services import api_key_create, api_key_revoke
 from projects.services import project_create

@@ -13,8 +13,8 @@ from django.db.models import Count, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.money import NANO_PER_UNIT, decimal_string
 from billing.services import bonus_grant, recharge
+from console.money import NANO_PER_UNIT, decimal_string
 from keys.services import api_key_create
 from projects.services import project_create
 from tests.billing.traffic import mixed_traffic
@@ -194,15 +194,27 @@ def charted_cost(html):
     return sum(int(value.replace(".", "")) for trace in figure["data"] for value in trace["y"])
 
 
+def loaded_panel(client, page_url):
+    """The detail page, and the usage panel it loads (the usage app serves it: htmx gets it
+    on load, and the page itself links to the usage page for a browser without JavaScript)."""
+    page = client.get(page_url).content.decode()
+    panel_url = re.search(r'<div hx-get="([^"]+)" hx-trigger="load">', page).group(1)
+    panel = client.get(panel_url, headers={"HX-Request": "true"})
+    assert panel.status_code == 200
+    return page, panel.content.decode()
+
+
 def test_project_and_key_pages_show_their_own_usage(client, world, busy):
     account, keys, search = busy
     client.force_login(world.owner_a)
-    html = client.get(reverse("projects:detail", args=[search.pk])).content.decode()
+    page, html = loaded_panel(client, reverse("projects:detail", args=[search.pk]))
     assert charted_cost(html) == record_sums(account, project=search)["fee"]
     assert f"project={search.pk}" in html  # the link to the usage page keeps the filter
-    html = client.get(reverse("keys:detail", args=[keys[0].pk])).content.decode()
+    assert f"project={search.pk}" in page  # and so does the page's own, without JavaScript
+    page, html = loaded_panel(client, reverse("keys:detail", args=[keys[0].pk]))
     assert charted_cost(html) == record_sums(account, api_key=keys[0])["fee"]
     assert f"key={keys[0].pk}" in html
+    assert f"key={keys[0].pk}" in page
 
 
 @pytest.mark.parametrize("bucket", ["day", "month"])

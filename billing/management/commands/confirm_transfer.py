@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.models import Payment
-from billing.money import format_amount
 from billing.payments import payment_confirm_bank_transfer
 from console.models import User
+from console.money import format_amount
 from console.services import ServiceError
 
 

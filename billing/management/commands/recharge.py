@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.money import AmountError, format_amount, parse_amount
 from billing.payments import payment_record_manual
 from console.models import Account
+from console.money import AmountError, format_amount, parse_amount
 from console.services import ServiceError
 
 

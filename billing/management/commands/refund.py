@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.money import AmountError, format_amount, parse_amount
 from billing.selectors import refundable_nano
 from billing.services import refund
 from console.models import Account
+from console.money import AmountError, format_amount, parse_amount
 from console.services import ServiceError
 
 

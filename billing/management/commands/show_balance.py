@@ -2,9 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.money import format_amount
 from billing.selectors import balance, balance_json
 from console.models import Account
+from console.money import format_amount
 
 
 class Command(BaseCommand):

@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from billing.invoices import Buyer, invoice_request
 from billing.models import LedgerEntry, Payment
-from billing.money import NANO_PER_UNIT
 from billing.payments import payment_method_add, payment_start_bank_transfer, payment_start_card
 from billing.selectors import current_month, previous_month
 from billing.statements import statement_generate
 from console.models import Announcement, AuditEvent, Tier, User
+from console.money import NANO_PER_UNIT
 from console.services import invitation_create
 from gateway.services import Admitted, Outcome, settle
 from keys.selectors import Authenticated

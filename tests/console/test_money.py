@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.money import (
+from console.money import (
     MAX_TYPED_UNITS,
     NANO_PER_UNIT,
     AmountError,

@@ -1,18 +1,22 @@
+"""The project pages: projects with their keys and their month-to-date spend against caps and
+the account's budget. They are assembled here, the lowest layer that sees projects, keys and
+the spend counters (docs/decisions.md, "Issue 21: the pages that cross layers"); the usage
+panel comes from the usage app as an htmx partial."""
+
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.forms import CapForm
+from billing import selectors
 from console.http import client_ip, form_status
 from console.roles import role_can
 from console.services import ServiceError
 from console.tenancy import account_object_or_404, account_view
 from keys.selectors import key_list
-from projects import selectors, services
-from projects.forms import ProjectForm
+from projects import services
+from projects.forms import CapForm, ProjectForm
 from projects.models import Project
-from usage.charts import usage_panel
 
 
 def _list_page(request, *, form=None, budget_form=None, status=200):
@@ -73,7 +77,6 @@ def _detail(request, project, *, form=None, cap_form=None, status=200):
     context = {
         "project": project,
         "usage": selectors.project_usage(project=project),
-        "usage_panel": usage_panel(account=request.account, project_id=project.pk),
         # Finance sees projects and spend, not keys (the permission map's keys.view).
         "keys": key_list(account=request.account, project=project)
         if role_can(request.membership.role, "keys.view")
