@@ -9,4 +9,5 @@ class BillingConfig(AppConfig):
     verbose_name = _("Billing")
 
     def ready(self):
+        # Deferred to ready(): registering the checks needs the settings loaded.
         from billing import checks  # noqa: F401  (registers the system checks

@@ -12,12 +12,12 @@ from django.conf import settings
 from django.core import checks
 from django.core.management.base import SystemCheckError
 
+from billing.providers import PROVIDER_NAMES
+
 PRODUCTION = "production"
 
 
 def _unknown_provider() -> list[checks.CheckMessage]:
-    from billing.providers import PROVIDER_NAMES
-
     if settings.CARD_PROVIDER in PROVIDER_NAMES:
         return []
     return [

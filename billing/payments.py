@@ -23,6 +23,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+# tasks.py imports this module back: both import modules, not names, so either loads first.
+from billing import tasks
 from billing.models import BillingProfile, Payment, PaymentMethod, Promotion, Wallet
 from billing.providers import (
     DECLINED,
@@ -347,10 +349,8 @@ def payment_start_bank_transfer(
 
 
 def _enqueue_confirmation(payment_id: int) -> None:
-    from billing.tasks import confirm_payment
-
     transaction.on_commit(
-        lambda: confirm_payment.apply_async(
+        lambda: tasks.confirm_payment.apply_async(
             (payment_id,), countdown=settings.SANDBOX_PENDING_SECONDS + 1
         ),
         robust=True,  # a broker that is down must not undo a recorded payment: the sweep settles
@@ -746,9 +746,7 @@ def _notify_auto_recharge_off(*, account_id: int, reason: str) -> None:
 
 
 def _enqueue_auto_recharge(account_id: int) -> None:
-    from billing.tasks import auto_recharge
-
-    transaction.on_commit(lambda: auto_recharge.delay(account_id), robust=True)
+    transaction.on_commit(lambda: tasks.auto_recharge.delay(account_id), robust=True)
 
 
 def auto_recharged_this_month(*, account: Account, now: datetime | None = None) -> int:

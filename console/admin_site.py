@@ -16,6 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 class ConsoleAdminSite(AdminSite):
     def has_permission(self, request):
+        # Deferred: this module loads with INSTALLED_APPS, before two_factor's models can.
         from console.two_factor import session_is_verified
 
         return super().has_permission(request) and session_is_verified(request)
@@ -25,6 +26,7 @@ class ConsoleAdminSite(AdminSite):
         step), then, for staff whose session is not verified yet, the code or the setup."""
         from django.contrib.auth.views import redirect_to_login
 
+        # Deferred, as above.
         from console.two_factor import staff_two_factor_redirect
 
         target = request.GET.get(REDIRECT_FIELD_NAME, "")

@@ -21,6 +21,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+# tasks.py imports this module back: both import modules, not names, so either loads first.
+from console import tasks
 from console.log_masking import API_KEY
 from console.models import OutgoingEmail
 from console.secrets_at_rest import decrypt, encrypt
@@ -75,11 +77,9 @@ def email_queue(
     )
 
     def enqueue():
-        from console.tasks import send_email
-
         # retry=False: with the broker down, fail at once instead of blocking the caller
         # while kombu retries the publish; the row is written and the sweep sends it.
-        send_email.apply_async((email.pk,), retry=False)
+        tasks.send_email.apply_async((email.pk,), retry=False)
 
     # robust: a broker that is down must not fail the caller's commit.
     transaction.on_commit(enqueue, robust=True)

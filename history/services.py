@@ -1,10 +1,24 @@
 import csv
 import json
 import logging
+import tempfile
+import time
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from console.models import Account, Tier
+from console.services import audit_record
 from console.spreadsheet import csv_cell
-from history.models import MAX_BODY_CHARACTERS, TRUNCATION_MARKER, PromptLog
+
+# tasks.py imports this module back: both import modules, not names, so either loads first.
+from history import tasks
+from history.forms import HistoryFilterForm
+from history.models import MAX_BODY_CHARACTERS, TRUNCATION_MARKER, HistoryExport, PromptLog
 from history.selectors import history_queryset
 
 logger = logging.getLogger(__name__)
@@ -99,12 +113,6 @@ def history_purge_expired(*, batch_size: int = 2_000, now=None, pause_ratio: flo
     the purge took the gateway's p99 to 1.5x its idle value on two cores (bench/history.py);
     resting as long as it works keeps the gateway's share and still deletes at several times
     the former rate."""
-    import logging
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from console.models import Account, Tier
 
     logger = logging.getLogger(__name__)
     now = now or timezone.now()
@@ -137,9 +145,6 @@ def _purge_account(*, account_id: int, cutoff, batch_size: int, pause_ratio: flo
     stay in the index until vacuum, and a scan from the oldest would step over all of them
     again each time (the quadratic cost of the former purge, over the whole table's time
     index)."""
-    import time
-
-    from django.db.models import Q
 
     deleted = 0
     after = None
@@ -162,9 +167,6 @@ def _purge_account(*, account_id: int, cutoff, batch_size: int, pause_ratio: flo
 
 def history_delete(*, account, filters, actor, ip=None, batch_size: int = 5_000) -> int:
     """Delete the account's rows the filters select, in batches, with one audit event."""
-    from django.db import transaction
-
-    from console.services import audit_record
 
     deleted = 0
     while True:
@@ -279,10 +281,6 @@ def export_rows(*, account, filters, fmt: str, progress=None):
 
 def history_export_start(*, account, user, query: dict, fmt: str):
     """Queue a background export of the filter in `query` (the search form's fields)."""
-    from django.db import transaction
-    from django.utils import timezone
-
-    from history.models import HistoryExport
 
     export = HistoryExport.objects.create(
         account=account, requested_by=user, query=query, format=fmt, created_at=timezone.now()
@@ -295,11 +293,10 @@ def history_export_start(*, account, user, query: dict, fmt: str):
 
 
 def _export_enqueue(export_id: int) -> None:
-    from history.tasks import build_history_export
 
     # retry=False: with the broker down, fail at once instead of holding the request while
     # kombu retries the publish.
-    build_history_export.apply_async((export_id,), retry=False)
+    tasks.build_history_export.apply_async((export_id,), retry=False)
 
 
 # An export no worker has started after this long is enqueued again by the sweep (its task
@@ -312,10 +309,6 @@ def history_exports_sweep(*, now: datetime | None = None) -> dict:
     failed with a message once HISTORY_EXPORT_START_MINUTES have passed (the page says the
     export could not start; the person asks again); and running ones whose task cannot be
     alive any more, failed. Returns what it did."""
-    from django.conf import settings
-    from django.utils import timezone
-
-    from history.models import HistoryExport
 
     now = now or timezone.now()
     start_by = timedelta(minutes=settings.HISTORY_EXPORT_START_MINUTES)
@@ -348,13 +341,6 @@ def history_exports_sweep(*, now: datetime | None = None) -> dict:
 def history_export_build(*, export_id: int) -> None:
     """Write the export's file, recording progress; idempotent (a finished export is left
     alone, a retried one starts its file again)."""
-    import tempfile
-
-    from django.core.files import File
-    from django.utils import timezone
-
-    from history.forms import HistoryFilterForm
-    from history.models import HistoryExport
 
     export = HistoryExport.objects.select_related("account").get(pk=export_id)
     # Done, or failed by the sweep (the person was told it could not start): left alone.

@@ -14,6 +14,9 @@ from django.utils.translation import gettext as _
 
 from console.emails import email_queue
 from console.models import User
+
+# tasks.py imports this module back: both import modules, not names, so either loads first.
+from notifications import tasks
 from notifications.models import NotificationEmail, NotificationEvent
 from notifications.selectors import alert_recipients
 
@@ -26,13 +29,10 @@ def notification_email_enqueue(*, event_pk: int) -> None:
     """Have the event's email queued once the current transaction commits."""
 
     def enqueue():
-        # Imported here because notifications/tasks.py, the Celery interface above these
-        # services, imports this module to call them.
-        from notifications.tasks import send_event_email
 
         # retry=False: with the broker down, fail at once instead of blocking the caller while
         # kombu retries the publish; the row is written and the sweep catches up.
-        send_event_email.apply_async((event_pk,), retry=False)
+        tasks.send_event_email.apply_async((event_pk,), retry=False)
 
     # robust: a broker that is down must not fail the caller's commit; the sweep catches up.
     transaction.on_commit(enqueue, robust=True)

@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from notifications.emails import emails_unsent, notification_email_send
+from notifications import emails as event_emails
+from notifications import webhooks as webhook_deliveries
 from notifications.models import WebhookDelivery
-from notifications.webhooks import deliveries_due, webhook_deliver
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def send_event_email(event_pk: int) -> int:
     """Queue the event's emails in the outbox (console.emails), which sends and retries."""
-    queued = notification_email_send(event_pk=event_pk)
+    queued = event_emails.notification_email_send(event_pk=event_pk)
     logger.info("send_event_email event=%s queued=%s", event_pk, queued)
     return queued
 
@@ -36,7 +36,7 @@ def deliver_webhook(self, delivery_id: int) -> str:
     """One attempt; on failure the task retries itself when the backoff is due. The retry
     count is bounded; should the retries (or the task) be lost, the sweep re-enqueues the
     delivery from its row's next_attempt_at."""
-    delivery = webhook_deliver(delivery_id=delivery_id)
+    delivery = webhook_deliveries.webhook_deliver(delivery_id=delivery_id)
     if delivery is None:
         logger.info("deliver_webhook delivery=%s not due", delivery_id)
         return "not due"
@@ -52,10 +52,10 @@ def deliver_webhook(self, delivery_id: int) -> str:
 def sweep_deliveries() -> dict:
     """Re-enqueue what the database says is due: webhook deliveries past their next attempt
     and emails whose task never ran (Redis keeps nothing on disk)."""
-    webhooks = deliveries_due()
+    webhooks = webhook_deliveries.deliveries_due()
     for delivery_id in webhooks:
         deliver_webhook.delay(delivery_id)
-    emails = emails_unsent()
+    emails = event_emails.emails_unsent()
     for event_pk in emails:
         send_event_email.delay(event_pk)
     result = {"webhooks": len(webhooks), "emails": len(emails)}

@@ -30,6 +30,9 @@ from django.views.decorators.debug import sensitive_variables
 from console.models import Account, User
 from console.secrets_at_rest import decrypt_secret, encrypt_secret
 from console.services import ServiceError, audit_record
+
+# tasks.py imports this module back: both import modules, not names, so either loads first.
+from notifications import tasks
 from notifications.models import NotificationEvent, WebhookDelivery, WebhookEndpoint
 from notifications.safe_http import (
     AddressNotPublic,
@@ -257,13 +260,10 @@ def webhook_deliveries_create(
 
 def _enqueue_on_commit(delivery_id: int) -> None:
     def enqueue():
-        # Imported here because notifications/tasks.py, the Celery interface above these
-        # services, imports this module to call them.
-        from notifications.tasks import deliver_webhook
 
         # retry=False: with the broker down, fail at once instead of blocking the caller while
         # kombu retries the publish; the row is written and the sweep catches up.
-        deliver_webhook.apply_async((delivery_id,), retry=False)
+        tasks.deliver_webhook.apply_async((delivery_id,), retry=False)
 
     # robust: a broker that is down must not fail the caller's commit; the sweep catches up.
     transaction.on_commit(enqueue, robust=True)

@@ -104,6 +104,7 @@ def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, *
 
 
 def job_run_record(*, task, task_id, started, state, retval, error):
+    # Deferred: config/celery.py imports this module before the app registry is ready.
     from console.models import JobRun
 
     finished_at = timezone.now()
@@ -182,7 +183,7 @@ class JobStatus:
 
 
 def _first_doc_paragraph(task_name: str) -> str:
-    # Not at the top: config/celery.py imports this module while it builds the app.
+    # Deferred: config/celery.py imports this module while it builds the app.
     from config.celery import app
 
     # Task modules are imported on demand in web processes (a worker imports them all).
@@ -198,6 +199,7 @@ def _first_doc_paragraph(task_name: str) -> str:
 
 def job_statuses(*, now: datetime | None = None) -> list[JobStatus]:
     """Every schedule entry with its last run, last failure and next run: two queries."""
+    # Deferred, as in job_run_record.
     from console.models import JobRun
 
     now = now or timezone.now()

@@ -1,9 +1,14 @@
 """Usage's Celery tasks: roll-ups rebuilt after a time zone change and reconciled daily."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.db import OperationalError
+from django.utils import timezone
+
+from console.models import Account
+from usage.rollups import rollups_rebuild, rollups_reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -12,8 +17,6 @@ logger = logging.getLogger(__name__)
 def rebuild_rollups(account_id: int) -> str:
     """An account's daily roll-ups from its records, after its time zone changed (days move;
     hours are UTC and stay)."""
-    from console.models import Account
-    from usage.rollups import rollups_rebuild
 
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
@@ -27,11 +30,6 @@ def rebuild_rollups(account_id: int) -> str:
 def reconcile_rollups() -> list[int]:
     """Roll-ups of the last two days against the records; rebuild any account that differs
     (roll-ups are written in the records' own transaction, so this should find nothing)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from usage.rollups import rollups_reconcile
 
     repaired = rollups_reconcile(since=timezone.now() - timedelta(days=2))
     logger.info("reconcile_rollups repaired=%s", repaired)
