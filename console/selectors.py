@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from console.models import Account, Announcement, Invitation, Membership, Tier
 from console.roles import role_can
+from console.shared_state import concurrency_key, rate_window_key, shared_state
 from projects.selectors import project_list
 
 
@@ -119,12 +120,10 @@ def announcements_published(*, account: Account, now: datetime) -> QuerySet[Anno
 
 
 def _rate_use(account: Account) -> RateUse | None:
-    from console.shared_state import shared_state
-
     try:
         state = shared_state()
-        used = state.get_int(f"rpm:{account.pk}")
-        concurrent = state.slot_count(f"conc:{account.pk}")
+        used = state.get_int(rate_window_key(account.pk))
+        concurrent = state.slot_count(concurrency_key(account.pk))
     except Exception:
         # The overview still serves when Redis is down; the gateway answers 1240 meanwhile.
         return None

@@ -19,7 +19,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.selectors import text_tokens
-from gateway import errors, services, simulator, upstream
+from gateway import errors, services, settlement, simulator, upstream
 from gateway.models import UpstreamRoute
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -255,7 +255,7 @@ async def _finish(admitted, body, outcome, client_request_id, stream):
 
     def work():
         try:
-            return services.settle(
+            return settlement.settle(
                 admitted=admitted,
                 body=body,
                 outcome=outcome,

@@ -4,7 +4,8 @@ a refusal reads as a sentence, not a broken stream."""
 import pytest
 
 from billing.money import NANO_PER_UNIT, format_amount
-from billing.services import charge_usage, recharge
+from billing.services import recharge
+from gateway.settlement import charge_usage
 from tests.factories import PASSWORD, make_account, make_user
 from usage.models import UsageRecord
 

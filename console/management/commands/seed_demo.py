@@ -55,7 +55,8 @@ def _seed_money(*, account, project, key, spare) -> None:
     """A recharge and 30 days of backdated API traffic, settled through the gateway's own
     settlement (charge, usage record, prompt log) as real requests are. Once only: the
     request ids are fixed, so a re-run would change nothing anyway."""
-    from gateway.services import Admitted, Outcome, settle
+    from gateway.services import Admitted, Outcome
+    from gateway.settlement import settle
     from keys.selectors import Authenticated
 
     now = timezone.now()
