@@ -13,7 +13,7 @@ from billing.models import LedgerEntry
 from billing.selectors import estimate_request, text_tokens
 from billing.services import pack_grant
 from console.shared_state import concurrency_key, pack_hold_keys, reservation_keys
-from gateway import services
+from gateway import services, settlement
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, post
 from usage.models import UsageRecord
@@ -98,7 +98,7 @@ async def test_a_settlement_failing_after_an_upstream_failure_is_not_settled_aga
         calls.append(kwargs["outcome"])
         raise OperationalError("connection failed (injected)")
 
-    monkeypatch.setattr(services, "settle", settle_refused_by_the_database)
+    monkeypatch.setattr(settlement, "settle", settle_refused_by_the_database)
     body = {**BODY, "stream": True, "simulator": {"fail_after_tokens": 3}}
     response = await post(raw, body)
     events = await events_of(response)
