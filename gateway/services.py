@@ -103,21 +103,6 @@ class Refused:
     rate_headers: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: int
-    code: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    estimated: bool = False
-    response_text: str = ""
-    latency_ms: int = 0
-    first_token_ms: int | None = None
-    forwarded: bool = True
-    # The upstream failed after part of the answer reached the client: that part is billed.
-    partial: bool = False
-
-
 @with_short_database_wait
 def authenticate(header: str | None) -> Authenticated | Refused:
     if not header:
@@ -387,6 +372,21 @@ def keep_alive(admitted: Admitted) -> None:
         token=admitted.request_id,
         ttl_seconds=settings.GATEWAY_RESERVATION_TTL,
     )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    code: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    response_text: str = ""
+    latency_ms: int = 0
+    first_token_ms: int | None = None
+    forwarded: bool = True
+    # The upstream failed after part of the answer reached the client: that part is billed.
+    partial: bool = False
 
 
 def _first_rate_refusal(auth: Authenticated) -> bool:
