@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from console import shared_state
 from console.models import Account, Announcement, Invitation, Membership, Tier
 from console.roles import role_can
-from console.shared_state import concurrency_key, rate_window_key, shared_state
 from projects.selectors import project_list
 
 
@@ -121,9 +121,9 @@ def announcements_published(*, account: Account, now: datetime) -> QuerySet[Anno
 
 def _rate_use(account: Account) -> RateUse | None:
     try:
-        state = shared_state()
-        used = state.get_int(rate_window_key(account.pk))
-        concurrent = state.slot_count(concurrency_key(account.pk))
+        state = shared_state.shared_state()
+        used = state.get_int(shared_state.rate_window_key(account.pk))
+        concurrent = state.slot_count(shared_state.concurrency_key(account.pk))
     except Exception:
         # The overview still serves when Redis is down; the gateway answers 1240 meanwhile.
         return None

@@ -13,7 +13,7 @@ from billing.models import LedgerEntry
 from billing.selectors import estimate_request, text_tokens
 from billing.services import pack_grant
 from console.shared_state import concurrency_key, pack_hold_keys, reservation_keys
-from gateway import services, settlement
+from gateway import settlement
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, post
 from usage.models import UsageRecord
