@@ -45,9 +45,11 @@ drills: $(VENV)/.deps-test
 bench: $(VENV)/.deps-test
 	$(BIN)/python bench/run.py
 
+## make lint: ruff, and the apps' layers (import-linter's contract in pyproject.toml).
 lint: $(VENV)/.deps-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(VENV)/.deps-test
 	$(BIN)/ruff check --fix .

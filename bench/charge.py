@@ -47,7 +47,7 @@ def record_charge_script(account, project) -> tuple[str, list[str]]:
 
     from django.db import connection
 
-    from billing.services import charge_usage
+    from gateway.settlement import charge_usage
 
     statements = []
 
@@ -98,8 +98,8 @@ def _worker(account_id, project_id, seconds, prefix, queue, ready, start) -> Non
     _django()
     from django.db import connection
 
-    from billing.services import charge_usage
     from console.models import Account
+    from gateway.settlement import charge_usage
     from projects.models import Project
 
     account = Account.objects.get(pk=account_id)

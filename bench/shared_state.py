@@ -25,16 +25,16 @@ import django
 
 django.setup()
 
-from console.shared_state import LocalState, RedisState
+from console.shared_state import LocalState, RedisState, concurrency_key, rate_window_key
 
 SECONDS = common.seconds(full=3, quick=1)
 
 
 def admit(state, account: int, index: int) -> None:
     token = f"{account}:{index}"
-    state.hit_window(f"rpm:{account}", limit=10**9, window_seconds=60)
-    state.slot_acquire(f"conc:{account}", token=token, limit=10**6, ttl_seconds=60)
-    state.slot_release(f"conc:{account}", token=token)
+    state.hit_window(rate_window_key(account), limit=10**9, window_seconds=60)
+    state.slot_acquire(concurrency_key(account), token=token, limit=10**6, ttl_seconds=60)
+    state.slot_release(concurrency_key(account), token=token)
 
 
 def run(state, threads: int) -> float:

@@ -10,6 +10,8 @@ from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from billing import writes
+from billing.charges import price_tokens
 from billing.models import (
     AccountMonthSpend,
     Invoice,
@@ -112,15 +114,34 @@ def account_month_spend(*, account: Account, month: date | None = None) -> int:
     return row.spent_nano if row else 0
 
 
-def price_for(*, model: str, currency: str, at: datetime | None = None):
-    """The price row in force for `model` at `at` (None: the model is unknown)."""
+# What a charge and an estimate need of the price row in force.
+_PRICE_FIELDS = ("id", "input_per_million_nano", "output_per_million_nano")
+
+
+@functools.cache
+def _price_sql() -> str:
+    """`price_for`'s statement, built once: the ORM compiling the same query showed in the
+    settlement's profile (admission and the charge both read the price)."""
+    column = {f.name: f.column for f in ModelPrice._meta.concrete_fields}
+    columns = ", ".join(column[name] for name in _PRICE_FIELDS)
     return (
-        ModelPrice.objects.filter(
-            model=model, currency=currency, effective_from__lte=at or timezone.now()
-        )
-        .order_by("-effective_from")
-        .first()
+        f"SELECT {columns} FROM {ModelPrice._meta.db_table}"  # noqa: S608 (names are ours)
+        f" WHERE {column['model']} = %s AND {column['currency']} = %s"
+        f" AND {column['effective_from']} <= %s"
+        f" ORDER BY {column['effective_from']} DESC LIMIT 1"
     )
+
+
+def price_for(*, model: str, currency: str, at: datetime | None = None) -> ModelPrice | None:
+    """The price in force for `model` at `at` (None: the model is unknown): the row's
+    amounts, not its `effective_from`. Prepared, like the settlement's own statements."""
+    at_value = connection.ops.adapt_datetimefield_value(at or timezone.now())
+    with writes.cursor() as cursor:
+        cursor.execute(_price_sql(), [model, currency, at_value])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ModelPrice(model=model, currency=currency, **dict(zip(_PRICE_FIELDS, row, strict=True)))
 
 
 def pack_products_on_sale():
@@ -321,10 +342,6 @@ def estimate_request(
     """Tokens and cost a request may use (None: unknown model). `body` is the whole request
     as forwarded: its fields besides the messages cost input tokens too. The output is one
     choice of at most max_tokens (the gateway refuses `n` above 1)."""
-    # billing.services imports this module as it loads, and price_tokens is its rule (the
-    # settlement prices with it): imported here until it moves to a module of its own.
-    from billing.services import price_tokens
-
     price = price_for(model=model, currency=account.currency)
     if price is None:
         return None

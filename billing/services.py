@@ -1,4 +1,6 @@
-"""Writes of money: the wallet, the ledger, resource packs and `charge_usage`.
+"""Writes of money: the wallet, the ledger, resource packs, and the steps of charging one
+request that the gateway's settlement composes (the money rules themselves are the pure
+functions of `billing.charges`).
 
 Every change of a balance or a pack is one immutable ledger entry written in the same
 transaction as the change. Locks are taken wallet first, then packs in primary-key order,
@@ -7,16 +9,28 @@ reference, a grant reference, a request id) are unique per account: a replay cha
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import writes
-from billing.models import LedgerEntry, ModelPrice, PackProduct, ResourcePack, Wallet
+from billing.charges import Charge, PackUse, balance_crossed, split_fee
+from billing.models import (
+    AccountMonthSpend,
+    LedgerEntry,
+    ModelPrice,
+    PackConsumption,
+    PackProduct,
+    ProjectMonthSpend,
+    ResourcePack,
+    Wallet,
+)
 from billing.selectors import (
     account_months,
     current_month,
@@ -25,44 +39,16 @@ from billing.selectors import (
     paid_totals,
     price_for,
 )
+from billing.signals import balance_alert_threshold
 from console.models import Account, AuditEvent, User
 from console.money import format_amount
 from console.services import ServiceError, account_promote_tier, audit_record
 
-MILLION = 1_000_000
 STARTER_PACK_REFERENCE = "starter"
 
 
 class UnknownModel(ServiceError):
     pass
-
-
-# --- Pure arithmetic ------------------------------------------------------------------------
-
-
-def split_fee(fee: int, recharge: int, bonus: int) -> tuple[int, int]:
-    """Split a fee the balances can cover between them in proportion to their sizes.
-
-    bonus part = floor(fee × bonus / (recharge + bonus)), recharge part = the rest
-    (fee 10 at 50/50 → 5 and 5; at 90/10 → 9 and 1). Needs fee ≤ recharge + bonus.
-    """
-    total = recharge + bonus
-    if fee < 0 or recharge < 0 or bonus < 0 or fee > total:
-        raise ValueError("split_fee needs 0 <= fee <= recharge + bonus")
-    if fee == 0:
-        return 0, 0
-    bonus_part = fee * bonus // total
-    # = ceil(fee × recharge / total) ≤ recharge, since fee ≤ total: never more than is there.
-    recharge_part = fee - bonus_part
-    return recharge_part, bonus_part
-
-
-def price_tokens(*, input_tokens: int, output_tokens: int, price: ModelPrice) -> int:
-    """fee = round-half-up((input × input price + output × output price) / 10^6) nano."""
-    numerator = (
-        input_tokens * price.input_per_million_nano + output_tokens * price.output_per_million_nano
-    )
-    return (numerator + MILLION // 2) // MILLION
 
 
 # --- The wallet -----------------------------------------------------------------------------
@@ -93,15 +79,32 @@ def starter_pack_grant(*, account: Account) -> ResourcePack | None:
     return pack
 
 
+@cache
+def _wallet_lock_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    """`wallet_lock`'s statement, built once: it is the charge's first statement under the
+    lock, and the ORM compiling it showed in the settlement's profile. Returns (sql, the
+    attribute names of its columns)."""
+    fields = Wallet._meta.concrete_fields
+    columns = ", ".join(f.column for f in fields)
+    key = Wallet._meta.get_field("account").column
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT {columns} FROM {Wallet._meta.db_table} WHERE {key} = %s{for_update}"  # noqa: S608 (names are ours)
+    return sql, tuple(f.attname for f in fields)
+
+
 def wallet_lock(account: Account) -> Wallet:
     """Lock the account's wallet row: every write of the account's money (and invoice
     requests, which must see the money still) takes it first."""
-    wallet = Wallet.objects.select_for_update().filter(account=account).first()
-    if wallet is None:
-        # Accounts made before wallets existed get theirs on first use.
-        Wallet.objects.get_or_create(account=account)
-        wallet = Wallet.objects.select_for_update().get(account=account)
-    return wallet
+    sql, names = _wallet_lock_sql(connection.vendor)
+    with writes.cursor() as cursor:
+        cursor.execute(sql, [account.pk])
+        row = cursor.fetchone()
+        if row is None:
+            # Accounts made before wallets existed get theirs on first use.
+            Wallet.objects.get_or_create(account=account)
+            cursor.execute(sql, [account.pk])
+            row = cursor.fetchone()
+    return Wallet.from_db(connection.alias, names, row)
 
 
 def mark_money_moved(account: Account, at: datetime) -> None:
@@ -118,18 +121,14 @@ def _entry(account: Account, kind: str, **fields) -> LedgerEntry:
     )
 
 
-def _after_balance_drop(wallet: Wallet, spent_nano: int) -> None:
+def auto_recharge_after_drop(wallet: Wallet, spent_nano: int) -> None:
     """Auto-recharge starts after the charge that takes the balance below its threshold
-    (on commit: the charge must stand before a payment is tried); the balance-low alert is
-    checked after the charge that takes it below the alert's threshold."""
+    (on commit: the charge must stand before a payment is tried). `wallet` as locked,
+    before the drop."""
     before = wallet.recharge_nano + wallet.bonus_nano
-    alert_below = wallet.alert_below_nano
-    if alert_below is not None and spent_nano and before >= alert_below > before - spent_nano:
-        from alerts.services import schedule_evaluation
-
-        schedule_evaluation(wallet.account_id)
-    below = wallet.auto_recharge_below_nano
-    if below is not None and spent_nano and before >= below > before - spent_nano:
+    if balance_crossed(before=before, spent=spent_nano, threshold=wallet.auto_recharge_below_nano):
+        # Deferred: billing.tasks loads billing.payments, which imports names from this module
+        # (a fault-injection test patches them there), so a top-level import would be a cycle.
         from billing.tasks import auto_recharge
 
         account_id = wallet.account_id
@@ -233,9 +232,7 @@ def recharge(
             mark_money_moved(account, now)
             if wallet.alert_below_nano is not None:
                 # A recharge may lift the balance back over the alert's threshold: re-arm it.
-                from alerts.services import schedule_evaluation
-
-                schedule_evaluation(account.pk)
+                balance_alert_threshold.send(Wallet, account_id=account.pk)
             account_promote_tier(
                 account=account, paid_nano=paid_totals(account=account).net_paid_nano
             )
@@ -484,7 +481,10 @@ def pack_buy(
         if wallet.recharge_nano + wallet.bonus_nano < price:
             raise ServiceError(_("Your balance is too low to buy this pack. Recharge first."))
         recharge_part, bonus_part = split_fee(price, wallet.recharge_nano, wallet.bonus_nano)
-        _after_balance_drop(wallet, price)
+        before = wallet.recharge_nano + wallet.bonus_nano
+        if balance_crossed(before=before, spent=price, threshold=wallet.alert_below_nano):
+            balance_alert_threshold.send(Wallet, account_id=account.pk)
+        auto_recharge_after_drop(wallet, price)
         now = timezone.now()
         pack = ResourcePack.objects.create(
             account=account,
@@ -552,128 +552,54 @@ def packs_expire(*, now: datetime | None = None) -> int:
     return closed
 
 
-# --- Charging one request -------------------------------------------------------------------
+# --- Charging one request: the steps the gateway's settlement composes ---------------------
+#
+# In the settlement's order: `charge_check` (the arguments and the price), `charge_replayed`
+# (a request id charged before), `pack_candidates` (no lock yet), then `wallet_lock` and
+# `packs_lock`, `billing.charges.charge_compute` (the money rules), `charge_writes` (run in
+# the settlement's one round trip) and `charge_counted` (once that ran).
 
 
-@dataclass(frozen=True)
-class PackUse:
-    pack_id: int
-    input_tokens: int
-    output_tokens: int
+def charge_check(
+    *,
+    account: Account,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    request_id: str,
+    at: datetime,
+) -> ModelPrice:
+    """Refuse a charge that cannot be made (ServiceError, UnknownModel); otherwise the price
+    in force at `at`."""
+    if input_tokens < 0 or output_tokens < 0:
+        raise ServiceError(_("Token counts cannot be negative."))
+    if not request_id or len(request_id) > 64:
+        raise ServiceError(_("A request id of 1 to 64 characters is required."))
+    price = price_for(model=model, currency=account.currency, at=at)
+    if price is None:
+        raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
+    return price
 
 
-@dataclass(frozen=True)
-class ChargeResult:
-    request_id: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    packs: list[PackUse] = field(default_factory=list)
-    priced_input_tokens: int = 0
-    priced_output_tokens: int = 0
-    input_price_nano: int = 0  # per 1M tokens, as charged
-    output_price_nano: int = 0
-    fee_nano: int = 0
-    recharge_nano: int = 0
-    bonus_nano: int = 0
-    arrears_nano: int = 0
-    replayed: bool = False
-
-
-def _pack_candidates(account: Account, model: str, at: datetime) -> list[int]:
-    """The open packs that may cover this model's tokens, read before the wallet lock (no
-    lock: `_lock_packs` reads them again under it). A pack granted between this read and
-    the lock is used from the next charge on, as if it had been granted just after this
-    one."""
-    sql = (
-        "SELECT id FROM billing_resourcepack WHERE account_id = %s AND closed_at IS NULL"
-        " AND expires_at > %s AND tokens_remaining > 0 AND (model = %s OR model = '')"
+@cache
+def _charged_entry_sql() -> str:
+    meta = LedgerEntry._meta
+    account, request_id = (meta.get_field(name).column for name in ("account", "request_id"))
+    return (
+        f"SELECT {meta.pk.column} FROM {meta.db_table} WHERE {account} = %s AND {request_id} = %s"  # noqa: S608 (names are ours)
     )
+
+
+def charge_replayed(*, account: Account, request_id: str) -> Charge | None:
+    """The charge of a request id charged before, as the ledger recorded it (None: never
+    charged). Read without a lock: the ledger entry's unique request id is what decides."""
     with writes.cursor() as cursor:
-        cursor.execute(sql, [account.pk, connection.ops.adapt_datetimefield_value(at), model])
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _lock_packs(pack_ids: list[int], model: str, at: datetime) -> list[tuple[int, int]]:
-    """Lock the candidate packs (primary-key order, after the wallet) and return (id, tokens
-    remaining) in the order they are used: packs for this model before general ones,
-    earliest expiry first."""
-    placeholders = ", ".join(["%s"] * len(pack_ids))
-    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = (
-        "SELECT id, model, expires_at, tokens_remaining FROM billing_resourcepack"  # noqa: S608
-        f" WHERE id IN ({placeholders}) AND closed_at IS NULL AND expires_at > %s"
-        f" AND tokens_remaining > 0 ORDER BY id{for_update}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*pack_ids, connection.ops.adapt_datetimefield_value(at)])
-        rows = cursor.fetchall()
-    # SQLite hands the expiry back as ISO text, which sorts as the times do.
-    rows.sort(key=lambda row: (row[1] != model, row[2], row[0]))
-    return [(row[0], row[3]) for row in rows]
-
-
-def _price_in_force(model: str, currency: str, at: datetime) -> ModelPrice | None:
-    """`price_for` as one statement built once: the ORM compiling it showed in the
-    settlement's profile."""
-    sql = (
-        "SELECT input_per_million_nano, output_per_million_nano FROM billing_modelprice"
-        " WHERE model = %s AND currency = %s AND effective_from <= %s"
-        " ORDER BY effective_from DESC LIMIT 1"
-    )
-    with writes.cursor() as cursor:
-        cursor.execute(sql, [model, currency, connection.ops.adapt_datetimefield_value(at)])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return ModelPrice(
-        model=model,
-        currency=currency,
-        input_per_million_nano=row[0],
-        output_per_million_nano=row[1],
-    )
-
-
-def _charged_entry_id(account: Account, request_id: str) -> int | None:
-    with writes.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM billing_ledgerentry WHERE account_id = %s AND request_id = %s",
-            [account.pk, request_id],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
-
-
-def _replay(account: Account, request_id: str) -> ChargeResult:
-    return _result_from_entry(LedgerEntry.objects.get(account=account, request_id=request_id))
-
-
-def _lock_wallet_balances(account: Account) -> Wallet:
-    """`wallet_lock` as one statement built once (the charge's first statement under the
-    lock), reading only what a charge needs."""
-    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = (
-        "SELECT recharge_nano, bonus_nano, arrears_nano, auto_recharge_below_nano,"  # noqa: S608
-        f" alert_below_nano FROM billing_wallet WHERE account_id = %s{for_update}"
-    )
-    with writes.cursor() as cursor:
-        cursor.execute(sql, [account.pk])
-        row = cursor.fetchone()
-    if row is None:
-        return wallet_lock(account)  # made before wallets existed: created on first use
-    return Wallet(
-        account_id=account.pk,
-        recharge_nano=row[0],
-        bonus_nano=row[1],
-        arrears_nano=row[2],
-        auto_recharge_below_nano=row[3],
-        alert_below_nano=row[4],
-    )
-
-
-def _result_from_entry(entry: LedgerEntry) -> ChargeResult:
+        cursor.execute(_charged_entry_sql(), [account.pk, request_id])
+        if cursor.fetchone() is None:
+            return None
+    entry = LedgerEntry.objects.get(account=account, request_id=request_id)
     data = entry.metadata
-    return ChargeResult(
+    return Charge(
         request_id=entry.request_id,
         model=entry.model,
         input_tokens=entry.input_tokens,
@@ -694,174 +620,202 @@ def _result_from_entry(entry: LedgerEntry) -> ChargeResult:
     )
 
 
-def charge_usage(
-    *,
-    account: Account,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    request_id: str,
-    project=None,
-    at: datetime | None = None,
-    also=None,
-) -> ChargeResult:
-    """Charge one request: packs first, then the fee split proportionally, arrears when short.
+@cache
+def _pack_columns() -> dict[str, str]:
+    return {f.name: f.column for f in ResourcePack._meta.concrete_fields}
 
-    Called by the gateway inside its settlement transaction (without a savepoint: an error
-    here fails the settlement, which rolls back whole). Idempotent on `request_id`: a replay
-    returns the original breakdown and changes nothing.
 
-    Short on the account's hot rows: what needs no lock (the price, the replay check, the
-    candidate packs) is read first; then the wallet is locked (and the packs, if any), the
-    amounts computed, and every write made in one round trip (`billing.writes`) right
-    before the caller commits. `also(result)` may return more writes for that round trip
-    (the gateway's usage record and roll-ups); they run on every path, replays included.
-    """
-    if input_tokens < 0 or output_tokens < 0:
-        raise ServiceError(_("Token counts cannot be negative."))
-    if not request_id or len(request_id) > 64:
-        raise ServiceError(_("A request id of 1 to 64 characters is required."))
-    at = at or timezone.now()
-    price = _price_in_force(model, account.currency, at)
-    if price is None:
-        raise UnknownModel(_("Unknown model: %(model)s.") % {"model": model})
-    with transaction.atomic(savepoint=False):
-        if _charged_entry_id(account, request_id) is not None:
-            result = _replay(account, request_id)
-            if also is not None:
-                writes.run(also(result))
-            return result
-        # Free models cost nothing and consume no pack.
-        wants_packs = not price.is_free and (input_tokens or output_tokens)
-        candidates = _pack_candidates(account, model, at) if wants_packs else []
-        # --- from here on the account's rows are locked until the caller commits
-        wallet = _lock_wallet_balances(account)
-        uses: list[PackUse] = []
-        left_in, left_out = input_tokens, output_tokens
-        for pack_id, remaining in _lock_packs(candidates, model, at) if candidates else ():
-            take_in = min(left_in, remaining)
-            take_out = min(left_out, remaining - take_in)
-            if not take_in and not take_out:
-                continue
-            uses.append(PackUse(pack_id, take_in, take_out))
-            left_in -= take_in
-            left_out -= take_out
-            if not left_in and not left_out:
-                break
-        fee = (
-            0
-            if price.is_free
-            else price_tokens(input_tokens=left_in, output_tokens=left_out, price=price)
-        )
-        available = wallet.recharge_nano + wallet.bonus_nano
-        if fee <= available:
-            recharge_part, bonus_part = split_fee(fee, wallet.recharge_nano, wallet.bonus_nano)
-            arrears = 0
-        else:
-            recharge_part, bonus_part = wallet.recharge_nano, wallet.bonus_nano
-            arrears = fee - available
-        result = ChargeResult(
-            request_id=request_id,
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            packs=uses,
-            priced_input_tokens=left_in,
-            priced_output_tokens=left_out,
-            input_price_nano=price.input_per_million_nano,
-            output_price_nano=price.output_per_million_nano,
-            fee_nano=fee,
-            recharge_nano=recharge_part,
-            bonus_nano=bonus_part,
-            arrears_nano=arrears,
-        )
-        extra = also(result) if also is not None else []
-        if not uses and fee == 0:
-            # Nothing changed: no ledger entry for a free request.
-            if extra:
-                writes.run(extra)
-            return result
-        entry = LedgerEntry(
-            account=account,
-            kind=LedgerEntry.Kind.CHARGE,
-            recharge_delta_nano=-recharge_part,
-            bonus_delta_nano=-bonus_part,
-            arrears_delta_nano=arrears,
-            fee_nano=fee,
-            request_id=request_id,
-            project=project,
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            created_at=at,
-            metadata={
-                "priced_input_tokens": left_in,
-                "priced_output_tokens": left_out,
-                "input_price_nano": price.input_per_million_nano,
-                "output_price_nano": price.output_per_million_nano,
-            },
-        )
-        # The gate: a concurrent charge of the same request id (it waited for our lock, or
-        # we for its) inserts nothing, and then nothing below happens either.
-        batch = [writes.insert_write(entry, name="entry", on_conflict="ON CONFLICT DO NOTHING")]
-        for index, use in enumerate(uses):
-            batch += _pack_use_writes(index, use)
-        if fee:
-            _after_balance_drop(wallet, recharge_part + bonus_part)
-            batch.append(
-                writes.Write(
-                    "wallet",
-                    "UPDATE billing_wallet SET recharge_nano = recharge_nano - %s,"
-                    " bonus_nano = bonus_nano - %s, arrears_nano = arrears_nano + %s"
-                    " WHERE account_id = %s AND {exists}",
-                    [recharge_part, bonus_part, arrears, account.pk],
-                    gated=True,
-                )
+def pack_candidates(*, account: Account, model: str, at: datetime) -> list[int]:
+    """The open packs that may cover this model's tokens, read before the wallet lock (no
+    lock: `packs_lock` reads them again under it). A pack granted between this read and
+    the lock is used from the next charge on, as if it had been granted just after this
+    one."""
+    column = _pack_columns()
+    sql = (
+        f"SELECT {column['id']} FROM {ResourcePack._meta.db_table}"  # noqa: S608 (names are ours)
+        f" WHERE {column['account']} = %s AND {column['closed_at']} IS NULL"
+        f" AND {column['expires_at']} > %s AND {column['tokens_remaining']} > 0"
+        f" AND ({column['model']} = %s OR {column['model']} = '')"
+    )
+    with writes.cursor() as cursor:
+        cursor.execute(sql, [account.pk, connection.ops.adapt_datetimefield_value(at), model])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def packs_lock(pack_ids: list[int], *, model: str, at: datetime) -> list[tuple[int, int]]:
+    """Lock the candidate packs (primary-key order, after the wallet) and return (id, tokens
+    remaining) in the order they are used: packs for this model before general ones,
+    earliest expiry first."""
+    if not pack_ids:
+        return []
+    column = _pack_columns()
+    placeholders = ", ".join(["%s"] * len(pack_ids))
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        f"SELECT {column['id']}, {column['model']}, {column['expires_at']},"  # noqa: S608 (names are ours)
+        f" {column['tokens_remaining']} FROM {ResourcePack._meta.db_table}"
+        f" WHERE {column['id']} IN ({placeholders}) AND {column['closed_at']} IS NULL"
+        f" AND {column['expires_at']} > %s AND {column['tokens_remaining']} > 0"
+        f" ORDER BY {column['id']}{for_update}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*pack_ids, connection.ops.adapt_datetimefield_value(at)])
+        rows = cursor.fetchall()
+    # SQLite hands the expiry back as ISO text, which sorts as the times do.
+    rows.sort(key=lambda row: (row[1] != model, row[2], row[0]))
+    return [(row[0], row[3]) for row in rows]
+
+
+def charge_writes(*, account: Account, project, charge: Charge, at: datetime) -> list:
+    """The charge's writes (`billing.writes`), for the settlement's one round trip: the
+    ledger entry first, as the gate (a concurrent charge of the same request id, which
+    waited for our lock or we for its, inserts nothing, and then nothing below happens
+    either), the packs it draws, the wallet and the month-to-date counters. None for a
+    charge that changes nothing: a free request gets no ledger entry."""
+    if charge.changes_nothing:
+        return []
+    entry = LedgerEntry(
+        account=account,
+        kind=LedgerEntry.Kind.CHARGE,
+        recharge_delta_nano=-charge.recharge_nano,
+        bonus_delta_nano=-charge.bonus_nano,
+        arrears_delta_nano=charge.arrears_nano,
+        fee_nano=charge.fee_nano,
+        request_id=charge.request_id,
+        project=project,
+        model=charge.model,
+        input_tokens=charge.input_tokens,
+        output_tokens=charge.output_tokens,
+        created_at=at,
+        metadata={
+            "priced_input_tokens": charge.priced_input_tokens,
+            "priced_output_tokens": charge.priced_output_tokens,
+            "input_price_nano": charge.input_price_nano,
+            "output_price_nano": charge.output_price_nano,
+        },
+    )
+    batch = [writes.insert_write(entry, name="entry", on_conflict="ON CONFLICT DO NOTHING")]
+    for index, use in enumerate(charge.packs):
+        batch += _pack_use_writes(index, use)
+    if charge.fee_nano:
+        batch.append(_wallet_write(account, charge))
+        batch += _month_spend_writes(account=account, project=project, fee=charge.fee_nano, at=at)
+    return batch
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    """Month-to-date spend of the account and of the project right after a charge (None:
+    not counted, a project-less charge for the project)."""
+
+    account_nano: int | None = None
+    project_nano: int | None = None
+
+
+def charge_counted(
+    *, account: Account, project, charge: Charge, at: datetime, returned: dict
+) -> MonthSpend | None:
+    """After the round trip that ran `charge_writes` (`returned`: what it returned): the
+    month-to-date spend after this charge, or None when a concurrent charge of the same
+    request id won the gate (so none of this charge's writes happened)."""
+    if returned["entry"] is None:
+        return None
+    if not charge.fee_nano:
+        return MonthSpend()
+    if returned["account_month"] is None:
+        # The time zone changed (and the counters were rebuilt) after this request loaded
+        # its account: count it in the month of the zone in force now.
+        # Its billing month, as the rebuild and billing_audit reckon it: `at` came before
+        # the change, so it may fall in a stated month whose bounds the zone no longer has.
+        account.refresh_from_db(fields=["time_zone"])
+        month = account_months(account=account).month_of(at)
+        returned = writes.run(
+            _month_spend_writes(
+                account=account,
+                project=project,
+                fee=charge.fee_nano,
+                at=at,
+                gate=False,
+                month=month,
             )
-            batch += _month_spend_writes(account=account, project=project, fee=fee, at=at)
-        returned = writes.run(batch + extra)
-        if returned["entry"] is None:
-            if extra:
-                # Its writes went in beside a charge that did not: fail the settlement
-                # (the usage record's own uniqueness fails it the same way).
-                raise IntegrityError(f"request {request_id} was charged concurrently")
-            return _replay(account, request_id)
-        if fee and returned["account_month"] is None:
-            # The time zone changed (and the counters were rebuilt) after this request loaded
-            # its account: count it in the month of the zone in force now.
-            # Its billing month, as the rebuild and billing_audit reckon it: `at` came before
-            # the change, so it may fall in a stated month whose bounds the zone no longer has.
-            account.refresh_from_db(fields=["time_zone"])
-            month = account_months(account=account).month_of(at)
-            returned = writes.run(
-                _month_spend_writes(
-                    account=account, project=project, fee=fee, at=at, gate=False, month=month
-                )
-            )
-        if fee:
-            _month_spend_alerts(account=account, project=project, fee=fee, returned=returned)
-            mark_money_moved(account, at)
-    return result
+        )
+    mark_money_moved(account, at)
+    return MonthSpend(returned["account_month"], returned.get("project_month"))
+
+
+@cache
+def _wallet_update_sql() -> str:
+    column = {f.name: f.column for f in Wallet._meta.concrete_fields}
+    recharge, bonus, arrears = column["recharge_nano"], column["bonus_nano"], column["arrears_nano"]
+    return (
+        f"UPDATE {Wallet._meta.db_table} SET {recharge} = {recharge} - %s,"  # noqa: S608 (names are ours)
+        f" {bonus} = {bonus} - %s, {arrears} = {arrears} + %s"
+        f" WHERE {column['account']} = %s AND {{exists}}"
+    )
+
+
+def _wallet_write(account: Account, charge: Charge) -> writes.Write:
+    return writes.Write(
+        "wallet",
+        _wallet_update_sql(),
+        [charge.recharge_nano, charge.bonus_nano, charge.arrears_nano, account.pk],
+        gated=True,
+    )
+
+
+@cache
+def _pack_use_sql() -> tuple[str, str]:
+    pack = _pack_columns()
+    remaining = pack["tokens_remaining"]
+    consumption = {f.name: f.column for f in PackConsumption._meta.concrete_fields}
+    columns = ", ".join(
+        consumption[name] for name in ("entry", "pack", "input_tokens", "output_tokens")
+    )
+    return (
+        f"UPDATE {ResourcePack._meta.db_table} SET {remaining} = {remaining} - %s"  # noqa: S608 (names are ours)
+        f" WHERE {pack['id']} = %s AND {{exists}}",
+        f"INSERT INTO {PackConsumption._meta.db_table} ({columns})"
+        " SELECT {gate_id}, %s, %s, %s WHERE {exists}",
+    )
 
 
 def _pack_use_writes(index: int, use: PackUse) -> list:
-    taken = use.input_tokens + use.output_tokens
+    pack_sql, consumption_sql = _pack_use_sql()
     return [
-        writes.Write(
-            f"pack_{index}",
-            "UPDATE billing_resourcepack SET tokens_remaining = tokens_remaining - %s"
-            " WHERE id = %s AND {exists}",
-            [taken, use.pack_id],
-            gated=True,
-        ),
+        writes.Write(f"pack_{index}", pack_sql, [use.tokens, use.pack_id], gated=True),
         writes.Write(
             f"consumption_{index}",
-            "INSERT INTO billing_packconsumption (entry_id, pack_id, input_tokens, output_tokens)"
-            " SELECT {gate_id}, %s, %s, %s WHERE {exists}",
+            consumption_sql,
             [use.pack_id, use.input_tokens, use.output_tokens],
             gated=True,
         ),
     ]
+
+
+@cache
+def _month_spend_sql(*, gate: bool, per_project: bool) -> str:
+    """The upsert adding a fee to the account's (or the project's) month counter, only while
+    the account's time zone is the one the request loaded (see `_month_spend_writes`)."""
+    account = {f.name: f.column for f in Account._meta.concrete_fields}
+    condition = (
+        f"EXISTS (SELECT 1 FROM {Account._meta.db_table}"  # noqa: S608 (names are ours)
+        f" WHERE {account['id']} = %s AND {account['time_zone']} = %s)"
+    )
+    if gate:
+        condition = "{exists} AND " + condition
+    model = ProjectMonthSpend if per_project else AccountMonthSpend
+    column = {f.name: f.column for f in model._meta.concrete_fields}
+    if per_project:
+        names, unique = ("account", "project", "month", "spent_nano"), ("project", "month")
+    else:
+        names, unique = ("account", "month", "spent_nano"), ("account", "month")
+    table, spent = model._meta.db_table, column["spent_nano"]
+    return (
+        f"INSERT INTO {table} ({', '.join(column[name] for name in names)})"
+        f" SELECT {', '.join(['%s'] * len(names))} WHERE {condition}"
+        f" ON CONFLICT ({', '.join(column[name] for name in unique)})"
+        f" DO UPDATE SET {spent} = {table}.{spent} + EXCLUDED.{spent}"
+    )
 
 
 def _month_spend_writes(
@@ -876,17 +830,11 @@ def _month_spend_writes(
     starts or waits for this charge to commit). Otherwise they return nothing and the caller
     writes them again in the zone in force (`gate=False`: outside the charge's batch)."""
     day = connection.ops.adapt_datefield_value(month or current_month(account=account, now=at))
-    condition = "EXISTS (SELECT 1 FROM console_account WHERE id = %s AND time_zone = %s)"
-    if gate:
-        condition = "{exists} AND " + condition
     same_zone = [account.pk, account.time_zone]
     batch = [
         writes.Write(
             "account_month",
-            "INSERT INTO billing_accountmonthspend (account_id, month, spent_nano)"
-            f" SELECT %s, %s, %s WHERE {condition} ON CONFLICT (account_id, month)"
-            " DO UPDATE SET spent_nano = billing_accountmonthspend.spent_nano"
-            " + EXCLUDED.spent_nano",
+            _month_spend_sql(gate=gate, per_project=False),
             [account.pk, day, fee, *same_zone],
             returning="spent_nano",
             gated=gate,
@@ -896,36 +844,13 @@ def _month_spend_writes(
         batch.append(
             writes.Write(
                 "project_month",
-                "INSERT INTO billing_projectmonthspend (account_id, project_id, month, spent_nano)"
-                f" SELECT %s, %s, %s, %s WHERE {condition} ON CONFLICT (project_id, month)"
-                " DO UPDATE SET spent_nano = billing_projectmonthspend.spent_nano"
-                " + EXCLUDED.spent_nano",
+                _month_spend_sql(gate=gate, per_project=True),
                 [account.pk, project.pk, day, fee, *same_zone],
                 returning="spent_nano",
                 gated=gate,
             )
         )
     return batch
-
-
-def _month_spend_alerts(*, account: Account, project, fee: int, returned: dict) -> None:
-    """Schedule the alert check when this charge took month-to-date spend across 50, 80 or
-    100% of the account's budget or the project's cap."""
-    from alerts.services import schedule_evaluation, spend_crossed_a_level
-
-    crossed = False
-    if account.monthly_budget_nano:
-        after = returned["account_month"]
-        crossed = spend_crossed_a_level(
-            before=after - fee, after=after, limit=account.monthly_budget_nano
-        )
-    if project is not None and project.monthly_cap_nano and not crossed:
-        after = returned["project_month"]
-        crossed = spend_crossed_a_level(
-            before=after - fee, after=after, limit=project.monthly_cap_nano
-        )
-    if crossed:
-        schedule_evaluation(account.pk)
 
 
 # --- A time-zone change and the month counters ---------------------------------------------
@@ -961,10 +886,6 @@ def month_spend_rebuild(*, account: Account, now: datetime | None = None) -> int
     The caller holds the wallet lock (every charge takes it before writing a counter), so no
     charge is counted twice or lost. Stated months keep their bounds, so their counters do
     not move. Returns the number of months written."""
-    from django.db.models import Sum
-
-    from billing.models import AccountMonthSpend, ProjectMonthSpend
-
     months = account_months(account=account)
     charges = LedgerEntry.objects.filter(
         account=account, kind=LedgerEntry.Kind.CHARGE, fee_nano__gt=0

@@ -11,6 +11,7 @@ The database stays the only truth about money; what lives here may be lost (Redi
 nothing on disk) and every entry expires by itself.
 """
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -482,3 +483,61 @@ def shared_state() -> SharedState:
     if settings.SHARED_STATE_BACKEND == "redis":
         return RedisState(settings.REDIS_URL)
     return LocalState()
+
+
+# --- The keys: one builder each, so every writer and reader spells them alike ---------------
+# Ids are the database's; the prefixes keep the kinds apart in one Redis database.
+
+
+def rate_window_key(account_id: int) -> str:
+    """The account's per-minute request window (the gateway's 1303)."""
+    return f"rpm:{account_id}"
+
+
+def rate_refused_key(account_id: int) -> str:
+    """A window of one: whether a 1303 refusal is the account's first this minute."""
+    return f"rpm-refused:{account_id}"
+
+
+def concurrency_key(account_id: int) -> str:
+    """The account's concurrency slots, one per request in flight."""
+    return f"conc:{account_id}"
+
+
+def account_hold_key(account_id: int) -> str:
+    """The money held for an account's requests in flight: one hold per request, each
+    expiring on its own after GATEWAY_RESERVATION_TTL, so what a killed web worker held
+    comes back even while the account keeps sending."""
+    return f"hold:account:{account_id}"
+
+
+def project_hold_key(project_id: int) -> str:
+    """The money held for a project's requests in flight, as for the account."""
+    return f"hold:project:{project_id}"
+
+
+def reservation_keys(*, account_id: int, project_id: int) -> tuple[str, str]:
+    """The account's and the project's money holds, in the order admission takes them."""
+    return account_hold_key(account_id), project_hold_key(project_id)
+
+
+def pack_hold_keys(*, account_id: int, model: str) -> tuple[str, str]:
+    """The pack tokens held for an account's requests in flight, in the order settlement
+    draws packs: those for this model only, then the general ones (shared by every model).
+    Holds as for money: one per request, each with its TTL."""
+    return f"hold:packs:{account_id}:{model}", f"hold:packs:{account_id}:*"
+
+
+def throttle_key(scope: str, ip: str) -> str:
+    """An IP address's window of POSTs to one throttled form."""
+    return f"throttle:{scope}:{ip}"
+
+
+def signin_address_key(address: str) -> str:
+    """Failed sign-ins of one address, across IP addresses. A digest: the addresses people
+    type are not kept in the shared state."""
+    return "signin-address:" + hashlib.sha256(address.encode()).hexdigest()
+
+
+# API keys' last-used times, written by the gateway and drained into the database.
+API_KEY_LAST_USED_HASH = "api-key-last-used"

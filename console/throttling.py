@@ -8,14 +8,13 @@ shared state (Redis in production); when that store cannot be reached the form s
 """
 
 import functools
-import hashlib
 import logging
 import math
 
 from django.conf import settings
 from django.shortcuts import render
 
-from console.shared_state import shared_state
+from console.shared_state import shared_state, signin_address_key, throttle_key
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 3600
@@ -25,7 +24,7 @@ def ip_over_limit(request, *, scope: str, limit: int) -> bool:
     ip = request.META.get("REMOTE_ADDR") or "unknown"
     try:
         window = shared_state().hit_window(
-            f"throttle:{scope}:{ip}", limit=limit, window_seconds=WINDOW_SECONDS
+            throttle_key(scope, ip), limit=limit, window_seconds=WINDOW_SECONDS
         )
     except Exception:
         logger.warning("throttle %s: shared state unavailable, request allowed", scope)
@@ -58,17 +57,12 @@ def throttle_posts(scope: str, limit_setting: str):
 # checked nor counted, so they cannot stretch the wait: the owner waits minutes at most.
 
 
-def _address_key(address: str) -> str:
-    # A digest: the addresses people type are not kept in the shared state.
-    return "signin-address:" + hashlib.sha256(address.encode()).hexdigest()
-
-
 def signin_address_wait(address: str) -> float:
     """Seconds before a sign-in as `address` may be tried again (0: now)."""
     ceiling = settings.LOGIN_ADDRESS_FAILURE_CEILING
     try:
         state = shared_state()
-        key = _address_key(address)
+        key = signin_address_key(address)
         if state.get_int(key) < ceiling:
             return 0
         # At the ceiling a hit counts nothing and tells how long the window has left. (Should
@@ -86,7 +80,7 @@ def signin_failure_count(address: str) -> None:
     """Count one failed password check for `address`, from whichever IP address."""
     try:
         shared_state().hit_window(
-            _address_key(address),
+            signin_address_key(address),
             limit=settings.LOGIN_ADDRESS_FAILURE_CEILING,
             window_seconds=settings.LOGIN_ADDRESS_WINDOW_SECONDS,
         )

@@ -60,8 +60,7 @@ def _settle_orphans(timeout: float = 30) -> None:
 
 def _gateway_state(accounts) -> dict[str, int]:
     """Concurrency slots and money reserved, summed over the drill's accounts and projects."""
-    from console.shared_state import shared_state
-    from gateway.services import reservation_keys
+    from console.shared_state import concurrency_key, reservation_keys, shared_state
 
     state = shared_state()
     keys = [
@@ -70,7 +69,7 @@ def _gateway_state(accounts) -> dict[str, int]:
         for key in account.keys
     ]
     return {
-        "slots": sum(state.slot_count(f"conc:{account.id}") for account in accounts),
+        "slots": sum(state.slot_count(concurrency_key(account.id)) for account in accounts),
         "reserved_account_nano": sum(state.held(key) for key in {pair[0] for pair in keys}),
         "reserved_project_nano": sum(state.held(key) for key in {pair[1] for pair in keys}),
     }

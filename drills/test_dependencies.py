@@ -38,6 +38,7 @@ import psycopg
 import pytest
 import redis
 
+from console.shared_state import concurrency_key, reservation_keys
 from drills.private_services import (
     PrivatePostgres,
     PrivateRedis,
@@ -613,12 +614,8 @@ def check_state_released(stack: Stack, account: Account) -> dict:
     sets (slots, per-request holds) or counters."""
     client = stack.state()
     names = [
-        f"conc:{account.id}",
-        *(
-            f"{kind}:{scope}"
-            for kind in ("reserve", "hold")
-            for scope in (f"account:{account.id}", f"project:{account.project}")
-        ),
+        concurrency_key(account.id),
+        *reservation_keys(account_id=account.id, project_id=account.project),
     ]
     found = {}
     for name in names:

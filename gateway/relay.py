@@ -14,7 +14,7 @@ from django.http import JsonResponse
 
 from billing.selectors import text_tokens
 from console import api_errors
-from gateway import services, upstream
+from gateway import services, settlement, upstream
 from gateway.protocol import (
     SSE_DONE,
     answer_output,
@@ -90,7 +90,7 @@ async def finish(admitted, body, outcome, client_request_id, stream):
 
     def work():
         try:
-            return services.settle(
+            return settlement.settle(
                 admitted=admitted,
                 body=body,
                 outcome=outcome,

@@ -1,6 +1,7 @@
 """The gateway's rules, as plain (synchronous) functions the async views call in a thread:
-admission (limits, balance, caps, reservation) and settlement (charge, usage record, prompt
-log in one short transaction). No transaction is open while the upstream answers.
+admission (limits, balance, caps, reservation), the refusals' usage records, and the release
+of what a request held. Settlement is `gateway.settlement`'s. No transaction is open while
+the upstream answers.
 
 Bounded overspend: admission reserves the request's estimated cost (prompt size and
 max_tokens, priced without packs) per account and per project, in the shared state with a
@@ -22,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.utils import timezone
 
 from billing.selectors import (
@@ -33,12 +34,17 @@ from billing.selectors import (
 )
 from console import api_errors as errors
 from console.database import connection_wait
-from console.shared_state import shared_state
+from console.shared_state import (
+    concurrency_key,
+    pack_hold_keys,
+    rate_refused_key,
+    rate_window_key,
+    reservation_keys,
+    shared_state,
+)
 from gateway.models import UpstreamRoute
-from history.services import prompt_log_write
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_from_header
-from keys.services import api_key_mark_used
 from usage.models import UsageRecord
 from usage.rollups import usage_record_write
 
@@ -68,7 +74,7 @@ def console_caller(*, account, project) -> Authenticated:
     return Authenticated(key=None, project=project, account=account)
 
 
-def _source(auth: Authenticated) -> str:
+def usage_source(auth: Authenticated) -> str:
     # Only the console's playground calls without a key.
     return UsageRecord.Source.API if auth.key is not None else UsageRecord.Source.CONSOLE
 
@@ -110,22 +116,8 @@ def authenticate(header: str | None) -> Authenticated | Refused:
     return Refused(refusal)
 
 
-def reservation_keys(*, account_id: int, project_id: int) -> tuple[str, str]:
-    """The shared-state keys of the money held for an account's and a project's requests in
-    flight: one hold per request, each expiring on its own after GATEWAY_RESERVATION_TTL, so
-    what a killed web worker held comes back even while the account keeps sending."""
-    return f"hold:account:{account_id}", f"hold:project:{project_id}"
-
-
 def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
     return reservation_keys(account_id=auth.account.pk, project_id=auth.project.pk)
-
-
-def pack_hold_keys(*, account_id: int, model: str) -> tuple[str, str]:
-    """The shared-state keys of the pack tokens held for an account's requests in flight, in
-    the order settlement draws packs: those for this model only, then the general ones
-    (shared by every model). Holds as for money: one per request, each with its TTL."""
-    return f"hold:packs:{account_id}:{model}", f"hold:packs:{account_id}:*"
 
 
 def _rate_window(auth: Authenticated) -> tuple[Refused | None, dict]:
@@ -134,7 +126,9 @@ def _rate_window(auth: Authenticated) -> tuple[Refused | None, dict]:
     usage record. Returns the 1303 refusal once the window is full (or None) and the rate
     headers. Raises when the shared state is unreachable."""
     window = shared_state().hit_window(
-        f"rpm:{auth.account.pk}", limit=auth.account.tier.requests_per_minute, window_seconds=60
+        rate_window_key(auth.account.pk),
+        limit=auth.account.tier.requests_per_minute,
+        window_seconds=60,
     )
     headers = {
         "x-ratelimit-limit-requests": str(window.limit),
@@ -175,7 +169,7 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     # Redis may go away between these calls too: the same 1240 refusal, never a 500.
     try:
         acquired = state.slot_acquire(
-            f"conc:{account.pk}", token=request_id, limit=tier.concurrency, ttl_seconds=ttl
+            concurrency_key(account.pk), token=request_id, limit=tier.concurrency, ttl_seconds=ttl
         )
     except Exception:
         logger.warning("gateway: shared state unavailable", exc_info=True)
@@ -196,7 +190,7 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
         _release_everything(state, auth=auth, model=estimate.model, token=request_id)
         return Refused(errors.STATE_UNAVAILABLE, auth, rate_headers=headers)
     if refusal is not None:
-        state.slot_release(f"conc:{account.pk}", token=request_id)
+        state.slot_release(concurrency_key(account.pk), token=request_id)
         return Refused(refusal, auth, rate_headers=headers)
     return Admitted(auth, route, estimate, request_id, reserved, headers, pack_keys=pack_keys)
 
@@ -308,8 +302,8 @@ def _give_back(state, *, account_id: int, token: str, hold_keys) -> None:
     """Release the request's holds under `hold_keys` and its concurrency slot, each on its
     own (a failure of one does not keep the others)."""
     for key in hold_keys:
-        _forget(state.hold_release, key, token=token)
-    _forget(state.slot_release, f"conc:{account_id}", token=token)
+        best_effort(state.hold_release, key, token=token)
+    best_effort(state.slot_release, concurrency_key(account_id), token=token)
 
 
 def _release_everything(state, *, auth: Authenticated, model: str, token: str) -> None:
@@ -322,7 +316,7 @@ def _release_everything(state, *, auth: Authenticated, model: str, token: str) -
     _give_back(state, account_id=auth.account.pk, token=token, hold_keys=keys)
 
 
-def _forget(operation, *args, **kwargs) -> None:
+def best_effort(operation, *args, **kwargs) -> None:
     """A best-effort write to the shared state (a clean-up, a release, a last-used time)
     that must neither hide the error being handled nor fail an answer already settled; what
     it could not undo expires with its TTL."""
@@ -364,8 +358,8 @@ def keep_alive(admitted: Admitted) -> None:
     """Renew everything a running request holds in the shared state (its concurrency slot
     and its money and pack-token holds), in one call. Never raises: a renewal Redis cannot
     take leaves the TTL to run as before."""
-    keys = [f"conc:{admitted.account.pk}", *_held_keys(admitted)]
-    _forget(
+    keys = [concurrency_key(admitted.account.pk), *_held_keys(admitted)]
+    best_effort(
         shared_state().renew,
         keys,
         token=admitted.request_id,
@@ -393,7 +387,7 @@ def _first_rate_refusal(auth: Authenticated) -> bool:
     try:
         return (
             shared_state()
-            .hit_window(f"rpm-refused:{auth.account.pk}", limit=1, window_seconds=60)
+            .hit_window(rate_refused_key(auth.account.pk), limit=1, window_seconds=60)
             .allowed
         )
     except Exception:
@@ -410,7 +404,7 @@ def record_refusal(
         account=refused.auth.account,
         project=refused.auth.project,
         api_key=refused.auth.key,
-        source=_source(refused.auth),
+        source=usage_source(refused.auth),
         request_id=request_id,
         client_request_id=client_request_id,
         model=str((body or {}).get("model", ""))[:64],
@@ -419,72 +413,3 @@ def record_refusal(
         code=refused.refusal.code,
         created_at=timezone.now(),
     )
-
-
-@with_short_database_wait
-def settle(
-    *,
-    admitted: Admitted,
-    body: dict,
-    outcome: Outcome,
-    client_request_id: str,
-    stream: bool,
-    at=None,
-) -> UsageRecord:
-    """One short transaction: the charge, the usage record and the prompt log. Committed
-    before the response completes (for streams, before the final [DONE]). `at` backdates
-    (the demo's history only)."""
-    auth = admitted.auth
-    now = at or timezone.now()
-    with transaction.atomic():
-        # The prompt log first: it locks nothing another request waits for, so its (large)
-        # row goes in before the account's hot rows are locked, not while they are.
-        if outcome.forwarded:
-            prompt_log_write(
-                account=auth.account,
-                project=auth.project,
-                api_key=auth.key,
-                request_id=admitted.request_id,
-                model=body["model"],
-                messages=body["messages"],
-                parameters={k: v for k, v in body.items() if k not in ("messages", "simulator")},
-                response_text=outcome.response_text,
-                status=outcome.status,
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                latency_ms=outcome.latency_ms,
-                first_token_ms=outcome.first_token_ms,
-                created_at=now,
-            )
-        charged = outcome.forwarded and (outcome.status == 200 or outcome.partial)
-        # The charge, the usage record and its roll-ups: one round trip under the locks.
-        record = usage_record_write(
-            charge={
-                "model": body["model"],
-                "input_tokens": outcome.input_tokens,
-                "output_tokens": outcome.output_tokens,
-            }
-            if charged
-            else None,
-            account=auth.account,
-            project=auth.project,
-            api_key=auth.key,
-            source=_source(auth),
-            request_id=admitted.request_id,
-            client_request_id=client_request_id,
-            model=body["model"],
-            stream=stream,
-            status=outcome.status,
-            code=outcome.code,
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-            estimated=outcome.estimated,
-            latency_ms=outcome.latency_ms,
-            first_token_ms=outcome.first_token_ms,
-            created_at=now,
-        )
-    if auth.key is not None:
-        # Committed: a last-used time Redis cannot take now must not turn the answer into
-        # an error (the request is charged either way).
-        _forget(api_key_mark_used, key=auth.key, at=now)
-    return record

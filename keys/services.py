@@ -15,12 +15,11 @@ from django.utils.translation import gettext as _
 from console.models import Account, AuditEvent, User
 from console.secrets_at_rest import current_pepper_version, pepper_hash
 from console.services import ServiceError, audit_record, changed_fields
-from console.shared_state import shared_state
+from console.shared_state import API_KEY_LAST_USED_HASH, shared_state
 from keys.models import ApiKey, Scope
 from projects.models import Project
 
 SECRET_BYTES = 24  # 192 bits of entropy from `secrets`, more than the 128 DESIGN.md asks
-LAST_USED_HASH = "api-key-last-used"
 LAST_USED_THROTTLE_SECONDS = 60
 
 # Rotation grace periods people can choose (seconds → label), 0 = revoke the old key at once.
@@ -232,7 +231,7 @@ def api_key_mark_used(*, key: ApiKey, at: datetime | None = None) -> None:
     minute per key."""
     at = at or timezone.now()
     if settings.SHARED_STATE_BACKEND == "redis":
-        shared_state().hash_set(LAST_USED_HASH, str(key.pk), at.isoformat())
+        shared_state().hash_set(API_KEY_LAST_USED_HASH, str(key.pk), at.isoformat())
         return
     now = time.monotonic()
     if now - _local_last_written.get(key.pk, -LAST_USED_THROTTLE_SECONDS) >= (
@@ -263,7 +262,7 @@ def _write_last_used(times: dict[int, datetime]) -> int:
 def api_keys_flush_last_used() -> int:
     """Move buffered last-used times into the database (the periodic task calls this)."""
     state = shared_state()
-    drained = state.hash_drain(LAST_USED_HASH)
+    drained = state.hash_drain(API_KEY_LAST_USED_HASH)
     times = {int(pk): datetime.fromisoformat(stamp) for pk, stamp in drained.items()}
     try:
         return _write_last_used(times)
@@ -271,5 +270,5 @@ def api_keys_flush_last_used() -> int:
         # Put the batch back for the retry (a newer time written meanwhile may be replaced
         # by this older one; the next request with that key sets it again).
         for pk, stamp in drained.items():
-            state.hash_set(LAST_USED_HASH, pk, stamp)
+            state.hash_set(API_KEY_LAST_USED_HASH, pk, stamp)
         raise

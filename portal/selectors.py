@@ -95,8 +95,8 @@ def _rate_use(account: Account) -> RateUse | None:
     try:
         # Looked up on the module at each call (tests stand in a store that is down).
         state = shared_state.shared_state()
-        used = state.get_int(f"rpm:{account.pk}")
-        concurrent = state.slot_count(f"conc:{account.pk}")
+        used = state.get_int(shared_state.rate_window_key(account.pk))
+        concurrent = state.slot_count(shared_state.concurrency_key(account.pk))
     except Exception:
         # The overview still serves when Redis is down; the gateway answers 1240 meanwhile.
         return None

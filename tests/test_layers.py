@@ -16,7 +16,11 @@ APPS = CONFIG["root_packages"]
 def test_every_app_imports_only_from_the_layers_below_it():
     lint = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run(
-        [str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [str(lint), "--no-cache", "--no-logo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -1,14 +1,16 @@
 """Usage roll-ups: hourly and daily sums of the usage records per account, project, key, model
 and source. Pages, the overview and the usage API read these rows; the records are the truth.
 
-Kept current incrementally: `usage_record_write` inserts a record and adds it to its hourly
-and daily rows in the same transaction, by an upsert that adds (`requests = requests + 1`),
-so a record counts exactly once — it is inserted once (unique request id), and a rolled-back
-insert takes its increment with it. `rollups_rebuild` recomputes any stretch from the
-records (after a time-zone change, after an upgrade or an import, or if rows were ever
-edited by hand); the nightly reconciliation finds accounts whose roll-ups disagree with
-their records in any metric, hour or day (a request that settled across a time-zone change
-lands on the old zone's day) and rebuilds them.
+Kept current incrementally: a record is inserted in the same transaction as the upserts
+adding it to its hourly and daily rows (`usage_record_writes`: `usage_record_write` runs
+them, the gateway's settlement runs them in its charge's round trip), upserts that add
+(`requests = requests + 1`), so a record counts exactly once — it is inserted once
+(unique request id), and a rolled-back insert takes its increment with it.
+`rollups_rebuild` recomputes any stretch from the records (after a time-zone change, after
+an upgrade or an import, or if rows were ever edited by hand); the nightly reconciliation
+finds accounts whose roll-ups disagree with their records in any metric, hour or day (a
+request that settled across a time-zone change lands on the old zone's day) and rebuilds
+them.
 
 Hours are UTC; days are calendar days in the account's time zone, like caps and statements.
 """
@@ -22,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate, TruncHour
 
+from billing import writes
 from console.api_errors import UPSTREAM_ERROR, UPSTREAM_TIMEOUT
 from console.models import Account
 from usage.models import UsageDaily, UsageHourly, UsageRecord
@@ -114,10 +117,8 @@ def _upsert(model, bucket: str, rows: list[tuple]) -> None:
             cursor.execute(sql, params)
 
 
-def rollup_writes(*, record: UsageRecord, time_zone: str) -> list:
+def rollup_writes(*, record: UsageRecord, time_zone: str) -> list[writes.Write]:
     """The upserts adding one new usage record to its hour and its day."""
-    from billing.writes import Write
-
     group = (
         record.account_id,
         record.project_id or 0,
@@ -130,12 +131,12 @@ def rollup_writes(*, record: UsageRecord, time_zone: str) -> list:
     day = connection.ops.adapt_datefield_value(day_of(record.created_at, time_zone))
     vendor = connection.vendor
     return [
-        Write(
+        writes.Write(
             "usage_hourly",
             _upsert_sql(vendor, UsageHourly._meta.db_table, "hour", 1),
             [*group, hour, *metrics],
         ),
-        Write(
+        writes.Write(
             "usage_daily",
             _upsert_sql(vendor, UsageDaily._meta.db_table, "day", 1),
             [*group, day, *metrics],
@@ -148,9 +149,10 @@ def rollup_writes(*, record: UsageRecord, time_zone: str) -> list:
 ROLLUP_LOCK = 8_101
 
 
-def _lock_account(account_id: int, *, exclusive: bool) -> None:
-    """Writers of one account share this lock; its rebuild holds it alone, until commit.
-    On SQLite every write transaction is exclusive already."""
+def rollups_lock(account_id: int, *, exclusive: bool = False) -> None:
+    """Writers of one account's roll-ups share this lock (taken before the record is
+    inserted); its rebuild holds it alone, until commit. On SQLite every write transaction
+    is exclusive already."""
     if connection.vendor != "postgresql":
         return
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
@@ -158,49 +160,23 @@ def _lock_account(account_id: int, *, exclusive: bool) -> None:
         cursor.execute(f"SELECT {function}(%s, %s)", [ROLLUP_LOCK, account_id])
 
 
-def usage_record_write(*, charge: dict | None = None, **fields) -> UsageRecord:
-    """The one way a usage record is written: the record and its roll-ups, atomically.
+def usage_record_writes(*, record: UsageRecord, time_zone: str) -> list[writes.Write]:
+    """The writes of one new usage record (unsaved): the record and its roll-ups. Whoever
+    runs them holds `rollups_lock` already."""
+    return [
+        writes.insert_write(record, name="usage_record"),
+        *rollup_writes(record=record, time_zone=time_zone),
+    ]
 
-    With `charge` (`charge_usage`'s model and token counts), the request is charged first
-    and the record carries what it cost; the record and roll-up rows are written in the
-    charge's own round trip, right after the account's rows are locked (the roll-up rows
-    are as hot as the wallet: every request of a key and model adds to the same hour).
-    No savepoint: an error fails the caller's transaction, the gateway's settlement."""
-    from billing import writes
-    from billing.services import charge_usage
 
-    account = fields["account"]
+def usage_record_write(**fields) -> UsageRecord:
+    """A usage record that costs nothing (a refusal), with its roll-ups, atomically. The
+    gateway's settlement writes a charged request's record in the charge's round trip.
+    No savepoint: an error fails the caller's transaction."""
+    record = UsageRecord(**fields)
     with transaction.atomic(savepoint=False):
-        _lock_account(account.pk, exclusive=False)
-        record = UsageRecord(**fields)
-
-        def record_writes(result=None) -> list:
-            if result is not None:
-                record.pack_tokens = sum(
-                    use.input_tokens + use.output_tokens for use in result.packs
-                )
-                record.input_price_nano = result.input_price_nano
-                record.output_price_nano = result.output_price_nano
-                record.fee_nano = result.fee_nano
-                record.recharge_nano = result.recharge_nano
-                record.bonus_nano = result.bonus_nano
-                record.arrears_nano = result.arrears_nano
-            return [
-                writes.insert_write(record, name="usage_record"),
-                *rollup_writes(record=record, time_zone=account.time_zone),
-            ]
-
-        if charge is None:
-            writes.run(record_writes())
-        else:
-            charge_usage(
-                account=account,
-                project=record.project,
-                request_id=record.request_id,
-                at=record.created_at,
-                also=record_writes,
-                **charge,
-            )
+        rollups_lock(record.account_id)
+        writes.run(usage_record_writes(record=record, time_zone=fields["account"].time_zone))
     return record
 
 
@@ -255,7 +231,7 @@ def rollups_rebuild(
     the numbers of hourly and daily rows written.
 
     Exact beside live traffic: the rebuild holds the account's roll-up lock exclusively
-    (`usage_record_write` takes it shared before inserting a record). A writer that already
+    (every writer of a record takes it shared before inserting it). A writer that already
     holds it commits first, and the rebuild then counts its record; a writer that comes
     later waits, then adds to the rebuilt row. Either way once; other accounts never wait.
     """
@@ -275,7 +251,7 @@ def rollups_rebuild(
         )
     hourly_rows: list[tuple] = []
     with transaction.atomic():
-        _lock_account(account.pk, exclusive=True)
+        rollups_lock(account.pk, exclusive=True)
         if hourly:
             hours.delete()
             hourly_rows = _aggregate(hourly_records, TruncHour("created_at", tzinfo=UTC))

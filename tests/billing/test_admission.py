@@ -1,8 +1,9 @@
 import pytest
 
 from billing.selectors import Admission, estimate_request, may_admit
-from billing.services import charge_usage, pack_grant
+from billing.services import pack_grant
 from console.money import NANO_PER_UNIT
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]

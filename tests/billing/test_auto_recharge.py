@@ -13,12 +13,13 @@ from billing.payments import (
     auto_recharge_sweep,
     payment_method_remove,
 )
-from billing.services import charge_usage, pack_buy
+from billing.services import pack_buy
 from config.celery import app
 from console.models import AuditEvent
 from console.money import NANO_PER_UNIT
 from console.roles import Role
 from console.services import ServiceError
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import DECLINE, add_card
 from tests.conftest import requires_postgres

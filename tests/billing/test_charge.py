@@ -5,18 +5,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from billing.charges import price_tokens
 from billing.models import LedgerEntry, ModelPrice, PackConsumption, ResourcePack, Wallet
 from billing.selectors import account_month_spend, project_month_spend
-from billing.services import (
-    UnknownModel,
-    bonus_grant,
-    charge_usage,
-    pack_grant,
-    price_tokens,
-    recharge,
-)
+from billing.services import UnknownModel, bonus_grant, pack_grant, recharge
 from console.money import NANO_PER_UNIT
 from console.services import ServiceError
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]

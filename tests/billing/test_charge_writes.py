@@ -9,7 +9,8 @@ from django.utils import timezone
 from billing import writes
 from billing.models import AccountMonthSpend, LedgerEntry, Wallet
 from billing.reconciliation import audit_all
-from billing.services import charge_usage, pack_grant
+from billing.services import pack_grant
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 from tests.threads import run_together

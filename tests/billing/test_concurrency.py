@@ -7,8 +7,9 @@ from django.db import connection
 
 from billing.models import LedgerEntry, Wallet
 from billing.reconciliation import audit_all
-from billing.services import charge_usage, pack_grant
+from billing.services import pack_grant
 from console.money import NANO_PER_UNIT
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 

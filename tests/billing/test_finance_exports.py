@@ -16,9 +16,10 @@ from billing.invoices import Buyer, invoice_request, invoice_void
 from billing.models import LedgerEntry
 from billing.payments import payment_record_manual
 from billing.selectors import current_month
-from billing.services import charge_usage, refund
+from billing.services import refund
 from console.models import Account
 from console.money import NANO_PER_UNIT, to_decimal
+from gateway.settlement import charge_usage
 from tests.factories import login_verified, make_account, make_user
 
 pytestmark = pytest.mark.django_db

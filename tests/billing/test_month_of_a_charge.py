@@ -14,10 +14,10 @@ from django.urls import reverse
 from billing.models import AccountMonthSpend, LedgerEntry, ProjectMonthSpend
 from billing.reconciliation import audit_account
 from billing.selectors import account_month_spend, current_month, project_month_spend
-from billing.services import charge_usage
 from billing.statements import statement_data, statement_generate
 from console.models import Account, AuditEvent
 from console.services import ServiceError
+from gateway.settlement import charge_usage
 from portal.services import account_update
 from projects.services import project_create
 from tests.billing.factories import funded_account

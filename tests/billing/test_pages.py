@@ -5,9 +5,10 @@ import pytest
 from django.urls import reverse
 
 from billing.models import LedgerEntry, PackProduct, ResourcePack
-from billing.services import charge_usage, recharge
+from billing.services import recharge
 from console.money import NANO_PER_UNIT
 from console.roles import Role
+from gateway.settlement import charge_usage
 from tests.factories import add_member
 
 pytestmark = pytest.mark.django_db

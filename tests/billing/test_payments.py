@@ -24,10 +24,10 @@ from billing.payments import (
     promotion_for,
 )
 from billing.providers import SUCCEEDED, ChargeOutcome
-from billing.services import charge_usage
 from console.models import AuditEvent, Tier
 from console.money import NANO_PER_UNIT
 from console.services import ServiceError
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 from tests.conftest import requires_postgres
 from tests.factories import make_user

@@ -24,10 +24,11 @@ from billing.models import Invoice, InvoiceSequence, LedgerEntry, Wallet
 from billing.payments import payment_record_manual, payment_start_card
 from billing.reconciliation import audit_all
 from billing.selectors import paid_totals, refundable_nano
-from billing.services import charge_usage, refund
+from billing.services import refund
 from console.models import AuditEvent
 from console.money import NANO_PER_UNIT
 from console.services import ServiceError
+from gateway.settlement import charge_usage
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import add_card
 from tests.conftest import ROOT, requires_postgres

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.services import split_fee
+from billing.charges import split_fee
 
 pytestmark = pytest.mark.embedded
 

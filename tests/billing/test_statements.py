@@ -11,7 +11,7 @@ import pytest
 from billing.documents import statement_pdf
 from billing.models import LedgerEntry, Statement
 from billing.payments import payment_record_manual
-from billing.services import charge_usage, pack_grant, refund
+from billing.services import pack_grant, refund
 from billing.statements import (
     statement_csv,
     statement_data,
@@ -20,6 +20,7 @@ from billing.statements import (
     statements_generate_due,
 )
 from console.money import NANO_PER_UNIT, decimal_string, format_amount
+from gateway.settlement import charge_usage
 from projects.services import project_create
 from tests.billing.factories import funded_account
 from tests.billing.test_refunds_invoices import pdf_text

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from console import api_errors as errors
-from gateway.services import Admitted, Outcome, Refused, record_refusal, settle
+from gateway.services import Admitted, Outcome, Refused, record_refusal
+from gateway.settlement import settle
 from keys.selectors import Authenticated
 
 MODELS = ["glm-4.7", "glm-4.5-air", "glm-4.7-flash"]

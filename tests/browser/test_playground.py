@@ -3,8 +3,9 @@ a refusal reads as a sentence, not a broken stream."""
 
 import pytest
 
-from billing.services import charge_usage, recharge
+from billing.services import recharge
 from console.money import NANO_PER_UNIT, format_amount
+from gateway.settlement import charge_usage
 from tests.factories import PASSWORD, make_account, make_user
 from usage.models import UsageRecord
 

@@ -26,9 +26,9 @@ import notifications.forms
 import projects.forms
 from billing.models import LedgerEntry, Wallet
 from console.models import Account, User
+from console.shared_state import concurrency_key, reservation_keys
 from gateway import simulator
 from gateway.models import UpstreamRoute
-from gateway.services import reservation_keys
 from history.models import PromptLog
 from keys.services import api_key_create
 from notifications.models import WebhookEndpoint
@@ -609,7 +609,7 @@ def _gateway(raw, body, **extra):
 def _nothing_held(account, state) -> bool:
     """No concurrency slot or reservation left behind."""
     held, _project = reservation_keys(account_id=account.pk, project_id=0)
-    return state.slot_count(f"conc:{account.pk}") == 0 and state.held(held) == 0
+    return state.slot_count(concurrency_key(account.pk)) == 0 and state.held(held) == 0
 
 
 @pytest.mark.parametrize("case", sorted(GATEWAY_REFUSES))

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from console.shared_state import LocalState, RedisState
+from console.shared_state import LocalState, RedisState, concurrency_key, rate_window_key
 
 
 class FakeClock:
@@ -35,7 +35,7 @@ def _url(client) -> str:
 
 
 def test_a_window_admits_up_to_its_limit_then_refuses_without_counting(state):
-    results = [state.hit_window("rpm:1", limit=3, window_seconds=60) for _ in range(5)]
+    results = [state.hit_window(rate_window_key(1), limit=3, window_seconds=60) for _ in range(5)]
     assert [r.allowed for r in results] == [True, True, True, False, False]
     assert [r.remaining for r in results] == [2, 1, 0, 0, 0]
     assert 0 < results[-1].reset_seconds <= 60
@@ -47,28 +47,28 @@ def test_windows_are_separate_per_key(state):
 
 
 def test_slots_hold_a_limit_and_come_back_on_release(state):
-    assert state.slot_acquire("conc:1", token="a", limit=2, ttl_seconds=30)
-    assert state.slot_acquire("conc:1", token="b", limit=2, ttl_seconds=30)
-    assert not state.slot_acquire("conc:1", token="c", limit=2, ttl_seconds=30)
-    assert state.slot_count("conc:1") == 2
-    state.slot_release("conc:1", token="a")
-    state.slot_release("conc:1", token="a")  # twice is harmless
-    assert state.slot_count("conc:1") == 1
-    assert state.slot_acquire("conc:1", token="c", limit=2, ttl_seconds=30)
+    assert state.slot_acquire(concurrency_key(1), token="a", limit=2, ttl_seconds=30)
+    assert state.slot_acquire(concurrency_key(1), token="b", limit=2, ttl_seconds=30)
+    assert not state.slot_acquire(concurrency_key(1), token="c", limit=2, ttl_seconds=30)
+    assert state.slot_count(concurrency_key(1)) == 2
+    state.slot_release(concurrency_key(1), token="a")
+    state.slot_release(concurrency_key(1), token="a")  # twice is harmless
+    assert state.slot_count(concurrency_key(1)) == 1
+    assert state.slot_acquire(concurrency_key(1), token="c", limit=2, ttl_seconds=30)
 
 
 def test_acquiring_the_same_token_twice_takes_one_slot(state):
-    assert state.slot_acquire("conc:2", token="a", limit=1, ttl_seconds=30)
-    assert state.slot_acquire("conc:2", token="a", limit=1, ttl_seconds=30)
-    assert state.slot_count("conc:2") == 1
+    assert state.slot_acquire(concurrency_key(2), token="a", limit=1, ttl_seconds=30)
+    assert state.slot_acquire(concurrency_key(2), token="a", limit=1, ttl_seconds=30)
+    assert state.slot_count(concurrency_key(2)) == 1
 
 
 def test_counters_read_and_delete(state):
-    state.hit_window("rpm:1", limit=10, window_seconds=60)
-    state.hit_window("rpm:1", limit=10, window_seconds=60)
-    assert state.get_int("rpm:1") == 2
-    state.delete("rpm:1")
-    assert state.get_int("rpm:1") == 0
+    state.hit_window(rate_window_key(1), limit=10, window_seconds=60)
+    state.hit_window(rate_window_key(1), limit=10, window_seconds=60)
+    assert state.get_int(rate_window_key(1)) == 2
+    state.delete(rate_window_key(1))
+    assert state.get_int(rate_window_key(1)) == 0
 
 
 def test_concurrent_acquires_never_exceed_the_limit(state):

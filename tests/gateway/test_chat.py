@@ -6,9 +6,10 @@ import pytest
 from django.test import AsyncClient
 
 from billing.models import LedgerEntry, Wallet
-from billing.services import charge_usage
 from console.models import Account, Tier
 from console.money import NANO_PER_UNIT
+from console.shared_state import account_hold_key, concurrency_key
+from gateway.settlement import charge_usage
 from history.models import PromptLog
 from keys.services import api_key_revoke
 from projects.services import project_archive, project_create, project_set_cap
@@ -257,8 +258,8 @@ async def test_every_slot_and_reservation_is_released(funded, fresh_shared_state
     state = fresh_shared_state
     from asgiref.sync import sync_to_async
 
-    assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
-    assert await sync_to_async(state.held)(f"hold:account:{account.pk}") == 0
+    assert await sync_to_async(state.slot_count)(concurrency_key(account.pk)) == 0
+    assert await sync_to_async(state.held)(account_hold_key(account.pk)) == 0
 
 
 @run_async

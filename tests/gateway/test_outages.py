@@ -17,7 +17,8 @@ from psycopg_pool import PoolTimeout
 
 from billing.models import LedgerEntry
 from billing.services import pack_grant
-from gateway import services
+from console.shared_state import account_hold_key, concurrency_key, pack_hold_keys, reservation_keys
+from gateway import services, settlement
 from tests.asynchronous import run_async
 from tests.conftest import requires_postgres
 from tests.gateway.test_chat import BODY, URL, error_of, post
@@ -42,8 +43,8 @@ async def read(response) -> str:
 
 async def nothing_held(state, account) -> None:
     project = await account.projects.aget(is_default=True)
-    assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
-    for key in services.reservation_keys(account_id=account.pk, project_id=project.pk):
+    assert await sync_to_async(state.slot_count)(concurrency_key(account.pk)) == 0
+    for key in reservation_keys(account_id=account.pk, project_id=project.pk):
         assert await sync_to_async(state.held)(key) == 0
 
 
@@ -82,7 +83,7 @@ async def test_a_settlement_the_database_refuses_is_an_error_and_charges_nothing
     written in it): rolled back, so nothing is charged, and the client is told so — a 503,
     or for a stream already under way an error event in place of [DONE]."""
     account, raw, _key = funded
-    monkeypatch.setattr(services, "usage_record_write", database_gone)
+    monkeypatch.setattr(settlement, "charge_usage", database_gone)
     response = await post(raw, {**BODY, "stream": stream})
     text = await read(response)
     if stream:
@@ -203,7 +204,7 @@ async def test_redis_gone_between_two_holds_gives_back_the_hold_already_taken(
     monkeypatch.setattr(state, "hold", second_hold_fails)
     response = await post(raw)
     assert (response.status_code, error_of(response)) == (503, "1240")
-    assert taken and taken[0].startswith("hold:account:")
+    assert taken and taken[0] == account_hold_key(account.pk)
     monkeypatch.undo()
     await nothing_held(state, account)
 
@@ -227,7 +228,7 @@ async def test_redis_gone_after_a_pack_hold_gives_the_pack_tokens_back(
     response = await post(raw)
     assert (response.status_code, error_of(response)) == (503, "1240")
     monkeypatch.undo()
-    for key in services.pack_hold_keys(account_id=account.pk, model=BODY["model"]):
+    for key in pack_hold_keys(account_id=account.pk, model=BODY["model"]):
         assert await sync_to_async(state.held)(key) == 0
     await nothing_held(state, account)
 
@@ -293,7 +294,7 @@ def test_a_settlement_needing_a_new_connection_waits_only_the_apis_short_time(
     def settle_in_a_new_thread():
         try:
             outcome = services.Outcome(status=200, input_tokens=5, output_tokens=5)
-            services.settle(
+            settlement.settle(
                 admitted=admitted, body=BODY, outcome=outcome, client_request_id="", stream=True
             )
         finally:

@@ -16,11 +16,13 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from billing.models import LedgerEntry, ProjectMonthSpend, ResourcePack, Wallet
-from billing.services import charge_usage, pack_grant
+from billing.services import pack_grant
 from console import api_errors as errors
 from console.models import Account, Tier
 from console.money import NANO_PER_UNIT
+from console.shared_state import concurrency_key, pack_hold_keys, reservation_keys
 from gateway import services
+from gateway.settlement import charge_usage
 from projects.services import project_set_cap
 from tests.asynchronous import run_async
 from tests.billing.factories import funded_account
@@ -118,10 +120,10 @@ def test_concurrent_requests_on_a_capped_project_share_a_pack_only_as_far_as_it_
     assert Wallet.objects.get(account=account).arrears_nano == 0
     assert LedgerEntry.objects.filter(account=account, kind="charge").count() == 2
     state = services.shared_state()
-    assert state.slot_count(f"conc:{account.pk}") == 0
+    assert state.slot_count(concurrency_key(account.pk)) == 0
     for hold_key in (
-        *services.reservation_keys(account_id=account.pk, project_id=key.project_id),
-        *services.pack_hold_keys(account_id=account.pk, model="glm-4.7"),
+        *reservation_keys(account_id=account.pk, project_id=key.project_id),
+        *pack_hold_keys(account_id=account.pk, model="glm-4.7"),
     ):
         assert state.held(hold_key) == 0, hold_key
 
@@ -142,7 +144,7 @@ def test_a_request_holds_its_estimate_of_pack_tokens_until_it_is_released(
     first, second = _admit(auth, body), _admit(auth, body)
     assert isinstance(first, services.Admitted) and first.reserved_nano == 0
     assert isinstance(second, services.Admitted) and second.reserved_nano == 0
-    model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    model_key, general_key = pack_hold_keys(account_id=account.pk, model="glm-4.7")
     assert fresh_shared_state.held(general_key) == 212
     third = _admit(auth, body)  # 38 un-held tokens: the money path, and there is no money
     assert isinstance(third, services.Refused) and third.refusal == errors.ARREARS
@@ -167,8 +169,8 @@ def test_model_packs_are_held_before_general_ones_and_only_for_their_model(
     raw, _key = key_for(account)
     auth = services.authenticate(f"Bearer {raw}")
     state = fresh_shared_state
-    glm47, general = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
-    glm5, _general = services.pack_hold_keys(account_id=account.pk, model="glm-5")
+    glm47, general = pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    glm5, _general = pack_hold_keys(account_id=account.pk, model="glm-5")
 
     # 66 tokens of glm-4.7: all from its own pack, none of the general one.
     first = _admit(auth, _body(max_tokens=60))
@@ -206,7 +208,7 @@ def test_in_arrears_only_the_un_held_pack_tokens_admit_a_paid_request(key_for, f
     assert isinstance(refused, services.Refused) and refused.refusal == errors.ARREARS
     free = _admit(auth, _body(max_tokens=100, model="glm-4.7-flash"))
     assert isinstance(free, services.Admitted)  # free models hold no pack tokens
-    _model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    _model_key, general_key = pack_hold_keys(account_id=account.pk, model="glm-4.7")
     assert fresh_shared_state.held(general_key) == 106
     services.release(covered)
     services.release(free)
@@ -248,7 +250,7 @@ def test_what_a_killed_worker_held_of_a_pack_comes_back_after_the_ttl(
     after = _admit(auth, _body(max_tokens=100))
     assert isinstance(after, services.Admitted)
     services.release(after)
-    _model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    _model_key, general_key = pack_hold_keys(account_id=account.pk, model="glm-4.7")
     assert fresh_shared_state.held(general_key) == 0
 
 
@@ -265,5 +267,5 @@ async def test_a_settled_request_gives_its_pack_tokens_back(key_for, fresh_share
         assert response.status_code == 200, response.content
     pack = await ResourcePack.objects.aget(account=account)
     assert pack.tokens_remaining == 250 - 2 * 106
-    _model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    _model_key, general_key = pack_hold_keys(account_id=account.pk, model="glm-4.7")
     assert await sync_to_async(fresh_shared_state.held)(general_key) == 0

@@ -12,10 +12,11 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from billing.models import LedgerEntry, ProjectMonthSpend, Wallet
-from billing.services import charge_usage
 from console.models import Account, Tier
 from console.money import NANO_PER_UNIT, format_amount
 from console.roles import Role
+from console.shared_state import account_hold_key, concurrency_key, project_hold_key
+from gateway.settlement import charge_usage
 from history.models import PromptLog
 from projects.services import project_archive, project_create, project_set_cap
 from tests.asynchronous import run_async
@@ -157,9 +158,9 @@ async def test_slots_and_reservations_are_released(funded_owner, fresh_shared_st
         if response.status_code == 200:
             await read(response)
     state = fresh_shared_state
-    assert await sync_to_async(state.slot_count)(f"conc:{account.pk}") == 0
-    assert await sync_to_async(state.held)(f"hold:account:{account.pk}") == 0
-    assert await sync_to_async(state.held)(f"hold:project:{project.pk}") == 0
+    assert await sync_to_async(state.slot_count)(concurrency_key(account.pk)) == 0
+    assert await sync_to_async(state.held)(account_hold_key(account.pk)) == 0
+    assert await sync_to_async(state.held)(project_hold_key(project.pk)) == 0
 
 
 @run_async
@@ -512,7 +513,7 @@ async def test_a_reply_the_upstream_cut_off_shows_what_its_delivered_part_cost(f
     """The upstream broke off after part of the reply was shown: that part is charged, and
     the result says what it cost, not that nothing was charged."""
     from billing.selectors import estimate_request
-    from gateway import services
+    from gateway import services, settlement
 
     account, owner, project = funded_owner
     body = {"model": "glm-4.7", "messages": MESSAGES, "stream": True}
@@ -535,7 +536,7 @@ async def test_a_reply_the_upstream_cut_off_shows_what_its_delivered_part_cost(f
         partial=True,
         response_text="智谱 GLM model answers",
     )
-    record = await sync_to_async(services.settle)(
+    record = await sync_to_async(settlement.settle)(
         admitted=admitted, body=body, outcome=cut_off, client_request_id="", stream=True
     )
     assert record.fee_nano > 0

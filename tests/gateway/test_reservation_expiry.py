@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from console.shared_state import LocalState, RedisState
+from console.shared_state import LocalState, RedisState, concurrency_key, reservation_keys
 from gateway import services
 
 
@@ -110,9 +110,7 @@ def test_what_a_killed_worker_reserved_comes_back_after_the_ttl_while_the_accoun
     killed = services.admit(auth=auth, body=body, request_id=services.new_request_id())
     assert isinstance(killed, services.Admitted) and killed.reserved_nano > 0
     # Its worker dies: `release` never runs for it.
-    account_key, project_key = services.reservation_keys(
-        account_id=account.pk, project_id=auth.project.pk
-    )
+    account_key, project_key = reservation_keys(account_id=account.pk, project_id=auth.project.pk)
     state = fresh_shared_state
     assert state.held(account_key) == state.held(project_key) == killed.reserved_nano
     deadline = time.monotonic() + 1.5
@@ -122,4 +120,4 @@ def test_what_a_killed_worker_reserved_comes_back_after_the_ttl_while_the_accoun
         services.release(admitted)
         time.sleep(0.25)
     assert state.held(account_key) == state.held(project_key) == 0
-    assert state.slot_count(f"conc:{account.pk}") == 0
+    assert state.slot_count(concurrency_key(account.pk)) == 0

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from billing.models import LedgerEntry, Wallet
-from gateway.services import reservation_keys
+from console.shared_state import concurrency_key, reservation_keys
 from keys.models import Scope
 from keys.services import api_key_create
 from tests.billing.factories import funded_account
@@ -105,4 +105,4 @@ def test_every_documented_operation_answers_as_documented(case, api_keys):
     if response.status_code >= 400:
         assert _money(account) == before, "a refused request moved money"
     held, _project = reservation_keys(account_id=account.pk, project_id=0)
-    assert state.slot_count(f"conc:{account.pk}") == 0 and state.held(held) == 0
+    assert state.slot_count(concurrency_key(account.pk)) == 0 and state.held(held) == 0

@@ -10,7 +10,7 @@ import pytest
 
 from billing.models import LedgerEntry, Wallet
 from billing.reconciliation import audit_all
-from console.shared_state import shared_state
+from console.shared_state import account_hold_key, concurrency_key, shared_state
 from history.models import PromptLog
 from keys.services import api_key_revoke
 from tests.conftest import requires_postgres
@@ -111,7 +111,7 @@ def test_a_client_leaving_mid_stream_is_billed_and_releases_its_slot(server, fun
     assert record.code == "client_closed" and 0 < record.output_tokens < 400
     state = shared_state()
     deadline = time.monotonic() + 10
-    while state.slot_count(f"conc:{account.pk}") or state.held(f"hold:account:{account.pk}"):
+    while state.slot_count(concurrency_key(account.pk)) or state.held(account_hold_key(account.pk)):
         assert time.monotonic() < deadline, "slot or reservation not released"
         time.sleep(0.2)
     assert audit_all()[1] == []
@@ -172,8 +172,8 @@ def test_50_concurrent_streams_overrun_the_balance_by_at_most_what_was_in_flight
     assert wallet.arrears_nano <= one_stream * 2
     assert 5 <= served <= 12
     state = shared_state()
-    assert state.slot_count(f"conc:{account.pk}") == 0
-    assert state.held(f"hold:account:{account.pk}") == 0
+    assert state.slot_count(concurrency_key(account.pk)) == 0
+    assert state.held(account_hold_key(account.pk)) == 0
     assert audit_all()[1] == []
 
 

@@ -12,7 +12,8 @@ from django.db import OperationalError
 from billing.models import LedgerEntry
 from billing.selectors import estimate_request, text_tokens
 from billing.services import pack_grant
-from gateway import services
+from console.shared_state import concurrency_key, pack_hold_keys, reservation_keys
+from gateway import settlement
 from tests.asynchronous import run_async
 from tests.gateway.test_chat import BODY, post
 from usage.models import UsageRecord
@@ -97,7 +98,7 @@ async def test_a_settlement_failing_after_an_upstream_failure_is_not_settled_aga
         calls.append(kwargs["outcome"])
         raise OperationalError("connection failed (injected)")
 
-    monkeypatch.setattr(services, "settle", settle_refused_by_the_database)
+    monkeypatch.setattr(settlement, "settle", settle_refused_by_the_database)
     body = {**BODY, "stream": True, "simulator": {"fail_after_tokens": 3}}
     response = await post(raw, body)
     events = await events_of(response)
@@ -105,7 +106,7 @@ async def test_a_settlement_failing_after_an_upstream_failure_is_not_settled_aga
     assert [outcome.code for outcome in calls] == ["1230"]
     assert not await UsageRecord.objects.filter(request_id=response["x-request-id"]).aexists()
     assert not await LedgerEntry.objects.filter(account=account, kind="charge").aexists()
-    assert await sync_to_async(fresh_shared_state.slot_count)(f"conc:{account.pk}") == 0
+    assert await sync_to_async(fresh_shared_state.slot_count)(concurrency_key(account.pk)) == 0
 
 
 @run_async
@@ -117,9 +118,7 @@ async def test_a_stream_longer_than_the_ttl_keeps_its_slot_and_hold(
     settings.GATEWAY_RESERVATION_TTL = 1
     account, raw, key = funded
     project = await sync_to_async(lambda: key.project)()
-    account_key, project_key = services.reservation_keys(
-        account_id=account.pk, project_id=project.pk
-    )
+    account_key, project_key = reservation_keys(account_id=account.pk, project_id=project.pk)
     shared = fresh_shared_state
     body = {
         **BODY,
@@ -134,13 +133,13 @@ async def test_a_stream_longer_than_the_ttl_keeps_its_slot_and_hold(
         if time.monotonic() - started > 1.6 and not seen_past_the_ttl:
             seen_past_the_ttl.append(
                 (
-                    await sync_to_async(shared.slot_count)(f"conc:{account.pk}"),
+                    await sync_to_async(shared.slot_count)(concurrency_key(account.pk)),
                     await sync_to_async(shared.held)(account_key) > 0,
                     await sync_to_async(shared.held)(project_key) > 0,
                 )
             )
     assert seen_past_the_ttl == [(1, True, True)]
-    assert await sync_to_async(shared.slot_count)(f"conc:{account.pk}") == 0
+    assert await sync_to_async(shared.slot_count)(concurrency_key(account.pk)) == 0
     assert await sync_to_async(shared.held)(account_key) == 0
 
 
@@ -153,7 +152,7 @@ async def test_a_pack_covered_stream_longer_than_the_ttl_keeps_its_pack_tokens(
     settings.GATEWAY_RESERVATION_TTL = 1
     account, raw, _key = funded
     await sync_to_async(pack_grant)(account=account, tokens=1_000_000, reference="long-stream")
-    _model_key, general_key = services.pack_hold_keys(account_id=account.pk, model="glm-4.7")
+    _model_key, general_key = pack_hold_keys(account_id=account.pk, model="glm-4.7")
     shared = fresh_shared_state
     body = {
         **BODY,

@@ -13,7 +13,7 @@ from billing.services import recharge
 from console import api_errors as errors
 from console.models import Announcement, Tier
 from console.money import NANO_PER_UNIT, format_amount
-from console.shared_state import shared_state
+from console.shared_state import rate_window_key, shared_state
 from keys.services import api_key_create
 from portal import selectors
 from tests.billing.traffic import refuse_one, settle_one
@@ -78,8 +78,8 @@ def test_the_dashboard_reads_the_same_money_as_the_records(busy):
 def test_the_page_shows_balance_spend_and_rate_use(client, world, busy):
     account, _key = busy
     state = shared_state()
-    state.delete(f"rpm:{account.pk}")  # a window left by an earlier test of the same id
-    state.hit_window(f"rpm:{account.pk}", limit=1000, window_seconds=60)
+    state.delete(rate_window_key(account.pk))  # a window left by an earlier test of the same id
+    state.hit_window(rate_window_key(account.pk), limit=1000, window_seconds=60)
     client.force_login(world.finance_a.user)
     html = client.get(reverse("overview")).content.decode()
     dashboard = selectors.overview_dashboard(account=account)

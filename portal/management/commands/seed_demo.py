@@ -22,7 +22,8 @@ from billing.statements import statement_generate
 from console.models import Announcement, AuditEvent, Tier, User
 from console.money import NANO_PER_UNIT
 from console.services import invitation_create
-from gateway.services import Admitted, Outcome, settle
+from gateway.services import Admitted, Outcome
+from gateway.settlement import settle
 from keys.selectors import Authenticated
 from keys.services import api_key_create, api_key_revoke
 from portal.services import user_signup
