@@ -27,17 +27,16 @@ from django.utils import timezone
 from alerts.services import schedule_evaluation, spend_crossed_a_level
 from billing import writes
 from billing.charges import Charge, balance_crossed, charge_compute
-from billing.services import (
+from billing.charging import (
     MonthSpend,
-    auto_recharge_after_drop,
     charge_check,
     charge_counted,
     charge_replayed,
     charge_writes,
     pack_candidates,
     packs_lock,
-    wallet_lock,
 )
+from billing.services import auto_recharge_after_drop, wallet_lock
 from console.models import Account
 from gateway.services import Admitted, Outcome, best_effort, usage_source, with_short_database_wait
 from history.services import prompt_log_write
