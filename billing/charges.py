@@ -2,7 +2,7 @@
 what the rest costs, how that fee splits between the balances, what is left as arrears, and
 when a drop of the balance crosses a threshold.
 
-No database here: `billing.services` reads what these take (the price, the locked wallet
+No database here: `billing.charging` reads what these take (the price, the locked wallet
 and packs) and writes what they return; the gateway's settlement composes the two.
 """
 

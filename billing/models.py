@@ -230,7 +230,7 @@ class PackProduct(models.Model):
 
 class ResourcePackQuerySet(models.QuerySet):
     """The one spelling of which packs count at a moment. The settlement's and admission's
-    raw SQL (billing/services.py, billing/selectors.py) say the same in SQL, for speed."""
+    raw SQL (billing/charging.py, billing/selectors.py) say the same in SQL, for speed."""
 
     def unexpired(self, *, at):
         """Packs in force at `at`: not closed by the expiry job and not past their expiry,

@@ -16,6 +16,7 @@ from functools import cache
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -92,7 +93,10 @@ def _wallet_lock_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
 
 def wallet_lock(account: Account) -> Wallet:
     """Lock the account's wallet row: every write of the account's money (and invoice
-    requests, which must see the money still) takes it first."""
+    requests, which must see the money still) takes it first. Inside a transaction only, as
+    the ORM's select_for_update insists: outside one the lock would end with the statement."""
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("wallet_lock() outside a transaction locks nothing.")
     sql, names = _wallet_lock_sql(connection.vendor)
     with writes.cursor() as cursor:
         cursor.execute(sql, [account.pk])

@@ -114,7 +114,6 @@ def history_purge_expired(*, batch_size: int = 2_000, now=None, pause_ratio: flo
     resting as long as it works keeps the gateway's share and still deletes at several times
     the former rate."""
 
-    logger = logging.getLogger(__name__)
     now = now or timezone.now()
     deleted = 0
     for tier in Tier.objects.order_by("rank"):

@@ -29,7 +29,6 @@ def notification_email_enqueue(*, event_pk: int) -> None:
     """Have the event's email queued once the current transaction commits."""
 
     def enqueue():
-
         # retry=False: with the broker down, fail at once instead of blocking the caller while
         # kombu retries the publish; the row is written and the sweep catches up.
         tasks.send_event_email.apply_async((event_pk,), retry=False)

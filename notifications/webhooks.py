@@ -260,7 +260,6 @@ def webhook_deliveries_create(
 
 def _enqueue_on_commit(delivery_id: int) -> None:
     def enqueue():
-
         # retry=False: with the broker down, fail at once instead of blocking the caller while
         # kombu retries the publish; the row is written and the sweep catches up.
         tasks.deliver_webhook.apply_async((delivery_id,), retry=False)

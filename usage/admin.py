@@ -4,8 +4,8 @@ from the gateway's settlements; rebuilt with `manage.py rebuild_rollups`)."""
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin import money_text
 from console.admin_mixins import ReadOnlyAdminMixin
+from console.money import format_amount
 from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 
@@ -29,7 +29,7 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("fee"))
     def fee(self, record):
-        return money_text(record.fee_nano, record.account.currency)
+        return format_amount(record.fee_nano, record.account.currency, places=None)
 
     # The key's label and mask (its __str__), never anything that authenticates.
     @admin.display(description=_("API key"))
@@ -48,7 +48,7 @@ class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("fees"))
     def fees(self, row):
-        return money_text(row.fee_nano, row.account.currency)
+        return format_amount(row.fee_nano, row.account.currency, places=None)
 
 
 @admin.register(UsageDaily)

@@ -4,11 +4,13 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from billing.models import LedgerEntry, PackProduct, ResourcePack, Wallet
 from billing.reconciliation import audit_all
-from billing.services import pack_buy, pack_grant, packs_expire, recharge
+from billing.services import pack_buy, pack_grant, packs_expire, recharge, wallet_lock
 from console.models import AuditEvent
 from console.money import NANO_PER_UNIT
 from console.services import ServiceError
@@ -180,3 +182,14 @@ def test_billing_audit_reports_any_mismatch_and_exits_1():
     with pytest.raises(SystemExit) as exit_info:
         call_command("billing_audit", stdout=StringIO(), stderr=StringIO())
     assert exit_info.value.code == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wallet_lock_refuses_to_run_outside_a_transaction():
+    # Outside a transaction FOR UPDATE would end with its own statement: a charge relying on
+    # it would race. The ORM's select_for_update refuses the same way.
+    account = funded_account(recharge_units=1)
+    with pytest.raises(TransactionManagementError):
+        wallet_lock(account)
+    with transaction.atomic():
+        assert wallet_lock(account).recharge_nano == NANO_PER_UNIT

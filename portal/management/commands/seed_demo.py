@@ -19,6 +19,7 @@ from billing.models import LedgerEntry, Payment
 from billing.payments import payment_method_add, payment_start_bank_transfer, payment_start_card
 from billing.selectors import current_month, previous_month
 from billing.statements import statement_generate
+from console import api_errors
 from console.models import Announcement, AuditEvent, Tier, User
 from console.money import NANO_PER_UNIT
 from console.services import invitation_create
@@ -104,7 +105,9 @@ def _seed_money(*, account, project, key, spare) -> None:
             settle(
                 admitted=admitted,
                 body=body,
-                outcome=Outcome(code="1230", status=502)
+                outcome=Outcome(
+                    code=api_errors.UPSTREAM_ERROR.code, status=api_errors.UPSTREAM_ERROR.status
+                )
                 if failed
                 else Outcome(
                     status=200,
