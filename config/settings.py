@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "gateway",
     "notifications",
     "usage",
+    "plans",
     "alerts",
     # The top app: pages and services over several apps (portal/apps.py).
     "portal",

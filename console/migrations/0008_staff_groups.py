@@ -14,12 +14,14 @@ from django.db import migrations
 SUPPORT = "Support"
 FINANCE_STAFF = "Finance staff"
 
-# "usage" and "alerts" held models of "billing" until issue 21 (migration 0014 reruns this).
+# "usage" and "alerts" held models of "billing" until issue 21 (migration 0014 reruns this);
+# "plans" came with issue 22 (plans.0003 reruns this).
 SUPPORT_APPS = [
     "console",
     "billing",
     "usage",
     "alerts",
+    "plans",
     "keys",
     "projects",
     "history",
@@ -29,7 +31,7 @@ SUPPORT_APPS = [
 # Prompt content: the prompt log and the exports made from it.
 SUPPORT_EXCLUDED = [("history", "view_promptlog"), ("history", "view_historyexport")]
 
-FINANCE_APPS = ["billing", "usage", "alerts", "console", "keys", "projects"]
+FINANCE_APPS = ["billing", "usage", "alerts", "plans", "console", "keys", "projects"]
 FINANCE_ACTIONS = [
     "staff_grant_bonus",
     "staff_confirm_transfer",

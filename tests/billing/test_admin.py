@@ -176,6 +176,7 @@ def test_finance_staff_hold_exactly_the_documented_permissions(db):
                 "billing",
                 "usage",
                 "alerts",
+                "plans",
                 "console",
                 "keys",
                 "projects",

@@ -1,0 +1,169 @@
+"""The coding plan's catalogue in the back-office. Prices and limits are add-only, like model
+prices: a change is a new row from a later moment, so what subscribers bought at and the
+limits in force at any time stay readable. Every change writes one audit event."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from billing.admin import PRICE_BACKDATE_GRACE
+from console.admin_mixins import CatalogueAuditMixin
+from console.money import format_amount
+from plans.models import CodingModel, Plan, PlanLimits, PlanPrice
+
+
+def _not_in_the_past(value):
+    if value < timezone.now() - PRICE_BACKDATE_GRACE:
+        raise forms.ValidationError(
+            _("A catalogue row cannot start in the past: subscribers were served by the old one.")
+        )
+    return value
+
+
+class _NeverDeleted:
+    """Rows that subscriptions refer to: the `fixed` fields cannot change once the row is
+    made, and no row is deleted."""
+
+    fixed: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request, obj=None):
+        return list(self.fixed) if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class _AddOnly:
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(_NeverDeleted, CatalogueAuditMixin, admin.ModelAdmin):
+    """Rename a plan or change the models it covers; its code and rank are fixed once made
+    (subscriptions and upgrades refer to them), and no plan is deleted."""
+
+    list_display = ["name", "code", "rank", "model_list"]
+    filter_horizontal = ["coding_models"]
+    fixed = ("code", "rank")
+
+    @admin.display(description=_("models"))
+    def model_list(self, plan):
+        return ", ".join(model.model for model in plan.coding_models.all())
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("coding_models")
+
+
+class PlanPriceForm(forms.ModelForm):
+    currency = forms.ChoiceField(label=_("currency"), choices=settings.CURRENCIES)
+
+    class Meta:
+        model = PlanPrice
+        fields = ["plan", "period", "currency", "amount_nano", "effective_from"]
+
+    def clean_amount_nano(self):
+        amount = self.cleaned_data["amount_nano"]
+        if amount <= 0:
+            raise forms.ValidationError(_("A plan's price must be more than zero."))
+        return amount
+
+    def clean_effective_from(self):
+        return _not_in_the_past(self.cleaned_data["effective_from"])
+
+
+@admin.register(PlanPrice)
+class PlanPriceAdmin(_AddOnly, CatalogueAuditMixin, admin.ModelAdmin):
+    form = PlanPriceForm
+    list_display = ["plan", "period", "currency", "price", "effective_from"]
+    list_filter = ["plan", "period", "currency"]
+    ordering = ["plan__rank", "period", "currency", "-effective_from"]
+
+    @admin.display(description=_("price"))
+    def price(self, row):
+        return format_amount(row.amount_nano, row.currency, places=None)
+
+
+class PlanLimitsForm(forms.ModelForm):
+    class Meta:
+        model = PlanLimits
+        fields = [
+            "plan",
+            "prompts_5h",
+            "prompts_week",
+            "prompts_month",
+            "mcp_calls_month",
+            "concurrency",
+            "continuation_divisor",
+            "daily_new_subscriptions",
+            "effective_from",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in ("prompts_5h", "prompts_week", "prompts_month", "concurrency"):
+            if cleaned.get(name) == 0:
+                self.add_error(name, _("Must be at least 1."))
+        if cleaned.get("continuation_divisor") == 0:
+            self.add_error("continuation_divisor", _("Must be at least 1."))
+        return cleaned
+
+    def clean_effective_from(self):
+        return _not_in_the_past(self.cleaned_data["effective_from"])
+
+
+@admin.register(PlanLimits)
+class PlanLimitsAdmin(_AddOnly, CatalogueAuditMixin, admin.ModelAdmin):
+    form = PlanLimitsForm
+    list_display = [
+        "plan",
+        "prompts_5h",
+        "prompts_week",
+        "prompts_month",
+        "mcp_calls_month",
+        "concurrency",
+        "daily_new_subscriptions",
+        "effective_from",
+    ]
+    list_filter = ["plan"]
+    ordering = ["plan__rank", "-effective_from"]
+
+
+class CodingModelForm(forms.ModelForm):
+    class Meta:
+        model = CodingModel
+        fields = ["model", "weight_milli"]
+
+    def clean_model(self):
+        name = self.cleaned_data["model"].strip().lower()
+        if not name:
+            raise forms.ValidationError(_("A model name is required."))
+        return name
+
+    def clean_weight_milli(self):
+        weight = self.cleaned_data["weight_milli"]
+        if weight <= 0:
+            raise forms.ValidationError(_("A request must count for more than zero prompts."))
+        return weight
+
+
+@admin.register(CodingModel)
+class CodingModelAdmin(_NeverDeleted, CatalogueAuditMixin, admin.ModelAdmin):
+    """A model's weight may change (it applies from the next request); its name is fixed
+    once made, and none is deleted: take it off a plan instead."""
+
+    form = CodingModelForm
+    list_display = ["model", "weight_milli", "plan_list"]
+    fixed = ("model",)
+
+    @admin.display(description=_("plans"))
+    def plan_list(self, model):
+        return ", ".join(plan.name for plan in model.plans.all())
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("plans")

@@ -1,0 +1,154 @@
+"""The GLM Coding Plan's catalogue (issue 22): the plans, their prices and limits, and the
+models they cover. Prices and limits are effective-dated rows, like model prices: a change is
+a new row with a later date, so what a subscriber bought at, and the limits in force at any
+moment, can always be read back. Subscriptions are built on this in later steps.
+"""
+
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
+
+
+class Period(models.TextChoices):
+    MONTH = "month", _("Monthly")
+    QUARTER = "quarter", _("Quarterly")
+    YEAR = "year", _("Yearly")
+
+
+# How many calendar months each period buys.
+PERIOD_MONTHS = {Period.MONTH: 1, Period.QUARTER: 3, Period.YEAR: 12}
+
+
+class Plan(models.Model):
+    """Lite, Pro, Max. `rank` orders them: a move to a higher rank is an upgrade."""
+
+    code = models.SlugField(_("code"), max_length=16, unique=True)
+    name = models.CharField(_("name"), max_length=32)
+    rank = models.PositiveSmallIntegerField(_("rank"), unique=True)
+    coding_models = models.ManyToManyField(
+        "CodingModel",
+        related_name="plans",
+        blank=True,
+        verbose_name=_("models"),
+        help_text=_("The models this plan's requests may use."),
+    )
+
+    class Meta:
+        ordering = ["rank"]
+        verbose_name = _("coding plan")
+        verbose_name_plural = _("coding plans")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanPrice(models.Model):
+    """What one period of a plan costs new buyers, in nano of `currency`, from
+    `effective_from` on. A subscriber renews at the price they bought at (grandfathered)."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="prices")
+    period = models.CharField(_("period"), max_length=8, choices=Period.choices)
+    currency = models.CharField(_("currency"), max_length=3)
+    amount_nano = models.BigIntegerField(_("price (nano)"))
+    effective_from = models.DateTimeField(_("effective from"))
+
+    class Meta:
+        verbose_name = _("plan price")
+        verbose_name_plural = _("plan prices")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "period", "currency", "effective_from"], name="plan_price_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(amount_nano__gt=0), name="plan_price_positive"
+            ),
+        ]
+        indexes = [
+            # plan_price(plan, period, currency, at): the latest row effective at a time.
+            models.Index(
+                fields=["plan", "period", "currency", "-effective_from"],
+                name="plan_price_lookup_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} {self.period} {self.currency} from {self.effective_from:%Y-%m-%d}"
+
+
+class PlanLimits(models.Model):
+    """A plan's quotas and concurrency from `effective_from` on. Prompts are counted per
+    rolling 5 hours, per rolling week and per subscription month; MCP tool calls per
+    subscription month. A request that continues a turn (its last message holds a tool
+    result) counts 1/`continuation_divisor` of a prompt."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="limits")
+    prompts_5h = models.PositiveIntegerField(_("prompts per 5 hours"))
+    prompts_week = models.PositiveIntegerField(_("prompts per week"))
+    prompts_month = models.PositiveIntegerField(_("prompts per subscription month"))
+    mcp_calls_month = models.PositiveIntegerField(_("MCP tool calls per subscription month"))
+    concurrency = models.PositiveSmallIntegerField(_("concurrent requests"))
+    continuation_divisor = models.PositiveSmallIntegerField(
+        _("a continuing request counts 1/N of a prompt"), default=15
+    )
+    daily_new_subscriptions = models.PositiveIntegerField(
+        _("new subscriptions per day"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: no limit. Renewals never count."),
+    )
+    effective_from = models.DateTimeField(_("effective from"))
+
+    class Meta:
+        verbose_name = _("plan limits")
+        verbose_name_plural = _("plan limits")
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "effective_from"], name="plan_limits_unique"),
+            models.CheckConstraint(
+                condition=models.Q(prompts_5h__gt=0)
+                & models.Q(prompts_week__gt=0)
+                & models.Q(prompts_month__gt=0)
+                & models.Q(concurrency__gt=0)
+                & models.Q(continuation_divisor__gt=0),
+                name="plan_limits_positive",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["plan", "-effective_from"], name="plan_limits_lookup_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} limits from {self.effective_from:%Y-%m-%d}"
+
+
+class CodingModel(models.Model):
+    """A model the coding endpoint serves, and how many prompts one of its requests uses
+    (`weight_milli` thousandths: GLM-5 counts 3). Names are stored lower-case; requests
+    match them case-insensitively."""
+
+    model = models.CharField(_("model"), max_length=64, unique=True)
+    weight_milli = models.PositiveIntegerField(
+        _("prompts per request (thousandths)"),
+        default=1000,
+        help_text=_("1000 counts one prompt per request; 3000 counts three."),
+    )
+
+    class Meta:
+        ordering = ["model"]
+        verbose_name = _("coding model")
+        verbose_name_plural = _("coding models")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(weight_milli__gt=0), name="coding_model_weight"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(model=Lower("model")),
+                name="coding_model_lower_case",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.model
+
+    def save(self, *args, **kwargs):
+        self.model = self.model.strip().lower()
+        super().save(*args, **kwargs)

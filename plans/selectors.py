@@ -1,0 +1,83 @@
+"""Reads of the coding plan's catalogue: the price and limits in force at a moment, the
+offers the subscription page shows, and which models a plan covers."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from plans.models import PERIOD_MONTHS, CodingModel, Period, Plan, PlanLimits, PlanPrice
+
+
+def plan_price(*, plan: Plan, period: str, currency: str, at: datetime | None = None):
+    """The price new buyers pay for `period` of `plan` at `at` (None: not sold then).
+    A renewal asks for the price at the moment the subscriber first bought (grandfathered)."""
+    return (
+        PlanPrice.objects.filter(
+            plan=plan, period=period, currency=currency, effective_from__lte=at or timezone.now()
+        )
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+def plan_limits(*, plan: Plan, at: datetime | None = None) -> PlanLimits | None:
+    """The plan's quotas and concurrency in force at `at`."""
+    return (
+        PlanLimits.objects.filter(plan=plan, effective_from__lte=at or timezone.now())
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class PeriodOffer:
+    period: str
+    amount_nano: int
+    saving_percent: int  # against paying monthly for as many months, rounded down
+
+
+@dataclass(frozen=True)
+class PlanOffer:
+    plan: Plan
+    limits: PlanLimits | None
+    periods: list[PeriodOffer]
+    models: list[CodingModel]
+
+
+def plan_offers(*, currency: str, at: datetime | None = None) -> list[PlanOffer]:
+    """Every plan with its prices in `currency` today, cheapest plan first; a period with no
+    price in force is left out (not on sale)."""
+    at = at or timezone.now()
+    offers = []
+    for plan in Plan.objects.prefetch_related("coding_models").order_by("rank"):
+        monthly = plan_price(plan=plan, period=Period.MONTH, currency=currency, at=at)
+        periods = []
+        for period in Period:
+            price = plan_price(plan=plan, period=period, currency=currency, at=at)
+            if price is None:
+                continue
+            saving = 0
+            if monthly is not None and period != Period.MONTH:
+                full = monthly.amount_nano * PERIOD_MONTHS[period]
+                saving = max(0, (full - price.amount_nano) * 100 // full)
+            periods.append(PeriodOffer(period, price.amount_nano, saving))
+        offers.append(
+            PlanOffer(
+                plan=plan,
+                limits=plan_limits(plan=plan, at=at),
+                periods=periods,
+                models=sorted(plan.coding_models.all(), key=lambda m: m.model),
+            )
+        )
+    return offers
+
+
+def coding_model(name: str) -> CodingModel | None:
+    """The coding model called `name`, whatever its case (`GLM-4.7` is `glm-4.7`)."""
+    return CodingModel.objects.filter(model=(name or "").strip().lower()).first()
+
+
+def plan_covers(*, plan: Plan, model: str) -> bool:
+    """Whether requests on `plan` may use `model` (any case)."""
+    return plan.coding_models.filter(model=(model or "").strip().lower()).exists()
