@@ -144,6 +144,7 @@ class LedgerEntry(models.Model):
         PACK_GRANT = "pack_grant", _("Resource pack grant")
         PACK_EXPIRY = "pack_expiry", _("Resource pack expiry")
         REFUND = "refund", _("Refund")
+        PLAN_PURCHASE = "plan_purchase", _("Coding plan purchase")
 
     account = models.ForeignKey(
         "console.Account", on_delete=models.PROTECT, related_name="ledger_entries"

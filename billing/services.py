@@ -470,6 +470,56 @@ def pack_grant(
     return pack, False
 
 
+def balance_purchase_prepare(*, account: Account, price_nano: int, refusal: str) -> tuple:
+    """The first half of paying for something from the balance, in the caller's transaction:
+    lock the wallet and split the price proportionally between recharge and bonus. Raises
+    ServiceError(`refusal`), changing nothing, when the balance cannot pay it: a purchase never
+    creates arrears, and resource packs do not pay for purchases. Returns (wallet, parts)."""
+    wallet = wallet_lock(account)
+    if wallet.recharge_nano + wallet.bonus_nano < price_nano:
+        raise ServiceError(refusal)
+    return wallet, split_fee(price_nano, wallet.recharge_nano, wallet.bonus_nano)
+
+
+def balance_purchase_record(
+    *,
+    account: Account,
+    wallet: Wallet,
+    parts: tuple[int, int],
+    kind: str,
+    actor: User | None,
+    at: datetime,
+    reference: str = "",
+    model: str = "",
+    metadata: dict,
+) -> LedgerEntry:
+    """The second half: take the parts from the wallet and write the purchase's ledger entry
+    (its fee is the price), with the balance alert and auto-recharge a drop may set off."""
+    recharge_part, bonus_part = parts
+    price = recharge_part + bonus_part
+    before = wallet.recharge_nano + wallet.bonus_nano
+    if balance_crossed(before=before, spent=price, threshold=wallet.alert_below_nano):
+        balance_alert_threshold.send(Wallet, account_id=account.pk)
+    auto_recharge_after_drop(wallet, price)
+    wallet.recharge_nano -= recharge_part
+    wallet.bonus_nano -= bonus_part
+    wallet.save(update_fields=["recharge_nano", "bonus_nano"])
+    entry = _entry(
+        account,
+        kind,
+        recharge_delta_nano=-recharge_part,
+        bonus_delta_nano=-bonus_part,
+        fee_nano=price,
+        reference=reference,
+        model=model,
+        actor=actor,
+        created_at=at,
+        metadata=metadata,
+    )
+    mark_money_moved(account, at)
+    return entry
+
+
 def pack_buy(
     *, account: Account, product: PackProduct, actor: User | None, reference: str = ""
 ) -> ResourcePack:
@@ -479,14 +529,11 @@ def pack_buy(
         raise ServiceError(_("This pack is not on sale."))
     price = product.price_nano(account.currency)
     with transaction.atomic():
-        wallet = wallet_lock(account)
-        if wallet.recharge_nano + wallet.bonus_nano < price:
-            raise ServiceError(_("Your balance is too low to buy this pack. Recharge first."))
-        recharge_part, bonus_part = split_fee(price, wallet.recharge_nano, wallet.bonus_nano)
-        before = wallet.recharge_nano + wallet.bonus_nano
-        if balance_crossed(before=before, spent=price, threshold=wallet.alert_below_nano):
-            balance_alert_threshold.send(Wallet, account_id=account.pk)
-        auto_recharge_after_drop(wallet, price)
+        wallet, parts = balance_purchase_prepare(
+            account=account,
+            price_nano=price,
+            refusal=_("Your balance is too low to buy this pack. Recharge first."),
+        )
         now = timezone.now()
         pack = ResourcePack.objects.create(
             account=account,
@@ -499,22 +546,17 @@ def pack_buy(
             created_at=now,
             expires_at=now + timedelta(days=product.validity_days),
         )
-        wallet.recharge_nano -= recharge_part
-        wallet.bonus_nano -= bonus_part
-        wallet.save(update_fields=["recharge_nano", "bonus_nano"])
-        entry = _entry(
-            account,
-            LedgerEntry.Kind.PACK_PURCHASE,
-            recharge_delta_nano=-recharge_part,
-            bonus_delta_nano=-bonus_part,
-            fee_nano=price,
+        entry = balance_purchase_record(
+            account=account,
+            wallet=wallet,
+            parts=parts,
+            kind=LedgerEntry.Kind.PACK_PURCHASE,
+            actor=actor,
+            at=now,
             reference=reference,
             model=product.model,
-            actor=actor,
-            created_at=now,
             metadata={"pack": pack.pk, "product": product.pk, "tokens": product.tokens},
         )
-        mark_money_moved(account, now)
         audit_record(
             action="billing.pack_purchase",
             account=account,

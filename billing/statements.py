@@ -109,6 +109,8 @@ def statement_data(*, account: Account, month: date) -> dict:
             movements["bonus_granted_nano"] += bonus - arrears
         elif kind == LedgerEntry.Kind.PACK_PURCHASE:
             movements["pack_purchases_nano"] += -(recharge + bonus)
+        elif kind == LedgerEntry.Kind.PLAN_PURCHASE:
+            movements["plan_purchases_nano"] += -(recharge + bonus)
         elif kind == LedgerEntry.Kind.REFUND:
             movements["refunds_nano"] += -recharge
             movements["bonus_clawed_back_nano"] += -bonus
@@ -129,6 +131,7 @@ def statement_data(*, account: Account, month: date) -> dict:
                 "recharges_nano",
                 "bonus_granted_nano",
                 "pack_purchases_nano",
+                "plan_purchases_nano",
                 "refunds_nano",
                 "bonus_clawed_back_nano",
             )

@@ -9,9 +9,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin import PRICE_BACKDATE_GRACE
-from console.admin_mixins import CatalogueAuditMixin
+from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
 from console.money import format_amount
-from plans.models import CodingModel, Plan, PlanLimits, PlanPrice
+from plans.models import CodingModel, Plan, PlanLimits, PlanPrice, PlanTerm, Subscription
 
 
 def _not_in_the_past(value):
@@ -167,3 +167,29 @@ class CodingModelAdmin(_NeverDeleted, CatalogueAuditMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("plans")
+
+
+class PlanTermInline(ReadOnlyInline):
+    model = PlanTerm
+    fields = ["kind", "plan", "starts_at", "ends_at", "amount", "ledger_entry", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("amount"))
+    def amount(self, term):
+        return format_amount(term.amount_nano, term.subscription.currency, places=None)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Subscribers per plan, read-only: subscriptions are bought and changed through the
+    services (staff grant, extend and end come with the back-office actions)."""
+
+    list_display = ["account", "plan", "period", "price", "period_end", "auto_renew", "ended_at"]
+    list_filter = ["plan", "period", "auto_renew", ("ended_at", admin.EmptyFieldListFilter)]
+    search_fields = ["account__id", "account__name"]
+    list_select_related = ["account", "plan"]
+    inlines = [PlanTermInline]
+
+    @admin.display(description=_("price per period"))
+    def price(self, subscription):
+        return format_amount(subscription.price_nano, subscription.currency, places=None)

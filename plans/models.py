@@ -152,3 +152,73 @@ class CodingModel(models.Model):
     def save(self, *args, **kwargs):
         self.model = self.model.strip().lower()
         super().save(*args, **kwargs)
+
+
+class Subscription(models.Model):
+    """An account's coding plan: at most one not ended per account. `price_nano` is what the
+    account pays per period, locked in at its first purchase (renewals keep it)."""
+
+    account = models.ForeignKey(
+        "console.Account", on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    period = models.CharField(_("period"), max_length=8, choices=Period.choices)
+    currency = models.CharField(_("currency"), max_length=3)
+    price_nano = models.BigIntegerField(_("price per period (nano)"))
+    auto_renew = models.BooleanField(_("renews automatically"), default=True)
+    started_at = models.DateTimeField(_("started"))
+    # The paid period in force: requests admitted in [period_start, period_end) use it.
+    period_start = models.DateTimeField(_("period starts"))
+    period_end = models.DateTimeField(_("period ends"))
+    ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
+    end_reason = models.CharField(_("why it ended"), max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(ended_at__isnull=True),
+                name="one_plan_per_account",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")),
+                name="subscription_period_forward",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} ({self.get_period_display()}) for account {self.account_id}"
+
+
+class PlanTerm(models.Model):
+    """One paid (or granted) stretch of a subscription: what it cost and which ledger entry
+    paid it. Usage records will name the term that served them."""
+
+    class Kind(models.TextChoices):
+        PURCHASE = "purchase", _("Purchase")
+        RENEWAL = "renewal", _("Renewal")
+        UPGRADE = "upgrade", _("Upgrade")
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="terms")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    starts_at = models.DateTimeField(_("starts"))
+    ends_at = models.DateTimeField(_("ends"))
+    amount_nano = models.BigIntegerField(_("amount (nano)"))
+    ledger_entry = models.OneToOneField(
+        "billing.LedgerEntry", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created"))
+
+    class Meta:
+        verbose_name = _("plan term")
+        verbose_name_plural = _("plan terms")
+        indexes = [
+            # The daily sales limit: new purchases of a plan since a moment.
+            models.Index(fields=["plan", "kind", "created_at"], name="plan_term_sales_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.plan} from {self.starts_at:%Y-%m-%d}"

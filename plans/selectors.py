@@ -6,7 +6,15 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from plans.models import PERIOD_MONTHS, CodingModel, Period, Plan, PlanLimits, PlanPrice
+from plans.models import (
+    PERIOD_MONTHS,
+    CodingModel,
+    Period,
+    Plan,
+    PlanLimits,
+    PlanPrice,
+    Subscription,
+)
 
 
 def plan_price(*, plan: Plan, period: str, currency: str, at: datetime | None = None):
@@ -81,3 +89,13 @@ def coding_model(name: str) -> CodingModel | None:
 def plan_covers(*, plan: Plan, model: str) -> bool:
     """Whether requests on `plan` may use `model` (any case)."""
     return plan.coding_models.filter(model=(model or "").strip().lower()).exists()
+
+
+def subscription_current(*, account):
+    """The account's plan that has not ended, or None. Its paid period may have run out
+    (`period_end` past) while the renewal job has not yet renewed or ended it."""
+    return (
+        Subscription.objects.filter(account=account, ended_at__isnull=True)
+        .select_related("plan")
+        .first()
+    )

@@ -101,11 +101,13 @@ def _reseed_after_flush(request):
 
         from django.apps import apps
 
-        # Everything data migrations seed: tiers, prices and packs, simulator routes, staff groups.
+        # Everything data migrations seed: tiers, prices and packs, simulator routes, the coding
+        # plan's catalogue, staff groups.
         importlib.import_module("console.migrations.0002_seed_tiers").seed(apps, None)
         importlib.import_module("billing.migrations.0003_load_prices_and_packs").load(apps, None)
         importlib.import_module("gateway.migrations.0002_simulator_routes").routes(apps, None)
         importlib.import_module("billing.migrations.0006_seed_promotions").seed(apps, None)
+        importlib.import_module("plans.migrations.0002_load_catalogue").load(apps, None)
         importlib.import_module("console.migrations.0008_staff_groups").groups(apps, None)
 
 

@@ -15,7 +15,7 @@ SUPPORT = "Support"
 FINANCE_STAFF = "Finance staff"
 
 # "usage" and "alerts" held models of "billing" until issue 21 (migration 0014 reruns this);
-# "plans" came with issue 22 (plans.0003 reruns this).
+# "plans" came with issue 22 (plans.0004 reruns this).
 SUPPORT_APPS = [
     "console",
     "billing",

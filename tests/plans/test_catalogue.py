@@ -347,7 +347,14 @@ def test_support_and_finance_staff_see_the_catalogue_read_only():
             .permissions.filter(content_type__app_label="plans")
             .values_list("codename", flat=True)
         )
-        assert codenames == {"view_plan", "view_planprice", "view_planlimits", "view_codingmodel"}
+        assert codenames == {
+            "view_plan",
+            "view_planprice",
+            "view_planlimits",
+            "view_codingmodel",
+            "view_subscription",
+            "view_planterm",
+        }
 
 
 @pytest.mark.parametrize(
