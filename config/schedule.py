@@ -97,6 +97,13 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 280},
     },
+    # Coding plans whose paid period has ended: renewed from the balance at the price locked
+    # in, or ended (auto-renew off, or the balance could not pay) at the period's end.
+    "renew-coding-plans": {
+        "task": "plans.tasks.renew_plans",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 280},
+    },
     # Usage roll-ups against the usage records of the last two days; an account that differs
     # is rebuilt. Roll-ups are written in each record's own transaction, so this is a safety
     # net that should find nothing. Nightly, after the history purge.

@@ -18,7 +18,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from billing.models import LedgerEntry
-from billing.services import balance_purchase_prepare, balance_purchase_record
+from billing.services import balance_purchase_prepare, balance_purchase_record, wallet_lock
 from console.models import Account, User
 from console.services import ServiceError, audit_record
 from plans.models import PERIOD_MONTHS, Period, Plan, PlanTerm, Subscription
@@ -148,3 +148,120 @@ def plan_subscribe(
             metadata={"plan": plan.code, "period": period, "price_nano": price.amount_nano},
         )
     return subscription
+
+
+def plan_set_auto_renew(*, account: Account, on: bool, actor: User | None) -> Subscription:
+    """Cancel (auto-renew off: the plan runs to the end of the paid period, no refund) or
+    resume (auto-renew on again) the account's plan."""
+    with transaction.atomic():
+        subscription = (
+            Subscription.objects.select_for_update()
+            .filter(account=account, ended_at__isnull=True)
+            .first()
+        )
+        if subscription is None:
+            raise ServiceError(_("Your account has no coding plan."))
+        if subscription.auto_renew != on:
+            subscription.auto_renew = on
+            subscription.save(update_fields=["auto_renew"])
+            audit_record(
+                action="plans.resume" if on else "plans.cancel",
+                account=account,
+                actor=actor,
+                target=subscription,
+                metadata={"period_end": subscription.period_end.isoformat()},
+            )
+    return subscription
+
+
+def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
+    """Renew one subscription whose paid period has ended, or end it. Idempotent: a renewed
+    subscription's period moves on, so a second run finds nothing due. Returns what it did:
+    "renewed", "cancelled" (auto-renew was off), "renewal_failed" (the balance could not pay),
+    or "not_due".
+
+    Renewal pays the price locked in at the first purchase (grandfathered), from the balance
+    like any purchase; the saved card and the notices before and after come with the next
+    step. A plan that cannot be renewed ends at its period's end, not at the job's run."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        account = Account.objects.get(subscriptions__pk=subscription_id)
+        # The wallet lock first, as every purchase takes it; then the subscription's row.
+        wallet_lock(account)
+        subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
+        if subscription.ended_at is not None or subscription.period_end > now:
+            return "not_due"
+        if not subscription.auto_renew:
+            return _end(subscription, reason="cancelled")
+        try:
+            wallet, parts = balance_purchase_prepare(
+                account=account,
+                price_nano=subscription.price_nano,
+                refusal=_("Your balance is too low to renew the plan."),
+            )
+        except ServiceError:
+            return _end(subscription, reason="renewal_failed")
+        start = subscription.period_end
+        end = period_end(account=account, start=start, period=subscription.period)
+        entry = balance_purchase_record(
+            account=account,
+            wallet=wallet,
+            parts=parts,
+            kind=LedgerEntry.Kind.PLAN_PURCHASE,
+            actor=None,
+            at=now,
+            reference=f"plan-{subscription.pk}-renewal-{start:%Y%m%d%H%M%S}",
+            metadata={
+                "plan": subscription.plan.code,
+                "period": subscription.period,
+                "subscription": subscription.pk,
+                "renewal": True,
+            },
+        )
+        PlanTerm.objects.create(
+            subscription=subscription,
+            plan=subscription.plan,
+            kind=PlanTerm.Kind.RENEWAL,
+            starts_at=start,
+            ends_at=end,
+            amount_nano=subscription.price_nano,
+            ledger_entry=entry,
+            created_at=now,
+        )
+        subscription.period_start, subscription.period_end = start, end
+        subscription.save(update_fields=["period_start", "period_end"])
+        audit_record(
+            action="plans.renew",
+            account=account,
+            actor=None,
+            target=subscription,
+            metadata={"period_end": end.isoformat(), "price_nano": subscription.price_nano},
+        )
+    return "renewed"
+
+
+def _end(subscription: Subscription, *, reason: str) -> str:
+    """End a subscription at its paid period's end (not at the moment the job noticed)."""
+    subscription.ended_at, subscription.end_reason = subscription.period_end, reason
+    subscription.save(update_fields=["ended_at", "end_reason"])
+    audit_record(
+        action="plans.end",
+        account=subscription.account,
+        actor=None,
+        target=subscription,
+        metadata={"reason": reason},
+    )
+    return reason
+
+
+def plans_renew_due(*, now: datetime | None = None) -> dict[str, int]:
+    """Renew or end every subscription whose paid period has ended (the renewal job)."""
+    now = now or timezone.now()
+    due = Subscription.objects.filter(ended_at__isnull=True, period_end__lte=now).values_list(
+        "pk", flat=True
+    )
+    outcomes: dict[str, int] = {}
+    for subscription_id in list(due):
+        outcome = plan_renew(subscription_id=subscription_id, now=now)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes

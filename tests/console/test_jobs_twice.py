@@ -30,6 +30,8 @@ from history.models import HistoryExport, PromptLog
 from keys import services as key_services
 from keys.models import ApiKey
 from keys.services import api_key_create, api_key_mark_used
+from plans.models import Plan, PlanTerm
+from plans.services import plan_subscribe
 from tests.billing.factories import funded_account
 from tests.billing.test_payments import PENDING, add_card
 from tests.billing.traffic import settle_one
@@ -128,9 +130,19 @@ def realistic(settings, monkeypatch):
     stuck = HistoryExport.objects.create(
         account=busy, query={}, format="csv", created_at=now - timedelta(hours=1)
     )
+    # A coding plan whose paid month has just ended, due for renewal from the balance.
+    subscriber = funded_account(recharge_units=200)
+    subscription = plan_subscribe(
+        account=subscriber,
+        plan=Plan.objects.get(code="lite"),
+        period="month",
+        actor=None,
+        now=now - timedelta(days=32),
+    )
     return {
         "busy": busy,
         "key": key,
+        "subscription": subscription,
         "pack": pack,
         "card": card,
         "transfer": transfer,
@@ -166,6 +178,9 @@ def test_every_job_run_twice_changes_nothing_the_second_time(realistic):
     assert not JobRun.objects.exists()
     assert OutgoingEmail.objects.get(pk=realistic["email"].pk).status == "sent"
     assert HistoryExport.objects.get(pk=realistic["export"].pk).status == "failed"
+    assert (
+        PlanTerm.objects.filter(subscription=realistic["subscription"], kind="renewal").count() == 1
+    )
 
     run_every_job()
     assert changed_tables(first, snapshot()) == []
