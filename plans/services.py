@@ -9,10 +9,11 @@ budget sees it.
 """
 
 import calendar
+import logging
 import zoneinfo
 from datetime import datetime, time, timedelta
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
@@ -23,6 +24,8 @@ from console.models import Account, User
 from console.services import ServiceError, audit_record
 from plans.models import PERIOD_MONTHS, Period, Plan, PlanTerm, Subscription
 from plans.selectors import plan_limits, plan_price, subscription_current
+
+logger = logging.getLogger(__name__)
 
 # New subscriptions are counted per sales day, which starts at 10:00 Beijing time (001).
 SALES_DAY_ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -38,10 +41,30 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def period_end(*, account: Account, start: datetime, period: str) -> datetime:
-    """Where a period bought at `start` ends: calendar months in the account's time zone."""
+def period_end(*, account: Account, start: datetime, period: str, count: int = 1) -> datetime:
+    """Where `count` periods from `start` end: calendar months in the account's time zone,
+    always counted from `start` (a plan bought on 31 January renews on 28 February, then 31
+    March, not 28 March; a wall-clock time a DST change skipped does not shift later ones)."""
     local = timezone.localtime(start, zoneinfo.ZoneInfo(account.time_zone))
-    return add_months(local, PERIOD_MONTHS[period]).astimezone(start.tzinfo)
+    return add_months(local, PERIOD_MONTHS[period] * count).astimezone(start.tzinfo)
+
+
+def _period_holding(subscription: Subscription, at: datetime) -> tuple[datetime, datetime]:
+    """The period of `subscription`'s schedule (counted from its first purchase) that holds
+    `at`: where a renewal due at `at` starts and ends. After an outage of the renewal job
+    longer than a period, the periods that passed unpaid are skipped, not charged."""
+    account, period = subscription.account, subscription.period
+    count = 1
+    while (
+        end := period_end(
+            account=account, start=subscription.started_at, period=period, count=count
+        )
+    ) <= at:
+        count += 1
+    start = period_end(
+        account=account, start=subscription.started_at, period=period, count=count - 1
+    )
+    return max(start, subscription.period_end), end
 
 
 def sales_day(at: datetime) -> tuple[datetime, datetime]:
@@ -94,21 +117,21 @@ def plan_subscribe(
     with transaction.atomic():
         # The wallet lock first: it serialises everything that moves this account's money,
         # so two purchases for one account run one after the other.
-        wallet, parts = balance_purchase_prepare(
-            account=account,
-            price_nano=price.amount_nano,
-            refusal=_("Your balance is too low to buy this plan. Recharge first."),
-        )
+        wallet_lock(account)
         current = subscription_current(account=account)
         if current is not None:
             if current.period_end > now:
                 raise ServiceError(
                     _("Your account already has a coding plan: upgrade it, or wait for it to end.")
                 )
-            # Its paid period ran out and nothing renewed it: it lapsed then.
-            current.ended_at, current.end_reason = current.period_end, "lapsed"
-            current.save(update_fields=["ended_at", "end_reason"])
+            # Its paid period ran out and nothing renewed it: it ended then.
+            _end(current, reason="lapsed" if current.auto_renew else "cancelled")
         _check_sales_limit(plan=plan, at=now, account=account)
+        wallet, parts = balance_purchase_prepare(
+            account=account,
+            price_nano=price.amount_nano,
+            refusal=_("Your balance is too low to buy this plan. Recharge first."),
+        )
         end = period_end(account=account, start=now, period=period)
         subscription = Subscription.objects.create(
             account=account,
@@ -201,8 +224,7 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
             )
         except ServiceError:
             return _end(subscription, reason="renewal_failed")
-        start = subscription.period_end
-        end = period_end(account=account, start=start, period=subscription.period)
+        start, end = _period_holding(subscription, now)
         entry = balance_purchase_record(
             account=account,
             wallet=wallet,
@@ -262,6 +284,14 @@ def plans_renew_due(*, now: datetime | None = None) -> dict[str, int]:
     )
     outcomes: dict[str, int] = {}
     for subscription_id in list(due):
-        outcome = plan_renew(subscription_id=subscription_id, now=now)
+        try:
+            outcome = plan_renew(subscription_id=subscription_id, now=now)
+        except OperationalError:
+            raise  # the database is away: the task retries the whole run
+        except Exception:
+            # One subscription's fault must not keep the others from renewing; it is logged
+            # and tried again at the next run.
+            logger.exception("renewal of subscription %s failed", subscription_id)
+            outcome = "error"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes

@@ -155,3 +155,86 @@ def test_overlapping_renewal_runs_charge_once():
     assert sorted(outcomes) == ["not_due"] * 5 + ["renewed"]
     assert plan_payments(account) == 2
     assert audit_all()[1] == []
+
+
+def renew_at(subscription, at):
+    assert plan_renew(subscription_id=subscription.pk, now=at) == "renewed"
+    subscription.refresh_from_db()
+    return subscription.period_start, subscription.period_end
+
+
+def test_a_plan_bought_on_the_31st_keeps_its_day_in_the_months_that_have_one():
+    account = funded_account(recharge_units=1_000, time_zone="Asia/Shanghai")
+    # 31 January 01:00 in Beijing: 30 January 17:00 UTC (the UTC date differs).
+    bought = datetime(2027, 1, 30, 17, 0, tzinfo=UTC)
+    subscription = plan_subscribe(
+        account=account, plan=Plan.objects.get(code="lite"), period="month", actor=None, now=bought
+    )
+    assert subscription.period_end == datetime(2027, 2, 27, 17, 0, tzinfo=UTC)  # 28 Feb 01:00
+    assert renew_at(subscription, subscription.period_end) == (
+        datetime(2027, 2, 27, 17, 0, tzinfo=UTC),
+        datetime(2027, 3, 30, 17, 0, tzinfo=UTC),  # 31 March 01:00, not 28 March
+    )
+    assert renew_at(subscription, subscription.period_end)[1] == datetime(
+        2027, 4, 29, 17, 0, tzinfo=UTC
+    )  # 30 April 01:00
+
+
+def test_a_wall_clock_time_skipped_by_dst_does_not_shift_later_renewals():
+    account = funded_account(recharge_units=1_000, time_zone="America/New_York")
+    # 14 February 2027 02:30 EST; 14 March 02:30 does not exist (clocks jump to 03:00).
+    bought = datetime(2027, 2, 14, 7, 30, tzinfo=UTC)
+    subscription = plan_subscribe(
+        account=account, plan=Plan.objects.get(code="lite"), period="month", actor=None, now=bought
+    )
+    first_end = subscription.period_end
+    _start, second_end = renew_at(subscription, first_end)
+    # 14 April 02:30 EDT again, not 03:30.
+    assert second_end == datetime(2027, 4, 14, 6, 30, tzinfo=UTC)
+
+
+def test_after_a_long_outage_of_the_job_one_renewal_covers_today_and_the_gap_is_not_charged():
+    account, subscription = subscribed(recharge_units=1_000)
+    # Bought 10 March; the job comes back on 25 May: April and May's first days passed unpaid.
+    back = datetime(2027, 5, 25, 0, 0, tzinfo=UTC)
+    assert plans_renew_due(now=back) == {"renewed": 1}
+    assert plans_renew_due(now=back + timedelta(minutes=5)) == {}
+    subscription.refresh_from_db()
+    assert (subscription.period_start, subscription.period_end) == (
+        datetime(2027, 5, 10, 4, 0, tzinfo=UTC),
+        datetime(2027, 6, 10, 4, 0, tzinfo=UTC),
+    )
+    assert plan_payments(account) == 2
+
+
+def test_one_subscription_that_fails_to_renew_does_not_stop_the_others(monkeypatch):
+    from plans import services
+
+    first_account, first = subscribed()
+    second_account, second = subscribed()
+    real = services.plan_renew
+
+    def faulty(*, subscription_id, now=None):
+        if subscription_id == first.pk:
+            raise ValueError("injected fault")
+        return real(subscription_id=subscription_id, now=now)
+
+    monkeypatch.setattr(services, "plan_renew", faulty)
+    at = first.period_end + timedelta(minutes=1)
+    assert services.plans_renew_due(now=at) == {"error": 1, "renewed": 1}
+    assert plan_payments(second_account) == 2 and plan_payments(first_account) == 1
+
+
+def test_buying_after_a_cancelled_plan_ran_out_records_why_it_ended():
+    account, subscription = subscribed(recharge_units=1_000)
+    plan_set_auto_renew(account=account, on=False, actor=None)
+    later = subscription.period_end + timedelta(hours=1)
+    plan_subscribe(
+        account=account, plan=Plan.objects.get(code="pro"), period="month", actor=None, now=later
+    )
+    subscription.refresh_from_db()
+    assert (subscription.ended_at, subscription.end_reason) == (
+        subscription.period_end,
+        "cancelled",
+    )
+    assert AuditEvent.objects.filter(action="plans.end", account=account).count() == 1

@@ -183,7 +183,7 @@ def test_the_daily_sales_limit_refuses_past_it_until_10_beijing_time():
     plan_subscribe(account=first, plan=lite, period="month", actor=None, now=morning)
     with pytest.raises(ServiceError, match="sold out") as refused:
         plan_subscribe(account=second, plan=lite, period="month", actor=None, now=morning)
-    assert "2027" in str(refused.value)  # when sales reopen
+    assert "Mar 1, 2027 10:00" in str(refused.value)  # when sales reopen, in its zone
     assert money(second) == (100 * UNIT, 0, 0)
     # Other plans are not affected, and at 10:00 Beijing time sales reopen.
     plan_subscribe(
@@ -284,3 +284,40 @@ def test_staff_see_subscribers_and_their_terms_read_only(client):
     delete = reverse("admin:plans_subscription_delete", args=[subscription.pk])
     assert client.post(delete, {"post": "yes"}).status_code == 403
     assert Subscription.objects.filter(pk=subscription.pk).exists()
+
+
+def test_an_account_with_a_plan_is_told_so_even_when_its_balance_is_low():
+    account = funded_account(recharge_units=60)
+    plan_subscribe(account=account, plan=plan("lite"), period="month", actor=None)
+    with pytest.raises(ServiceError, match="already has a coding plan"):
+        plan_subscribe(account=account, plan=plan("lite"), period="month", actor=None)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_buyers_of_the_last_place_of_the_day_get_one():
+    lite = plan("lite")
+    PlanLimits.objects.create(
+        plan=lite,
+        prompts_5h=120,
+        prompts_week=9_000,
+        prompts_month=18_000,
+        mcp_calls_month=100,
+        concurrency=3,
+        daily_new_subscriptions=1,
+        effective_from=timezone.now() - timedelta(minutes=1),
+    )
+    buyers = [funded_account(recharge_units=100) for _ in range(6)]
+    outcomes = []
+
+    def buy(index):
+        try:
+            plan_subscribe(account=buyers[index], plan=lite, period="month", actor=None)
+            outcomes.append("bought")
+        except ServiceError:
+            outcomes.append("refused")
+
+    assert run_together(buy, 6) == []
+    assert sorted(outcomes) == ["bought"] + ["refused"] * 5
+    assert Subscription.objects.count() == 1
+    assert audit_all()[1] == []
