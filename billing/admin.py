@@ -25,7 +25,12 @@ from billing.models import (
     ResourcePack,
     Statement,
 )
-from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
+from console.admin_mixins import (
+    AddOnlyAdminMixin,
+    CatalogueAuditMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+)
 from console.money import format_amount
 
 
@@ -137,6 +142,14 @@ class PackConsumptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 PRICE_BACKDATE_GRACE = timedelta(minutes=1)
 
 
+def not_backdated(effective_from, message):
+    """An effective-dated catalogue row starts now (a minute's grace) or later: what was
+    charged or served before it stays as it was."""
+    if effective_from < timezone.now() - PRICE_BACKDATE_GRACE:
+        raise forms.ValidationError(message)
+    return effective_from
+
+
 class ModelPriceForm(forms.ModelForm):
     currency = forms.ChoiceField(label=_("currency"), choices=settings.CURRENCIES)
 
@@ -151,12 +164,10 @@ class ModelPriceForm(forms.ModelForm):
         ]
 
     def clean_effective_from(self):
-        effective_from = self.cleaned_data["effective_from"]
-        if effective_from < timezone.now() - PRICE_BACKDATE_GRACE:
-            raise forms.ValidationError(
-                _("A price cannot start in the past: requests were charged at the old one.")
-            )
-        return effective_from
+        return not_backdated(
+            self.cleaned_data["effective_from"],
+            _("A price cannot start in the past: requests were charged at the old one."),
+        )
 
     def _non_negative(self, name):
         value = self.cleaned_data[name]
@@ -172,7 +183,7 @@ class ModelPriceForm(forms.ModelForm):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(CatalogueAuditMixin, admin.ModelAdmin):
+class ModelPriceAdmin(AddOnlyAdminMixin, CatalogueAuditMixin, admin.ModelAdmin):
     """Add-only: a change of price is a new row with a later `effective_from`; no row is
     ever changed or deleted (one that has been charged must not be, and keeping the rule
     for every row keeps it simple)."""
@@ -183,12 +194,6 @@ class ModelPriceAdmin(CatalogueAuditMixin, admin.ModelAdmin):
     search_fields = ["model"]
     date_hierarchy = "effective_from"
     ordering = ["model", "currency", "-effective_from"]
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description=_("input per 1M tokens"))
     def input_price(self, price):

@@ -470,15 +470,14 @@ def pack_grant(
     return pack, False
 
 
-def balance_purchase_prepare(*, account: Account, price_nano: int, refusal: str) -> tuple:
-    """The first half of paying for something from the balance, in the caller's transaction:
-    lock the wallet and split the price proportionally between recharge and bonus. Raises
+def balance_purchase_split(*, wallet: Wallet, price_nano: int, refusal: str) -> tuple[int, int]:
+    """The first half of paying for something from the balance, on the wallet the caller has
+    locked (`wallet_lock`): the price split proportionally between recharge and bonus. Raises
     ServiceError(`refusal`), changing nothing, when the balance cannot pay it: a purchase never
-    creates arrears, and resource packs do not pay for purchases. Returns (wallet, parts)."""
-    wallet = wallet_lock(account)
+    creates arrears, and resource packs do not pay for purchases."""
     if wallet.recharge_nano + wallet.bonus_nano < price_nano:
         raise ServiceError(refusal)
-    return wallet, split_fee(price_nano, wallet.recharge_nano, wallet.bonus_nano)
+    return split_fee(price_nano, wallet.recharge_nano, wallet.bonus_nano)
 
 
 def balance_purchase_record(
@@ -529,8 +528,9 @@ def pack_buy(
         raise ServiceError(_("This pack is not on sale."))
     price = product.price_nano(account.currency)
     with transaction.atomic():
-        wallet, parts = balance_purchase_prepare(
-            account=account,
+        wallet = wallet_lock(account)
+        parts = balance_purchase_split(
+            wallet=wallet,
             price_nano=price,
             refusal=_("Your balance is too low to buy this pack. Recharge first."),
         )

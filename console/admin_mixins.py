@@ -27,6 +27,17 @@ class ReadOnlyAdminMixin:
         return list(dict.fromkeys([*names, *super().get_readonly_fields(request, obj)]))
 
 
+class AddOnlyAdminMixin:
+    """Catalogue rows that are never changed or deleted, only followed by a new row from a
+    later moment (model prices, plan prices and limits): what was charged at stays readable."""
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False

@@ -5,21 +5,32 @@ limits in force at any time stay readable. Every change writes one audit event."
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin import PRICE_BACKDATE_GRACE
-from console.admin_mixins import CatalogueAuditMixin, ReadOnlyAdminMixin, ReadOnlyInline
+from billing.admin import not_backdated
+from console.admin_mixins import (
+    AddOnlyAdminMixin,
+    CatalogueAuditMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+)
 from console.money import format_amount
-from plans.models import CodingModel, Plan, PlanLimits, PlanPrice, PlanTerm, Subscription
+from plans.models import (
+    CodingModel,
+    Plan,
+    PlanLimits,
+    PlanPrice,
+    PlanTerm,
+    Subscription,
+    model_name,
+)
 
 
 def _not_in_the_past(value):
-    if value < timezone.now() - PRICE_BACKDATE_GRACE:
-        raise forms.ValidationError(
-            _("A catalogue row cannot start in the past: subscribers were served by the old one.")
-        )
-    return value
+    return not_backdated(
+        value,
+        _("A catalogue row cannot start in the past: subscribers were served by the old one."),
+    )
 
 
 class _NeverDeleted:
@@ -30,14 +41,6 @@ class _NeverDeleted:
 
     def get_readonly_fields(self, request, obj=None):
         return list(self.fixed) if obj is not None else []
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class _AddOnly:
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -78,7 +81,7 @@ class PlanPriceForm(forms.ModelForm):
 
 
 @admin.register(PlanPrice)
-class PlanPriceAdmin(_AddOnly, CatalogueAuditMixin, admin.ModelAdmin):
+class PlanPriceAdmin(AddOnlyAdminMixin, CatalogueAuditMixin, admin.ModelAdmin):
     form = PlanPriceForm
     list_display = ["plan", "period", "currency", "price", "effective_from"]
     list_filter = ["plan", "period", "currency"]
@@ -118,7 +121,7 @@ class PlanLimitsForm(forms.ModelForm):
 
 
 @admin.register(PlanLimits)
-class PlanLimitsAdmin(_AddOnly, CatalogueAuditMixin, admin.ModelAdmin):
+class PlanLimitsAdmin(AddOnlyAdminMixin, CatalogueAuditMixin, admin.ModelAdmin):
     form = PlanLimitsForm
     list_display = [
         "plan",
@@ -140,7 +143,7 @@ class CodingModelForm(forms.ModelForm):
         fields = ["model", "weight_milli"]
 
     def clean_model(self):
-        name = self.cleaned_data["model"].strip().lower()
+        name = model_name(self.cleaned_data["model"])
         if not name:
             raise forms.ValidationError(_("A model name is required."))
         return name

@@ -120,6 +120,11 @@ class PlanLimits(models.Model):
         return f"{self.plan} limits from {self.effective_from:%Y-%m-%d}"
 
 
+def model_name(name: str | None) -> str:
+    """A model's name as stored and compared: trimmed, lower-case (`GLM-4.7` is `glm-4.7`)."""
+    return (name or "").strip().lower()
+
+
 class CodingModel(models.Model):
     """A model the coding endpoint serves, and how many prompts one of its requests uses
     (`weight_milli` thousandths: GLM-5 counts 3). Names are stored lower-case; requests
@@ -150,7 +155,7 @@ class CodingModel(models.Model):
         return self.model
 
     def save(self, *args, **kwargs):
-        self.model = self.model.strip().lower()
+        self.model = model_name(self.model)
         super().save(*args, **kwargs)
 
 

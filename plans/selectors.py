@@ -14,6 +14,7 @@ from plans.models import (
     PlanLimits,
     PlanPrice,
     Subscription,
+    model_name,
 )
 
 
@@ -53,16 +54,28 @@ class PlanOffer:
     models: list[CodingModel]
 
 
+def _in_force(queryset, key, at: datetime) -> dict:
+    """The latest row effective at `at` for each `key(row)`, from one query."""
+    latest = {}
+    for row in queryset.filter(effective_from__lte=at).order_by("effective_from"):
+        latest[key(row)] = row  # later rows overwrite earlier ones
+    return latest
+
+
 def plan_offers(*, currency: str, at: datetime | None = None) -> list[PlanOffer]:
     """Every plan with its prices in `currency` today, cheapest plan first; a period with no
-    price in force is left out (not on sale)."""
+    price in force is left out (not on sale). Four queries whatever the catalogue holds."""
     at = at or timezone.now()
+    prices = _in_force(
+        PlanPrice.objects.filter(currency=currency), lambda row: (row.plan_id, row.period), at
+    )
+    limits = _in_force(PlanLimits.objects.all(), lambda row: row.plan_id, at)
     offers = []
     for plan in Plan.objects.prefetch_related("coding_models").order_by("rank"):
-        monthly = plan_price(plan=plan, period=Period.MONTH, currency=currency, at=at)
+        monthly = prices.get((plan.pk, Period.MONTH))
         periods = []
         for period in Period:
-            price = plan_price(plan=plan, period=period, currency=currency, at=at)
+            price = prices.get((plan.pk, period))
             if price is None:
                 continue
             saving = 0
@@ -73,7 +86,7 @@ def plan_offers(*, currency: str, at: datetime | None = None) -> list[PlanOffer]
         offers.append(
             PlanOffer(
                 plan=plan,
-                limits=plan_limits(plan=plan, at=at),
+                limits=limits.get(plan.pk),
                 periods=periods,
                 models=sorted(plan.coding_models.all(), key=lambda m: m.model),
             )
@@ -83,12 +96,12 @@ def plan_offers(*, currency: str, at: datetime | None = None) -> list[PlanOffer]
 
 def coding_model(name: str) -> CodingModel | None:
     """The coding model called `name`, whatever its case (`GLM-4.7` is `glm-4.7`)."""
-    return CodingModel.objects.filter(model=(name or "").strip().lower()).first()
+    return CodingModel.objects.filter(model=model_name(name)).first()
 
 
 def plan_covers(*, plan: Plan, model: str) -> bool:
     """Whether requests on `plan` may use `model` (any case)."""
-    return plan.coding_models.filter(model=(model or "").strip().lower()).exists()
+    return plan.coding_models.filter(model=model_name(model)).exists()
 
 
 def subscription_current(*, account):

@@ -1,12 +1,11 @@
-"""Buying and keeping a coding plan (issue 22). This step: a plan bought from the wallet.
+"""Buying and keeping a coding plan (issue 22): bought from the wallet, renewed, ended.
 
-Paying from the wallet is a purchase like a resource pack's (billing's
-`balance_purchase_prepare` / `_record`): the wallet is locked first, the price is split
-between recharge and bonus by the proportional rule, a ledger entry of its own kind
+Paying from the wallet is a purchase like a resource pack's (billing's `wallet_lock`,
+`balance_purchase_split`, `balance_purchase_record`): the wallet is locked first, the price
+is split between recharge and bonus by the proportional rule, a ledger entry of its own kind
 (`plan_purchase`) records it, and a balance that cannot pay refuses with nothing changed.
 Packs never pay for plans, and a plan purchase is not usage: no month spend counter, cap or
-budget sees it.
-"""
+budget sees it."""
 
 import calendar
 import logging
@@ -19,7 +18,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from billing.models import LedgerEntry
-from billing.services import balance_purchase_prepare, balance_purchase_record, wallet_lock
+from billing.services import balance_purchase_record, balance_purchase_split, wallet_lock
 from console.models import Account, User
 from console.services import ServiceError, audit_record
 from plans.models import PERIOD_MONTHS, Period, Plan, PlanTerm, Subscription
@@ -117,7 +116,7 @@ def plan_subscribe(
     with transaction.atomic():
         # The wallet lock first: it serialises everything that moves this account's money,
         # so two purchases for one account run one after the other.
-        wallet_lock(account)
+        wallet = wallet_lock(account)
         current = subscription_current(account=account)
         if current is not None:
             if current.period_end > now:
@@ -127,8 +126,8 @@ def plan_subscribe(
             # Its paid period ran out and nothing renewed it: it ended then.
             _end(current, reason="lapsed" if current.auto_renew else "cancelled")
         _check_sales_limit(plan=plan, at=now, account=account)
-        wallet, parts = balance_purchase_prepare(
-            account=account,
+        parts = balance_purchase_split(
+            wallet=wallet,
             price_nano=price.amount_nano,
             refusal=_("Your balance is too low to buy this plan. Recharge first."),
         )
@@ -210,15 +209,16 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
     with transaction.atomic():
         account = Account.objects.get(subscriptions__pk=subscription_id)
         # The wallet lock first, as every purchase takes it; then the subscription's row.
-        wallet_lock(account)
+        wallet = wallet_lock(account)
         subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
+        subscription.account = account  # read above; _end and the period need it
         if subscription.ended_at is not None or subscription.period_end > now:
             return "not_due"
         if not subscription.auto_renew:
             return _end(subscription, reason="cancelled")
         try:
-            wallet, parts = balance_purchase_prepare(
-                account=account,
+            parts = balance_purchase_split(
+                wallet=wallet,
                 price_nano=subscription.price_nano,
                 refusal=_("Your balance is too low to renew the plan."),
             )
