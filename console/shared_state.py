@@ -36,6 +36,48 @@ class SplitHold:
     free: int  # what was free under all the keys together, before this hold
 
 
+# Quota windows count in buckets of a minute: a rolling window frees a bucket's use at the
+# bucket's start plus the window's span, so nothing is freed before its time and nothing
+# more than a minute after it.
+QUOTA_BUCKET_MS = 60_000
+
+
+@dataclass(frozen=True)
+class QuotaWindow:
+    """One quota window of a subscription (plans/quota.py builds them): rolling over `span_ms`
+    (the 5-hour and weekly windows), or fixed, ending at `ends_ms` (a subscription month).
+    Amounts and the limit are in the window's own units (thousandths of a prompt, or calls)."""
+
+    key: str
+    limit: int
+    span_ms: int = 0
+    ends_ms: int = 0
+
+    @property
+    def rolling(self) -> bool:
+        return self.span_ms > 0
+
+
+@dataclass(frozen=True)
+class QuotaTake:
+    """What `quota_take` did: admitted (`used` is each window's use after it), refused by the
+    window at `index` (`used` before it; `reset_ms` when enough of it frees up), or stopped
+    because the window at `index` is missing (Redis lost it: rebuild it, then take again)."""
+
+    status: str  # "admitted" | "refused" | "missing"
+    index: int = -1
+    used: tuple[int, ...] = ()
+    reset_ms: int = 0
+
+
+@dataclass(frozen=True)
+class QuotaUse:
+    """A window's use now, and when its oldest use frees up (0 when it holds none)."""
+
+    used: int
+    next_reset_ms: int
+
+
 class SharedState(Protocol):
     def hit_window(self, key: str, *, limit: int, window_seconds: int) -> WindowResult:
         """Count one event in the current fixed window; refused (and not counted) at `limit`."""
@@ -90,6 +132,28 @@ class SharedState(Protocol):
         """Make the token's slot or hold under each key expire `ttl_seconds` from now: a
         request still running keeps what it took. One that expired or was released is not
         brought back (someone else may have its room by now)."""
+
+    def quota_take(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, now_ms: int
+    ) -> QuotaTake:
+        """Atomically across `windows`: if every one of them has room for `amount` (use +
+        amount <= limit), count it in each (in the bucket of `now_ms` for rolling ones);
+        otherwise change nothing. A missing window stops the take before anything is
+        counted. The time is the caller's, so a frozen clock moves the windows."""
+
+    def quota_give_back(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+    ) -> None:
+        """Take back `amount` counted at `taken_ms` (a request that ended up counting
+        nothing). A bucket that has rolled out of its window already gave it back; a missing
+        window is left missing (its rebuild reads the records, which never held it)."""
+
+    def quota_load(self, window: QuotaWindow, *, buckets: dict[int, int], now_ms: int) -> bool:
+        """Rebuild a missing window from durable records: `buckets` maps a time (epoch ms) to
+        the use counted then. Does nothing and returns False if the window exists."""
+
+    def quota_use(self, windows: tuple[QuotaWindow, ...], *, now_ms: int) -> list[QuotaUse | None]:
+        """Each window's use now (None for a missing one), rolled forward to `now_ms`."""
 
     def get_int(self, key: str) -> int:
         """The counter's value, 0 when absent or expired."""
@@ -232,6 +296,187 @@ redis.call('DEL', KEYS[1])
 return values
 """
 
+# Quota windows: one hash per window. Field "t" is the window's use, "v" marks a window that
+# exists (built by quota_load), and in a rolling window each bucket (a minute's number since
+# the epoch) holds what was counted in it, with "o" at or below the oldest bucket. The time
+# is the caller's (ARGV), never redis.call('TIME'): tests move it with a frozen clock.
+_QUOTA_LIB = """
+local function quota_roll(key, span, now, bms)
+  local cutoff = math.floor((now - span) / bms)
+  local oldest = tonumber(redis.call('HGET', key, 'o'))
+  if oldest and oldest <= cutoff then
+    local gone, next_oldest = 0, cutoff + 1
+    if cutoff - oldest > 4 * redis.call('HLEN', key) then
+      -- A long idle gap: look at the buckets there are, not at every minute that passed.
+      local nearest = nil
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        local bucket = tonumber(field)
+        if bucket then
+          if bucket <= cutoff then
+            gone = gone + tonumber(redis.call('HGET', key, field))
+            redis.call('HDEL', key, field)
+          elseif not nearest or bucket < nearest then
+            nearest = bucket
+          end
+        end
+      end
+      if nearest then next_oldest = nearest end
+    else
+      for bucket = oldest, cutoff do
+        local field = string.format('%d', bucket)
+        local value = redis.call('HGET', key, field)
+        if value then
+          gone = gone + tonumber(value)
+          redis.call('HDEL', key, field)
+        end
+      end
+    end
+    redis.call('HSET', key, 'o', string.format('%d', next_oldest))
+    if gone ~= 0 then redis.call('HINCRBY', key, 't', -gone) end
+  end
+  return tonumber(redis.call('HGET', key, 't') or '0')
+end
+
+local function quota_frees(key, span, bms, need)
+  local buckets = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    local bucket = tonumber(field)
+    if bucket then table.insert(buckets, bucket) end
+  end
+  table.sort(buckets)
+  local freed, at = 0, 0
+  for _, bucket in ipairs(buckets) do
+    local value = tonumber(redis.call('HGET', key, string.format('%d', bucket)))
+    if value > 0 then
+      freed = freed + value
+      at = bucket * bms + span
+      if freed >= need then return at end
+    end
+  end
+  return at
+end
+"""
+
+# ARGV: now, amount, bucket ms, then (limit, span, ends) per window.
+_QUOTA_TAKE = (
+    _QUOTA_LIB
+    + """
+local now, amount, bms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for index, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then return {'missing', index - 1, 0} end
+end
+local used = {}
+for index, key in ipairs(KEYS) do
+  local base = 3 + (index - 1) * 3
+  local limit, span = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local ends = tonumber(ARGV[base + 3])
+  if span > 0 then
+    used[index] = quota_roll(key, span, now, bms)
+  else
+    used[index] = tonumber(redis.call('HGET', key, 't') or '0')
+  end
+  if used[index] + amount > limit then
+    local reset = ends
+    if span > 0 then reset = quota_frees(key, span, bms, used[index] + amount - limit) end
+    return {'refused', index - 1, reset, used[index]}
+  end
+end
+local bucket = math.floor(now / bms)
+local field = string.format('%d', bucket)
+local result = {'admitted', -1, 0}
+for index, key in ipairs(KEYS) do
+  local span = tonumber(ARGV[3 + (index - 1) * 3 + 2])
+  redis.call('HINCRBY', key, 't', amount)
+  if span > 0 then
+    redis.call('HINCRBY', key, field, amount)
+    local oldest = tonumber(redis.call('HGET', key, 'o'))
+    if not oldest or oldest > bucket then redis.call('HSET', key, 'o', field) end
+    redis.call('PEXPIRE', key, span + bms)
+  end
+  result[index + 3] = used[index] + amount
+end
+return result
+"""
+)
+
+# ARGV: amount, the bucket it was counted in, then the span per window (0: fixed).
+_QUOTA_GIVE_BACK = """
+local amount, field = tonumber(ARGV[1]), ARGV[2]
+for index, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local take = math.min(amount, tonumber(redis.call('HGET', key, 't') or '0'))
+    if tonumber(ARGV[2 + index]) > 0 then
+      take = math.min(take, tonumber(redis.call('HGET', key, field) or '0'))
+      if take > 0 then redis.call('HINCRBY', key, field, -take) end
+    end
+    if take > 0 then redis.call('HINCRBY', key, 't', -take) end
+  end
+end
+"""
+
+# ARGV: the key's time to live (ms), rolling (1/0), then (bucket, amount) pairs.
+_QUOTA_LOAD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local total, oldest = 0, nil
+redis.call('HSET', KEYS[1], 'v', '1')
+for index = 3, #ARGV, 2 do
+  local amount = tonumber(ARGV[index + 1])
+  total = total + amount
+  if ARGV[2] == '1' then
+    local bucket = tonumber(ARGV[index])
+    redis.call('HINCRBY', KEYS[1], ARGV[index], amount)
+    if not oldest or bucket < oldest then oldest = bucket end
+  end
+end
+redis.call('HSET', KEYS[1], 't', string.format('%d', total))
+if oldest then redis.call('HSET', KEYS[1], 'o', string.format('%d', oldest)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# ARGV: now, bucket ms, then (span, ends) per window. Returns (exists, used, next reset).
+_QUOTA_USE = (
+    _QUOTA_LIB
+    + """
+local now, bms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local result = {}
+for index, key in ipairs(KEYS) do
+  local span, ends = tonumber(ARGV[1 + index * 2]), tonumber(ARGV[2 + index * 2])
+  if redis.call('EXISTS', key) == 0 then
+    table.insert(result, 0); table.insert(result, 0); table.insert(result, 0)
+  else
+    local used, reset = 0, 0
+    if span > 0 then
+      used = quota_roll(key, span, now, bms)
+      if used > 0 then reset = quota_frees(key, span, bms, 1) end
+    else
+      used = tonumber(redis.call('HGET', key, 't') or '0')
+      reset = ends
+    end
+    table.insert(result, 1); table.insert(result, used); table.insert(result, reset)
+  end
+end
+return result
+"""
+)
+
+
+def _quota_buckets(amounts: dict[int, int]) -> dict[int, int]:
+    """Amounts by time (epoch ms) summed into the windows' minute buckets."""
+    buckets: dict[int, int] = {}
+    for at_ms, amount in amounts.items():
+        bucket = int(at_ms) // QUOTA_BUCKET_MS
+        buckets[bucket] = buckets.get(bucket, 0) + int(amount)
+    return buckets
+
+
+def _quota_ttl_ms(window: QuotaWindow, now_ms: int) -> int:
+    """How long a window's key outlives its last write: a rolling window's span (after it,
+    all it held has freed up), a fixed one's end (at least a second)."""
+    if window.rolling:
+        return window.span_ms + QUOTA_BUCKET_MS
+    return max(int(window.ends_ms) - int(now_ms), 1000)
+
 
 class RedisState:
     def __init__(self, url: str, prefix: str = "console:state:"):
@@ -250,6 +495,10 @@ class RedisState:
         self._held = self.client.register_script(_HELD)
         self._hash_drain = self.client.register_script(_HASH_DRAIN)
         self._renew = self.client.register_script(_RENEW)
+        self._quota_take = self.client.register_script(_QUOTA_TAKE)
+        self._quota_give_back = self.client.register_script(_QUOTA_GIVE_BACK)
+        self._quota_load = self.client.register_script(_QUOTA_LOAD)
+        self._quota_use = self.client.register_script(_QUOTA_USE)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -313,6 +562,40 @@ class RedisState:
     def renew(self, keys: list[str], *, token: str, ttl_seconds: float) -> None:
         self._renew(keys=[self._key(key) for key in keys], args=[token, ttl_seconds])
 
+    def quota_take(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, now_ms: int
+    ) -> QuotaTake:
+        args = [int(now_ms), int(amount), QUOTA_BUCKET_MS]
+        for window in windows:
+            args += [int(window.limit), int(window.span_ms), int(window.ends_ms)]
+        result = self._quota_take(keys=[self._key(window.key) for window in windows], args=args)
+        status = result[0].decode()
+        numbers = tuple(int(value) for value in result[3:])
+        return QuotaTake(status, int(result[1]), numbers, int(result[2]))
+
+    def quota_give_back(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+    ) -> None:
+        args = [int(amount), str(int(taken_ms) // QUOTA_BUCKET_MS)]
+        args += [int(window.span_ms) for window in windows]
+        self._quota_give_back(keys=[self._key(window.key) for window in windows], args=args)
+
+    def quota_load(self, window: QuotaWindow, *, buckets: dict[int, int], now_ms: int) -> bool:
+        args = [_quota_ttl_ms(window, now_ms), 1 if window.rolling else 0]
+        for bucket, amount in _quota_buckets(buckets).items():
+            args += [bucket, amount]
+        return bool(self._quota_load(keys=[self._key(window.key)], args=args))
+
+    def quota_use(self, windows: tuple[QuotaWindow, ...], *, now_ms: int) -> list[QuotaUse | None]:
+        args = [int(now_ms), QUOTA_BUCKET_MS]
+        for window in windows:
+            args += [int(window.span_ms), int(window.ends_ms)]
+        flat = self._quota_use(keys=[self._key(window.key) for window in windows], args=args)
+        return [
+            QuotaUse(int(flat[index + 1]), int(flat[index + 2])) if flat[index] else None
+            for index in range(0, len(flat), 3)
+        ]
+
     def get_int(self, key: str) -> int:
         value = self.client.get(self._key(key))
         return int(value) if value is not None else 0
@@ -342,6 +625,7 @@ class LocalState:
         self._slots: dict[str, dict[str, float]] = {}  # key → token → expires at
         self._holds: dict[str, dict[str, tuple[int, float]]] = {}  # key → token → (amount, expires)
         self._hashes: dict[str, dict[str, str]] = {}
+        self._quotas: dict[str, dict] = {}
 
     def _counter(self, key: str, now: float) -> tuple[int, float] | None:
         entry = self._counters.get(key)
@@ -453,6 +737,90 @@ class LocalState:
                 if token in holds:
                     holds[token] = (holds[token][0], now + ttl_seconds)
 
+    # Quota windows: key → {"t": use, "buckets": {bucket: amount}}; never expire here (the
+    # process is the embedded default's only one, and a window past its span holds nothing).
+    def _quota_roll(self, window: QuotaWindow, now_ms: int) -> dict:
+        entry = self._quotas[window.key]
+        if window.rolling:
+            cutoff = (now_ms - window.span_ms) // QUOTA_BUCKET_MS
+            for bucket in [bucket for bucket in entry["buckets"] if bucket <= cutoff]:
+                entry["t"] -= entry["buckets"].pop(bucket)
+        return entry
+
+    @staticmethod
+    def _quota_frees(window: QuotaWindow, entry: dict, need: int) -> int:
+        freed, at = 0, 0
+        for bucket in sorted(entry["buckets"]):
+            if entry["buckets"][bucket] > 0:
+                freed += entry["buckets"][bucket]
+                at = bucket * QUOTA_BUCKET_MS + window.span_ms
+                if freed >= need:
+                    break
+        return at
+
+    def quota_take(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, now_ms: int
+    ) -> QuotaTake:
+        with self._lock:
+            for index, window in enumerate(windows):
+                if window.key not in self._quotas:
+                    return QuotaTake("missing", index)
+            entries = [self._quota_roll(window, now_ms) for window in windows]
+            for index, (window, entry) in enumerate(zip(windows, entries, strict=True)):
+                if entry["t"] + amount > window.limit:
+                    reset = window.ends_ms
+                    if window.rolling:
+                        reset = self._quota_frees(window, entry, entry["t"] + amount - window.limit)
+                    return QuotaTake("refused", index, (entry["t"],), reset)
+            bucket = now_ms // QUOTA_BUCKET_MS
+            for window, entry in zip(windows, entries, strict=True):
+                entry["t"] += amount
+                if window.rolling:
+                    entry["buckets"][bucket] = entry["buckets"].get(bucket, 0) + amount
+            return QuotaTake("admitted", -1, tuple(entry["t"] for entry in entries))
+
+    def quota_give_back(
+        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+    ) -> None:
+        bucket = taken_ms // QUOTA_BUCKET_MS
+        with self._lock:
+            for window in windows:
+                entry = self._quotas.get(window.key)
+                if entry is None:
+                    continue
+                take = min(amount, entry["t"])
+                if window.rolling:
+                    take = min(take, entry["buckets"].get(bucket, 0))
+                    if take > 0:
+                        entry["buckets"][bucket] -= take
+                entry["t"] -= max(take, 0)
+
+    def quota_load(self, window: QuotaWindow, *, buckets: dict[int, int], now_ms: int) -> bool:
+        with self._lock:
+            if window.key in self._quotas:
+                return False
+            summed = _quota_buckets(buckets)
+            self._quotas[window.key] = {
+                "t": sum(summed.values()),
+                "buckets": summed if window.rolling else {},
+            }
+            return True
+
+    def quota_use(self, windows: tuple[QuotaWindow, ...], *, now_ms: int) -> list[QuotaUse | None]:
+        uses: list[QuotaUse | None] = []
+        with self._lock:
+            for window in windows:
+                if window.key not in self._quotas:
+                    uses.append(None)
+                    continue
+                entry = self._quota_roll(window, now_ms)
+                if not window.rolling:
+                    uses.append(QuotaUse(entry["t"], window.ends_ms))
+                    continue
+                reset = self._quota_frees(window, entry, 1) if entry["t"] > 0 else 0
+                uses.append(QuotaUse(entry["t"], reset))
+        return uses
+
     def get_int(self, key: str) -> int:
         with self._lock:
             entry = self._counter(key, self._clock())
@@ -464,6 +832,7 @@ class LocalState:
             self._slots.pop(key, None)
             self._holds.pop(key, None)
             self._hashes.pop(key, None)
+            self._quotas.pop(key, None)
 
     def hash_set(self, key: str, field: str, value: str) -> None:
         with self._lock:
@@ -526,6 +895,25 @@ def pack_hold_keys(*, account_id: int, model: str) -> tuple[str, str]:
     draws packs: those for this model only, then the general ones (shared by every model).
     Holds as for money: one per request, each with its TTL."""
     return f"hold:packs:{account_id}:{model}", f"hold:packs:{account_id}:*"
+
+
+def quota_keys(subscription_id: int, month: int) -> tuple[str, str, str]:
+    """A subscription's prompt windows: the rolling 5 hours, the rolling week, and its
+    `month`-th subscription month (counted from 0). One subscription's windows survive an
+    upgrade: the use already counted stays counted."""
+    base = f"quota:{subscription_id}"
+    return f"{base}:5h", f"{base}:week", f"{base}:month:{month}"
+
+
+def mcp_quota_key(subscription_id: int, month: int) -> str:
+    """A subscription's MCP tool calls in its `month`-th subscription month."""
+    return f"quota:{subscription_id}:mcp:{month}"
+
+
+def plan_concurrency_key(account_id: int) -> str:
+    """The account's coding-plan requests in flight: the plan's concurrency, apart from the
+    account tier's (pay-as-you-go traffic keeps its own slots)."""
+    return f"conc:plan:{account_id}"
 
 
 def throttle_key(scope: str, ip: str) -> str:

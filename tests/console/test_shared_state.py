@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from console.shared_state import LocalState, RedisState, concurrency_key, rate_window_key
+from console.shared_state import (
+    LocalState,
+    QuotaUse,
+    QuotaWindow,
+    RedisState,
+    concurrency_key,
+    rate_window_key,
+)
 
 
 class FakeClock:
@@ -216,3 +223,151 @@ def test_renewing_extends_a_live_slot_and_hold_but_never_revives_one(state):
     time.sleep(0.2)
     state.renew(["gone"], token="t", ttl_seconds=60)
     assert state.slot_count("gone") == 0
+
+
+# --- Quota windows (the coding plan's prompts: plans/quota.py) ------------------------------
+
+HOUR_MS = 3_600_000
+T0 = 1_800_000_000_000  # a minute boundary, as epoch milliseconds
+
+
+def _windows(*, five_hours=10_000, week=100_000, month=1_000_000, ends=T0 + 30 * 24 * HOUR_MS):
+    return (
+        QuotaWindow("quota:1:5h", five_hours, span_ms=5 * HOUR_MS),
+        QuotaWindow("quota:1:week", week, span_ms=7 * 24 * HOUR_MS),
+        QuotaWindow("quota:1:month:0", month, ends_ms=ends),
+    )
+
+
+def _load_empty(state, windows, now_ms=T0):
+    for window in windows:
+        assert state.quota_load(window, buckets={}, now_ms=now_ms)
+
+
+def test_a_missing_window_stops_a_take_before_anything_is_counted(state):
+    windows = _windows()
+    state.quota_load(windows[0], buckets={}, now_ms=T0)
+    taken = state.quota_take(windows, amount=1000, now_ms=T0)
+    assert (taken.status, taken.index) == ("missing", 1)
+    assert state.quota_use(windows, now_ms=T0)[0] == QuotaUse(0, 0)
+    assert state.quota_use(windows, now_ms=T0)[1] is None
+
+
+def test_a_take_counts_in_every_window_up_to_the_limit_then_refuses_without_counting(state):
+    windows = _windows(five_hours=3000)
+    _load_empty(state, windows)
+    results = [state.quota_take(windows, amount=1000, now_ms=T0 + i) for i in range(4)]
+    assert [r.status for r in results] == ["admitted"] * 3 + ["refused"]
+    assert results[2].used == (3000, 3000, 3000)
+    refused = results[3]
+    assert refused.index == 0
+    # The first minute's use frees up five hours after that minute began.
+    assert refused.reset_ms == T0 + 5 * HOUR_MS
+    assert [use.used for use in state.quota_use(windows, now_ms=T0)] == [3000, 3000, 3000]
+
+
+def test_a_rolling_window_frees_its_oldest_use_exactly_when_the_span_has_passed(state):
+    windows = _windows(five_hours=2000)
+    _load_empty(state, windows)
+    state.quota_take(windows, amount=1000, now_ms=T0)
+    state.quota_take(windows, amount=1000, now_ms=T0 + 2 * HOUR_MS)
+    assert state.quota_take(windows, amount=1000, now_ms=T0 + 5 * HOUR_MS - 1).status == "refused"
+    taken = state.quota_take(windows, amount=1000, now_ms=T0 + 5 * HOUR_MS)
+    assert taken.status == "admitted"
+    # The week still holds all three.
+    assert taken.used == (2000, 3000, 3000)
+
+
+def test_the_week_binds_when_its_limit_is_low_and_frees_after_seven_days(state):
+    windows = _windows(week=2000)
+    _load_empty(state, windows)
+    state.quota_take(windows, amount=1000, now_ms=T0)
+    state.quota_take(windows, amount=1000, now_ms=T0 + 6 * HOUR_MS)
+    refused = state.quota_take(windows, amount=1000, now_ms=T0 + 12 * HOUR_MS)
+    assert (refused.status, refused.index) == ("refused", 1)
+    assert refused.reset_ms == T0 + 7 * 24 * HOUR_MS
+    later = T0 + 7 * 24 * HOUR_MS
+    assert state.quota_take(windows, amount=1000, now_ms=later).status == "admitted"
+    assert state.quota_use(windows, now_ms=later)[1].used == 2000
+
+
+def test_a_fixed_window_refuses_until_its_end(state):
+    windows = _windows(month=1000)
+    _load_empty(state, windows)
+    assert state.quota_take(windows, amount=1000, now_ms=T0).status == "admitted"
+    refused = state.quota_take(windows, amount=1, now_ms=T0 + 8 * 24 * HOUR_MS)
+    assert (refused.status, refused.index, refused.reset_ms) == ("refused", 2, windows[2].ends_ms)
+
+
+def test_a_refusal_in_one_window_counts_nothing_in_the_others(state):
+    windows = _windows(month=1500)
+    _load_empty(state, windows)
+    state.quota_take(windows, amount=1000, now_ms=T0)
+    assert state.quota_take(windows, amount=1000, now_ms=T0).status == "refused"
+    assert [use.used for use in state.quota_use(windows, now_ms=T0)] == [1000, 1000, 1000]
+
+
+def test_giving_back_uncounts_a_take_and_never_goes_below_zero(state):
+    windows = _windows()
+    _load_empty(state, windows)
+    state.quota_take(windows, amount=1000, now_ms=T0 + 5)
+    state.quota_take(windows, amount=67, now_ms=T0 + HOUR_MS)
+    state.quota_give_back(windows, amount=1000, taken_ms=T0 + 5, now_ms=T0 + HOUR_MS)
+    assert [use.used for use in state.quota_use(windows, now_ms=T0 + HOUR_MS)] == [67] * 3
+    # More than a bucket holds (a window rebuilt while the request ran did not count it).
+    state.quota_give_back(windows, amount=500, taken_ms=T0 + HOUR_MS, now_ms=T0 + HOUR_MS)
+    assert [use.used for use in state.quota_use(windows, now_ms=T0 + HOUR_MS)] == [0] * 3
+
+
+def test_giving_back_after_the_bucket_rolled_out_takes_nothing_from_newer_use(state):
+    windows = _windows()
+    _load_empty(state, windows)
+    state.quota_take(windows, amount=1000, now_ms=T0)
+    later = T0 + 6 * HOUR_MS
+    state.quota_take(windows, amount=1000, now_ms=later)
+    state.quota_give_back(windows, amount=1000, taken_ms=T0, now_ms=later)
+    uses = state.quota_use(windows, now_ms=later)
+    # The 5 hours had freed it already; the week and month still held it.
+    assert [use.used for use in uses] == [1000, 1000, 1000]
+
+
+def test_a_load_rebuilds_a_missing_window_once(state):
+    windows = _windows(five_hours=3000)
+    rebuilt = {T0 - 4 * HOUR_MS: 1000, T0 - 4 * HOUR_MS + 10: 500, T0 - HOUR_MS: 1000}
+    assert state.quota_load(windows[0], buckets=rebuilt, now_ms=T0)
+    assert not state.quota_load(windows[0], buckets={T0: 9999}, now_ms=T0)
+    for window in windows[1:]:
+        state.quota_load(window, buckets={}, now_ms=T0)
+    assert state.quota_use(windows, now_ms=T0)[0] == QuotaUse(2500, T0 + HOUR_MS)
+    refused = state.quota_take(windows, amount=1000, now_ms=T0)
+    # 1,500 of the 2,500 free up an hour from now (the records four hours old).
+    assert (refused.status, refused.reset_ms) == ("refused", T0 + HOUR_MS)
+    assert state.quota_take(windows, amount=500, now_ms=T0).status == "admitted"
+    assert state.quota_take(windows, amount=1000, now_ms=T0 + HOUR_MS).status == "admitted"
+
+
+def test_a_rolling_window_idle_for_longer_than_its_span_holds_nothing(state):
+    windows = _windows()
+    _load_empty(state, windows)
+    for minute in range(3):
+        state.quota_take(windows, amount=100, now_ms=T0 + minute * 60_000)
+    much_later = T0 + 40 * 24 * HOUR_MS
+    uses = state.quota_use(windows, now_ms=much_later)
+    assert uses[0] == QuotaUse(0, 0) and uses[1] == QuotaUse(0, 0)
+
+
+def test_concurrent_takes_never_overshoot_a_window(state):
+    windows = _windows(five_hours=10_000)
+    _load_empty(state, windows)
+    results = []
+
+    def take():
+        results.append(state.quota_take(windows, amount=1000, now_ms=T0).status)
+
+    threads = [threading.Thread(target=take) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count("admitted") == 10
+    assert state.quota_use(windows, now_ms=T0)[0].used == 10_000
