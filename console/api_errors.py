@@ -45,6 +45,24 @@ DATABASE_UNAVAILABLE = Refusal(
 )
 METHOD = Refusal(405, "1210", "Method not allowed.")
 
+# --- The coding plan's endpoint (issue 22): BigModel's own codes for its GLM Coding Plan ----
+PLAN_REQUIRED = Refusal(
+    403,
+    "1309",
+    "This account has no active GLM Coding Plan: subscribe in the console, or call "
+    "/api/paas/v4 to pay from the balance.",
+)
+PLAN_EXPIRED = Refusal(
+    403, "1309", "Your GLM Coding Plan has expired; renew it in the console to continue."
+)
+PLAN_MODEL = Refusal(
+    403, "1311", "Your GLM Coding Plan does not include this model; upgrade to use it."
+)
+# The messages carry the reset time (plans/quota.py fills it in).
+PLAN_FIVE_HOURS = Refusal(429, "1308", "Usage limit reached for 5 hour.")
+PLAN_WEEK_OR_MONTH = Refusal(429, "1310", "Weekly/Monthly limit reached.")
+PLAN_CONCURRENCY = Refusal(429, "1302", "Too many concurrent requests for your coding plan.")
+
 # --- The usage API (usage/api.py): a key or a signed-in member ------------------------------
 USAGE_NOT_SIGNED_IN = Refusal(
     401, "1001", "Send an admin-read API key (Authorization: Bearer <key>) or sign in."

@@ -10,9 +10,13 @@ from gateway.models import SIMULATOR, UpstreamRoute
 
 
 def enabled_models() -> list[str]:
-    """The models with an enabled route, by name (what GET models lists)."""
+    """The models with an enabled route and a pay-as-you-go price, by name (what GET models
+    lists; a coding-plan-only model such as GLM-5-Code is served on the coding endpoint)."""
+    priced = ModelPrice.objects.values("model")
     return list(
-        UpstreamRoute.objects.filter(enabled=True).order_by("model").values_list("model", flat=True)
+        UpstreamRoute.objects.filter(enabled=True, model__in=priced)
+        .order_by("model")
+        .values_list("model", flat=True)
     )
 
 

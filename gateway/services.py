@@ -27,10 +27,12 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from billing.selectors import (
+    DEFAULT_OUTPUT_ESTIMATE,
     Estimate,
     admission_facts,
     estimate_request,
     may_admit,
+    prompt_tokens_of,
 )
 from console import api_errors as errors
 from console.database import connection_wait
@@ -45,6 +47,15 @@ from console.shared_state import (
 from gateway.models import UpstreamRoute
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_from_header
+from plans.models import model_name
+from plans.quota import (
+    QuotaHold,
+    QuotaRefused,
+    plan_in_force,
+    quota_admit,
+    quota_keep_alive,
+    quota_settle,
+)
 from usage.models import UsageRecord
 from usage.rollups import usage_record_write
 
@@ -89,6 +100,10 @@ class Admitted:
     rate_headers: dict = field(default_factory=dict)
     # The pack-hold keys this request holds tokens under (pack_hold_keys), if packs cover it.
     pack_keys: tuple[str, ...] = ()
+    # A coding-plan request (issue 22): its prompts held in the plan's windows and its slot of
+    # the plan's concurrency, instead of money; settlement says whether they count.
+    plan: QuotaHold | None = None
+    plan_counts: bool = False
 
     @property
     def account(self):
@@ -114,6 +129,24 @@ def authenticate(header: str | None) -> Authenticated | Refused:
         key = result.key
         return Refused(refusal, Authenticated(key=key, project=key.project, account=key.account))
     return Refused(refusal)
+
+
+@with_short_database_wait
+def plan_models(header: str | None) -> list[str] | Refused:
+    """What GET /api/coding/paas/v4/models lists: the models the account's plan in force
+    covers and the gateway serves."""
+    auth = authenticate(header)
+    if isinstance(auth, Refused):
+        return auth
+    subscription = plan_in_force(auth.account, timezone.now())
+    if isinstance(subscription, QuotaRefused):
+        return Refused(subscription.refusal, auth)
+    covered = subscription.plan.coding_models.values("model")
+    return list(
+        UpstreamRoute.objects.filter(enabled=True, model__in=covered)
+        .order_by("model")
+        .values_list("model", flat=True)
+    )
 
 
 def _reservation_keys(auth: Authenticated) -> tuple[str, str]:
@@ -195,6 +228,39 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     return Admitted(auth, route, estimate, request_id, reserved, headers, pack_keys=pack_keys)
 
 
+def admit_plan(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+    """Admission on the coding endpoint (issue 22): billed to the account's coding plan,
+    never to the balance or packs, and limited by the plan's concurrency and quota windows,
+    not by the tier's rate and concurrency. The model is matched whatever its case; the
+    request goes on under its canonical (lower-case) name."""
+    model = model_name(body["model"])
+    try:
+        held = quota_admit(
+            account=auth.account, model=model, messages=body["messages"], token=request_id
+        )
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.warning("gateway: shared state unavailable", exc_info=True)
+        return Refused(errors.STATE_UNAVAILABLE, auth)
+    if isinstance(held, QuotaRefused):
+        headers = {"Retry-After": str(held.retry_after)} if held.retry_after else {}
+        return Refused(held.refusal, auth, held.message, rate_headers=headers)
+    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
+    if route is None:
+        quota_settle(held, token=request_id, counts=False)
+        return Refused(errors.UNKNOWN_MODEL, auth, f"The model {body['model']!r} is not served.")
+    body["model"] = model
+    max_tokens = body.get("max_tokens")
+    estimate = Estimate(
+        model,
+        prompt_tokens_of(body),
+        max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else DEFAULT_OUTPUT_ESTIMATE,
+        0,
+    )
+    return Admitted(auth, route, estimate, request_id, 0, plan=held)
+
+
 @with_short_database_wait
 def admit_request(
     *,
@@ -204,10 +270,12 @@ def admit_request(
     request_id: str,
     client_request_id: str,
     stream: bool,
+    plan: bool = False,
 ) -> Admitted | Refused:
     """The API's way in, in one thread call from the async view (each call is a thread hop
     that showed in the gateway's profile): the key, the body's check (`invalid`, done by
-    the view), admission, and the usage record of a refusal that passed authentication."""
+    the view), admission (the coding plan's with `plan`), and the usage record of a refusal
+    that passed authentication."""
     auth = authenticate(header)
     if isinstance(auth, Refused):
         refused = auth
@@ -220,7 +288,7 @@ def admit_request(
             refused, headers = None, {}
         refused = refused or Refused(invalid[0], auth, invalid[1], headers)
     else:
-        refused = admit(auth=auth, body=body, request_id=request_id)
+        refused = (admit_plan if plan else admit)(auth=auth, body=body, request_id=request_id)
         if isinstance(refused, Admitted):
             return refused
     if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
@@ -330,6 +398,9 @@ def release(admitted: Admitted) -> None:
     """Give back the reservation and the concurrency slot (every exit path calls this).
     Never raises: it runs after the settlement committed, whose answer must reach the
     client; what Redis could not take back expires with its TTL."""
+    if admitted.plan is not None:
+        quota_settle(admitted.plan, token=admitted.request_id, counts=admitted.plan_counts)
+        return
     _give_back(
         shared_state(),
         account_id=admitted.account.pk,
@@ -358,6 +429,9 @@ def keep_alive(admitted: Admitted) -> None:
     """Renew everything a running request holds in the shared state (its concurrency slot
     and its money and pack-token holds), in one call. Never raises: a renewal Redis cannot
     take leaves the TTL to run as before."""
+    if admitted.plan is not None:
+        quota_keep_alive(admitted.plan, token=admitted.request_id)
+        return
     keys = [concurrency_key(admitted.account.pk), *_held_keys(admitted)]
     best_effort(
         shared_state().renew,

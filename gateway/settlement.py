@@ -78,10 +78,18 @@ def settle(
         "first_token_ms": outcome.first_token_ms,
         "created_at": now,
     }
+    counts = outcome.forwarded and (outcome.status == 200 or outcome.partial)
     with transaction.atomic():
         if outcome.forwarded:
             _prompt_log_write(admitted=admitted, body=body, outcome=outcome, at=now)
-        if outcome.forwarded and (outcome.status == 200 or outcome.partial):
+        if admitted.plan is not None:
+            # The coding plan paid (issue 22): no charge, no lock on the wallet. The record
+            # names the term and the prompts it counted, or nothing when it counts nothing
+            # (an upstream failure: admission's hold is given back on release).
+            fields["plan_term_id"] = admitted.plan.term_id
+            fields["quota_milli"] = admitted.plan.amount if counts else 0
+            record = usage_record_write(**fields)
+        elif counts:
             record = UsageRecord(**fields)
             charge_usage(
                 account=auth.account,
@@ -95,6 +103,8 @@ def settle(
             )
         else:
             record = usage_record_write(**fields)  # costs nothing: no charge, no lock
+    # Committed: the plan's hold is kept (the release gives back one that does not count).
+    admitted.plan_counts = counts
     if auth.key is not None:
         # Committed: a last-used time Redis cannot take now must not turn the answer into
         # an error (the request is charged either way).

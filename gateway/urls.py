@@ -5,6 +5,13 @@ from gateway import pages, playground, views
 urlpatterns = [
     path("api/paas/v4/chat/completions", views.chat_completions, name="gateway_chat"),
     path("api/paas/v4/models", views.models, name="gateway_models"),
+    # The GLM Coding Plan's endpoint (issue 22): billed to the plan, never to the balance.
+    path(
+        "api/coding/paas/v4/chat/completions",
+        views.coding_chat_completions,
+        name="gateway_coding_chat",
+    ),
+    path("api/coding/paas/v4/models", views.coding_models, name="gateway_coding_models"),
     path("simulator/v1/chat/completions", views.simulator_chat, name="simulator_chat"),
     # Console pages about calling the API.
     path("pricing/", pages.pricing, name="pricing"),

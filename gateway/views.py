@@ -60,6 +60,20 @@ def gateway_fast_path(view):
 @csrf_exempt
 @answers_database_outage
 async def chat_completions(request, request_id):
+    """Pay-as-you-go: billed to the wallet (packs first)."""
+    return await _chat_completions(request, request_id, plan=False)
+
+
+@gateway_fast_path
+@csrf_exempt
+@answers_database_outage
+async def coding_chat_completions(request, request_id):
+    """The coding endpoint (issue 22): the same API and key, billed to the account's coding
+    plan and limited by its quota windows, never by the balance."""
+    return await _chat_completions(request, request_id, plan=True)
+
+
+async def _chat_completions(request, request_id, *, plan: bool):
     if request.method != "POST":
         return api_errors.error_response(api_errors.METHOD, headers=response_headers(request_id))
     length = request.headers.get("Content-Length", "")
@@ -91,6 +105,7 @@ async def chat_completions(request, request_id):
         request_id=request_id,
         client_request_id=client_request_id,
         stream=stream,
+        plan=plan,
     )
     if isinstance(admitted, services.Refused):
         return relay.refusal_response(admitted, request_id=request_id)
@@ -116,6 +131,19 @@ async def models(request, request_id):
     if isinstance(auth, services.Refused):
         return api_errors.error_response(auth.refusal, headers=response_headers(request_id))
     names = await sync_to_async(enabled_models)()
+    return JsonResponse(model_list(names), headers=response_headers(request_id))
+
+
+@gateway_fast_path
+@csrf_exempt
+@answers_database_outage
+async def coding_models(request, request_id):
+    """The models the account's coding plan covers (1309 without a plan in force)."""
+    if request.method != "GET":
+        return api_errors.error_response(api_errors.METHOD, headers=response_headers(request_id))
+    names = await sync_to_async(services.plan_models)(request.headers.get("Authorization"))
+    if isinstance(names, services.Refused):
+        return relay.refusal_response(names, request_id=request_id)
     return JsonResponse(model_list(names), headers=response_headers(request_id))
 
 

@@ -227,3 +227,27 @@ class PlanTerm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of {self.plan} from {self.starts_at:%Y-%m-%d}"
+
+
+class McpCall(models.Model):
+    """One MCP tool call counted against a plan's monthly tool quota (issue 22): the durable
+    record the month's window is rebuilt from, and the quota API's per-tool details."""
+
+    account = models.ForeignKey("console.Account", on_delete=models.PROTECT, related_name="+")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="+")
+    term = models.ForeignKey(PlanTerm, on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey(
+        "keys.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    tool = models.CharField(_("tool"), max_length=32)
+    created_at = models.DateTimeField(_("time"))
+
+    class Meta:
+        verbose_name = _("MCP tool call")
+        verbose_name_plural = _("MCP tool calls")
+        indexes = [
+            models.Index(fields=["subscription", "created_at"], name="mcp_call_month_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} {self.created_at:%Y-%m-%d %H:%M}"

@@ -40,6 +40,12 @@ class UsageRecord(models.Model):
     # True when the upstream reported no usage (a client left mid-stream) and the output
     # tokens were counted from what was delivered.
     estimated = models.BooleanField(default=False)
+    # A coding-plan request (issue 22) is paid by a plan term, not the wallet: the term's id
+    # (plain, not a foreign key: plans sits above usage in the layers) and the prompts it
+    # used, in thousandths. The plan's quota windows are rebuilt from these when Redis lost
+    # them.
+    plan_term_id = models.BigIntegerField(_("plan term"), null=True, blank=True)
+    quota_milli = models.PositiveIntegerField(_("quota used (thousandths of a prompt)"), default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(_("time"))
