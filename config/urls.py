@@ -94,6 +94,8 @@ urlpatterns = [
     path("notifications/", include("notifications.urls")),
     path("usage/", include("usage.urls")),
     path("api/console/v1/", include("usage.api_urls")),
+    # The coding plan's quota API, in the vendor's shape (issue 22).
+    path("api/monitor/usage/", include("plans.api_urls")),
     path("", include("gateway.urls")),
     # Operations.
     path("staff/jobs/", portal_views.staff_jobs, name="staff_jobs"),

@@ -25,12 +25,12 @@ class UserLanguageMiddleware:
 
 # The gateway's API views (gateway/views.py marks them): JSON for programs, no session,
 # cookie, CSRF token, language or page around them.
-GATEWAY_PREFIX = "/api/paas/"
+GATEWAY_PREFIXES = ("/api/paas/", "/api/coding/")
 
 
 def _gateway_view(request):
     """The resolved URL when it is a view marked `gateway_fast_path`, else None."""
-    if not request.path_info.startswith(GATEWAY_PREFIX):
+    if not request.path_info.startswith(GATEWAY_PREFIXES):
         return None
     try:
         match = resolve(request.path_info)

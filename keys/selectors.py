@@ -69,16 +69,27 @@ def api_key_authenticate(raw_key: str | None) -> Authenticated | KeyRejected:
     return Authenticated(key=key, project=key.project, account=key.account)
 
 
-def api_key_from_header(authorization: str | None, *, scope: str) -> Authenticated | KeyRejected:
+def api_key_from_header(
+    authorization: str | None, *, scope: str | tuple[str, ...], bare: bool = False
+) -> Authenticated | KeyRejected:
     """The key in an `Authorization: Bearer <key>` header, authenticated and of `scope` (a
-    Scope value: the API's own). A missing header or another scheme is `missing`; a genuine key
-    of another scope is `wrong_scope`, without the key: such a request did not pass
-    authentication, so it gets no usage record."""
-    scheme, _space, raw = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
+    Scope value: the API's own; or several). With `bare`, the header may also be the key
+    alone (the coding tools' quota clients send it so). A missing header or another scheme
+    is `missing`; a genuine key of another scope is `wrong_scope`, without the key: such a
+    request did not pass authentication, so it gets no usage record."""
+    header = (authorization or "").strip()
+    scheme, _space, raw = header.partition(" ")
+    if scheme.lower() == "bearer":
+        raw = raw.strip()
+    elif bare and header and " " not in header:
+        raw = header
+    else:
+        raw = ""
+    if not raw:
         return KeyRejected("missing")
-    result = api_key_authenticate(raw.strip())
-    if isinstance(result, Authenticated) and result.key.scope != scope:
+    result = api_key_authenticate(raw)
+    scopes = (scope,) if isinstance(scope, str) else scope
+    if isinstance(result, Authenticated) and result.key.scope not in scopes:
         return KeyRejected("wrong_scope")
     return result
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -338,3 +338,85 @@ def quota_keep_alive(hold: QuotaHold, *, token: str) -> None:
         shared_state().renew([hold.concurrency_key], token=token, ttl_seconds=_hold_ttl())
     except Exception:
         logger.warning("plans: concurrency slot not renewed", exc_info=True)
+
+
+# --- Reading the quotas (the quota API, plan_show, the console's quota panel) -----------------
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    name: str  # "5h", "week", "month" (prompts) or "mcp" (tool calls)
+    limit: int  # prompts, or calls
+    used: int  # thousandths of a prompt, or calls
+    per_unit: int  # what one prompt (1,000) or one call (1) is in `used`
+    next_reset: datetime | None  # when the oldest use frees up (None: nothing to free)
+    span: timedelta | None  # a rolling window's length (None: it ends at `next_reset`)
+
+    @property
+    def used_units(self) -> float:
+        return self.used / self.per_unit
+
+    @property
+    def percent(self) -> int:
+        """Used of the limit, in whole percent, rounded half up (100 when used up)."""
+        if not self.limit:
+            return 100
+        return min((self.used * 200 // (self.limit * self.per_unit) + 1) // 2, 100)
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    subscription: Subscription
+    limits: PlanLimits
+    month: SubscriptionMonth
+    windows: tuple[WindowStatus, ...]  # 5h, week, month, mcp
+    mcp_by_tool: dict[str, int]
+
+
+def quota_status(account, now: datetime | None = None) -> QuotaStatus | None:
+    """The account's plan and each quota's use now, or None without a plan that has not
+    ended. Rebuilds a window Redis lost, as admission would."""
+    now = now or timezone.now()
+    subscription = subscription_current(account=account)
+    if subscription is None:
+        return None
+    limits = plan_limits(plan=subscription.plan, at=now)
+    month = subscription_month(subscription, now)
+    prompts = prompt_windows(subscription, limits, month)
+    mcp = mcp_window(subscription, limits, month)
+    state = shared_state()
+    uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
+    if any(use is None for use in uses[:3]):
+        _rebuild(subscription, prompts, month=month, now=now)
+    if uses[3] is None:
+        _rebuild_mcp(subscription, mcp, month=month, now=now)
+    if any(use is None for use in uses):
+        uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
+    names = ("5h", "week", "month", "mcp")
+    spans = (FIVE_HOURS, WEEK, None, None)
+    windows = []
+    for name, window, use, span in zip(names, (*prompts, mcp), uses, spans, strict=True):
+        used = use.used if use else 0
+        reset = from_epoch_ms(use.next_reset_ms) if use and use.next_reset_ms else None
+        if span is None:
+            reset = month.end
+        windows.append(
+            WindowStatus(
+                name=name,
+                limit=window.limit // (PROMPT_MILLI if name != "mcp" else 1),
+                used=used,
+                per_unit=PROMPT_MILLI if name != "mcp" else 1,
+                next_reset=reset,
+                span=span,
+            )
+        )
+    by_tool = dict(
+        McpCall.objects.filter(
+            subscription=subscription, created_at__gte=month.start, created_at__lt=month.end
+        )
+        .values_list("tool")
+        .annotate(calls=models.Count("pk"))
+        .order_by("tool")
+        .values_list("tool", "calls")
+    )
+    return QuotaStatus(subscription, limits, month, tuple(windows), by_tool)

@@ -51,6 +51,10 @@ NOT_PAGES = {
     "usage_api:usage",
     "usage_api:costs",
     "gateway_models",
+    "gateway_coding_models",
+    "plans_api:quota_limit",
+    "plans_api:model_usage",
+    "plans_api:tool_usage",
 }
 # Pages for the signed-out only: a signed-in visitor is redirected away from them.
 SIGNED_OUT = {"login", "signup"}

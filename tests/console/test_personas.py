@@ -385,6 +385,15 @@ EXPECTATIONS = {
     # The API authenticates with keys only: a console session is not a key.
     "gateway_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_models": ("get", None, None, _all(401)),
+    # The coding plan's endpoint (issue 22): a key, never a session.
+    "gateway_coding_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
+    "gateway_coding_models": ("get", None, None, _all(401)),
+    # The quota API answers as the vendor does: HTTP 200 with the failure in the body (code
+    # 1001 without a key; tests/plans/test_quota_api.py reads the bodies). A session is not a
+    # key: no persona reads anything.
+    "plans_api:quota_limit": ("get", None, None, _all(200)),
+    "plans_api:model_usage": ("get", None, None, _all(200)),
+    "plans_api:tool_usage": ("get", None, None, _all(200)),
     # The simulator takes no key and holds no data; a form post is not its JSON.
     "simulator_chat": ("post", None, None, _all(400)),
     # The playground: owner, admin and developer. Its chat takes JSON, so the form post here

@@ -70,7 +70,9 @@ def subscriber(key_for):
 
 def money(account):
     wallet = Wallet.objects.get(account=account)
-    packs = list(ResourcePack.objects.filter(account=account).values_list("tokens_remaining", flat=True))
+    packs = list(
+        ResourcePack.objects.filter(account=account).values_list("tokens_remaining", flat=True)
+    )
     return wallet.recharge_nano, wallet.bonus_nano, wallet.arrears_nano, packs
 
 

@@ -1,0 +1,270 @@
+"""The quota API that coding tools read (issue 22), in the vendor's shape:
+
+- `GET /api/monitor/usage/quota/limit`: the plan's level and each limit (the 5-hour and
+  weekly prompt windows as `TOKENS_LIMIT`, the month's MCP tool calls as `TIME_LIMIT` with
+  its calls per tool);
+- `GET /api/monitor/usage/model-usage` and `/tool-usage`: the plan's requests per model
+  and its tool calls over `startTime`..`endTime` (local `yyyy-MM-dd HH:mm:ss`), by hour, or
+  by day past a week.
+
+Taken with the coding tool's own inference key (an admin-read key works too), sent as
+`Authorization: Bearer <key>` or as the bare key. As the vendor does, every answer is HTTP
+200 with `{"code", "msg", "success"}` and `data` when it succeeded: the clients read `code`
+and `success` in the body. Clients decode `percentage`, `unit` and `number` as integers and
+`msg` as a string, so both are always so. See docs/api.md.
+"""
+
+import functools
+import zoneinfo
+from datetime import datetime, timedelta
+
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDay, TruncHour
+from django.http import JsonResponse
+from django.utils import timezone
+
+from keys.models import Scope
+from keys.selectors import Authenticated, api_key_from_header
+from keys.services import api_key_mark_used
+from plans.models import McpCall
+from plans.quota import epoch_ms, quota_status
+from usage.models import UsageRecord
+
+# The vendor's window units, as its clients read them.
+UNIT_HOURS, UNIT_MONTH, UNIT_WEEK = 3, 5, 6
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+LONGEST_RANGE = timedelta(days=31)
+# The MCP tools the vendor reports by kind; the console serves web search.
+SEARCH_TOOLS = ("web_search",)
+
+
+def _answer(code: int, msg: str, data=None) -> JsonResponse:
+    body = {"code": code, "msg": msg, "success": code == 200}
+    if data is not None:
+        body["data"] = data
+    return JsonResponse(body, json_dumps_params={"ensure_ascii": False})
+
+
+def _get_only(view):
+    """GET only, answered in the vendor's body (not Django's empty 405)."""
+
+    @functools.wraps(view)
+    def wrapper(request):
+        if request.method != "GET":
+            response = _answer(405, "Method not allowed: use GET.")
+            response.status_code = 405
+            response["Allow"] = "GET"
+            return response
+        return view(request)
+
+    return wrapper
+
+
+def _account(request):
+    """The key's account, or the vendor's failure body."""
+    result = api_key_from_header(
+        request.headers.get("Authorization"),
+        scope=(Scope.INFERENCE, Scope.ADMIN_READ),
+        bare=True,
+    )
+    if isinstance(result, Authenticated):
+        api_key_mark_used(key=result.key)
+        return result.account
+    if result.reason == "missing":
+        return _answer(1001, "Authentication parameter not received in Header")
+    return _answer(401, "token expired or incorrect")
+
+
+def _limit(window, *, kind: str, unit: int, number: int, now: datetime) -> dict:
+    used = (window.used * 2 // window.per_unit + 1) // 2  # whole prompts, half up
+    if window.next_reset is not None:
+        reset = window.next_reset
+    else:  # nothing counted: a window starting now
+        reset = now + (window.span or timedelta(0))
+    return {
+        "type": kind,
+        "unit": unit,
+        "number": number,
+        "usage": window.limit,
+        "currentValue": used,
+        "remaining": max(window.limit - used, 0),
+        "percentage": window.percent,
+        "nextResetTime": epoch_ms(reset),
+    }
+
+
+@_get_only
+def quota_limit(request):
+    account = _account(request)
+    if isinstance(account, JsonResponse):
+        return account
+    now = timezone.now()
+    status = quota_status(account, now)
+    if status is None:
+        return _answer(1309, "This account has no active GLM Coding Plan.")
+    five_hours, week, _month, mcp = status.windows
+    tools = _limit(mcp, kind="TIME_LIMIT", unit=UNIT_MONTH, number=1, now=now)
+    tools["usageDetails"] = [
+        {"modelCode": tool, "usage": calls} for tool, calls in status.mcp_by_tool.items()
+    ]
+    return _answer(
+        200,
+        "Operation successful",
+        {
+            "level": status.subscription.plan.code,
+            "limits": [
+                # The 5 hours first: clients that pick by type alone read the first entry.
+                _limit(five_hours, kind="TOKENS_LIMIT", unit=UNIT_HOURS, number=5, now=now),
+                _limit(week, kind="TOKENS_LIMIT", unit=UNIT_WEEK, number=1, now=now),
+                tools,
+            ],
+        },
+    )
+
+
+def _range(request, account):
+    """(start, end, bucket truncation, label format) from startTime/endTime in the account's
+    zone, or a failure body. The last day when both are missing."""
+    zone = zoneinfo.ZoneInfo(account.time_zone)
+    start_text, end_text = request.GET.get("startTime"), request.GET.get("endTime")
+    if not start_text and not end_text:
+        end = timezone.localtime(timezone.now(), zone)
+        start = end - timedelta(days=1)
+    else:
+        try:
+            start = datetime.strptime(start_text or "", TIME_FORMAT).replace(tzinfo=zone)
+            end = datetime.strptime(end_text or "", TIME_FORMAT).replace(tzinfo=zone)
+        except ValueError:
+            return _answer(1214, "startTime and endTime must be yyyy-MM-dd HH:mm:ss.")
+    if end < start:
+        return _answer(1214, "endTime is before startTime.")
+    if end - start > LONGEST_RANGE:
+        return _answer(1214, "The range is at most 31 days.")
+    if end - start > timedelta(days=7):
+        return start, end, TruncDay("created_at", tzinfo=zone), "%Y-%m-%d", "daily", zone
+    return start, end, TruncHour("created_at", tzinfo=zone), "%Y-%m-%d %H:%M", "hourly", zone
+
+
+def _buckets(start: datetime, end: datetime, granularity: str) -> list[datetime]:
+    """Every bucket of the range, empty ones too (clients index the arrays by position and
+    read 0, never null, for a quiet hour)."""
+    if granularity == "daily":
+        first, step = start.replace(hour=0, minute=0, second=0, microsecond=0), timedelta(days=1)
+    else:
+        first, step = start.replace(minute=0, second=0, microsecond=0), timedelta(hours=1)
+    buckets, at = [], first
+    while at <= end:
+        buckets.append(at)
+        at += step
+    return buckets
+
+
+@_get_only
+def model_usage(request):
+    account = _account(request)
+    if isinstance(account, JsonResponse):
+        return account
+    parsed = _range(request, account)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    start, end, trunc, label, granularity, zone = parsed
+    rows = (
+        UsageRecord.objects.filter(
+            account=account,
+            plan_term_id__isnull=False,
+            quota_milli__gt=0,
+            created_at__gte=start,
+            created_at__lte=end,
+        )
+        .annotate(bucket=trunc)
+        .values("bucket", "model")
+        .annotate(calls=Count("pk"), tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .order_by("bucket", "model")
+    )
+    buckets = _buckets(start, end, granularity)
+    labels = [bucket.strftime(label) for bucket in buckets]
+    position = {text: index for index, text in enumerate(labels)}
+    calls, tokens, per_model = [0] * len(labels), [0] * len(labels), {}
+    for row in rows:
+        index = position.get(timezone.localtime(row["bucket"], zone).strftime(label))
+        if index is None:
+            continue
+        calls[index] += row["calls"]
+        tokens[index] += row["tokens"] or 0
+        per_model.setdefault(row["model"], [0] * len(labels))[index] += row["tokens"] or 0
+    models = [
+        {
+            "modelName": name,
+            "sortOrder": order,
+            "tokensUsage": series,
+            "totalTokens": sum(series),
+        }
+        for order, (name, series) in enumerate(sorted(per_model.items()), start=1)
+    ]
+    return _answer(
+        200,
+        "Operation successful",
+        {
+            "granularity": granularity,
+            "x_time": labels,
+            "modelCallCount": calls,
+            "tokensUsage": tokens,
+            "modelDataList": models,
+            "totalUsage": {
+                "totalModelCallCount": sum(calls),
+                "totalTokensUsage": sum(tokens),
+                "modelSummaryList": [
+                    {key: model[key] for key in ("modelName", "sortOrder", "totalTokens")}
+                    for model in models
+                ],
+            },
+        },
+    )
+
+
+@_get_only
+def tool_usage(request):
+    account = _account(request)
+    if isinstance(account, JsonResponse):
+        return account
+    parsed = _range(request, account)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    start, end, trunc, label, granularity, zone = parsed
+    rows = (
+        McpCall.objects.filter(account=account, created_at__gte=start, created_at__lte=end)
+        .annotate(bucket=trunc)
+        .values("bucket", "tool")
+        .annotate(calls=Count("pk"))
+        .order_by("bucket", "tool")
+    )
+    labels = [bucket.strftime(label) for bucket in _buckets(start, end, granularity)]
+    position = {text: index for index, text in enumerate(labels)}
+    search, per_tool = [0] * len(labels), {}
+    for row in rows:
+        per_tool[row["tool"]] = per_tool.get(row["tool"], 0) + row["calls"]
+        index = position.get(timezone.localtime(row["bucket"], zone).strftime(label))
+        if index is not None and row["tool"] in SEARCH_TOOLS:
+            search[index] += row["calls"]
+    zeros = [0] * len(labels)
+    return _answer(
+        200,
+        "Operation successful",
+        {
+            "granularity": granularity,
+            "x_time": labels,
+            "networkSearchCount": search,
+            "webReadMcpCount": zeros,
+            "zreadMcpCount": zeros,
+            "totalUsage": {
+                "totalNetworkSearchCount": sum(search),
+                "totalWebReadMcpCount": 0,
+                "totalZreadMcpCount": 0,
+                "totalSearchMcpCount": sum(per_tool.values()),
+                "toolDetails": [
+                    {"modelName": tool, "totalUsageCount": calls}
+                    for tool, calls in sorted(per_tool.items())
+                ],
+            },
+        },
+    )
