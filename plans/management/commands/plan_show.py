@@ -58,4 +58,5 @@ class Command(BaseCommand):
         )
         for quota in shown["quotas"]:
             used = f"{quota['used']} / {quota['limit']}"
-            self.stdout.write(f"  {quota['window']:>5}: {used}, resets {quota['next_reset'] or '-'}")
+            reset = quota["next_reset"] or "-"
+            self.stdout.write(f"  {quota['window']:>5}: {used}, resets {reset}")
