@@ -2,6 +2,9 @@
 second it serves, stream and non-stream, at concurrency 1, 16 and 64, against
 
 - **direct**: the upstream called without any proxy (`bench/upstream.py`, a bare ASGI app);
+- **coding**: our coding-plan endpoint (issue 22) with the same key: the plan's concurrency
+  slot and the request's prompts in its three quota windows (one Redis script), the upstream
+  over HTTP, then the usage record naming the plan term, roll-ups and prompt log — no charge;
 - **gateway**: our gateway with full accounting (key, rate window, concurrency slot and
   reservation in Redis, the upstream over HTTP, then charge, usage record, roll-ups and prompt
   log committed before the response ends), 2 uvicorn workers, all traffic on one account;
@@ -88,8 +91,9 @@ def litellm_python() -> Path:
 
 
 def setup(upstream_base: str) -> tuple[str, int]:
-    """An account with money and a bench tier (no practical limits), a route to the upstream,
-    and an inference key; returns the key and the account's id."""
+    """An account with money and a bench tier (no practical limits), a coding plan with no
+    practical limits either, a route to the upstream, and an inference key; returns the key
+    and the account's id."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
@@ -128,6 +132,7 @@ def setup(upstream_base: str) -> tuple[str, int]:
         },
     )
     Account.objects.filter(pk=account.pk).update(tier=tier)
+    _bench_plan(account)
     raw = api_key_create(
         account=account, project=account.projects.get(), label="bench", actor=None
     ).raw
@@ -135,6 +140,40 @@ def setup(upstream_base: str) -> tuple[str, int]:
 
     connections.close_all()
     return raw, account.pk
+
+
+def _bench_plan(account) -> None:
+    """A plan of its own (no practical quotas or concurrency, covering the bench's model),
+    bought from the balance like any plan: the coding cells measure admission and
+    settlement, never a refusal."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from plans.models import CodingModel, Plan, PlanLimits, PlanPrice
+    from plans.services import plan_subscribe
+
+    plan, _ = Plan.objects.get_or_create(code="bench", defaults={"name": "Bench", "rank": 90})
+    plan.coding_models.add(CodingModel.objects.get(model=MODEL))
+    since = timezone.now() - timedelta(days=1)
+    PlanPrice.objects.get_or_create(
+        plan=plan,
+        period="month",
+        currency="CNY",
+        defaults={"amount_nano": 1, "effective_from": since},
+    )
+    PlanLimits.objects.get_or_create(
+        plan=plan,
+        defaults={
+            "prompts_5h": 10**8,
+            "prompts_week": 10**8,
+            "prompts_month": 10**8,
+            "mcp_calls_month": 10**8,
+            "concurrency": 10_000,
+            "effective_from": since,
+        },
+    )
+    plan_subscribe(account=account, plan=plan, period="month", actor=None)
 
 
 def wrk_script(folder: Path, name: str, body: dict, key: str) -> Path:
@@ -241,6 +280,7 @@ def main() -> None:
     targets = {
         "direct": (upstream_base + "/chat/completions", ""),
         "gateway": (f"http://127.0.0.1:{gw_port}/api/paas/v4/chat/completions", key),
+        "coding": (f"http://127.0.0.1:{gw_port}/api/coding/paas/v4/chat/completions", key),
         "litellm": (f"http://127.0.0.1:{ll_port}/v1/chat/completions", LITELLM_KEY),
     }
     cells = []
@@ -298,16 +338,18 @@ def main() -> None:
     checks = audit(account_id)
     print(
         f"{'mode':<7}{'conc':>5} {'direct p50':>10}{'p99':>7}{'rps':>7}  "
-        f"{'gateway +p50':>12}{'+p99':>7}{'rps':>6}  {'litellm +p50':>12}{'+p99':>7}{'rps':>6}"
+        f"{'gateway +p50':>12}{'+p99':>7}{'rps':>6}  {'coding +p50':>11}{'+p99':>7}{'rps':>6}  "
+        f"{'litellm +p50':>12}{'+p99':>7}{'rps':>6}"
     )
     for cell in cells:
-        d, g, ll = cell["direct"], cell["gateway"], cell["litellm"]
-        for proxy in (g, ll):
+        d, g, c, ll = cell["direct"], cell["gateway"], cell["coding"], cell["litellm"]
+        for proxy in (g, c, ll):
             proxy["added_p50_ms"] = proxy["p50_ms"] - d["p50_ms"]
             proxy["added_p99_ms"] = proxy["p99_ms"] - d["p99_ms"]
         print(
             f"{cell['mode']:<7}{cell['concurrency']:>5} {d['p50_ms']:>10.2f}{d['p99_ms']:>7.1f}"
             f"{d['rps']:>7.0f}  {g['added_p50_ms']:>12.2f}{g['added_p99_ms']:>7.1f}{g['rps']:>6.0f}"
+            f"  {c['added_p50_ms']:>11.2f}{c['added_p99_ms']:>7.1f}{c['rps']:>6.0f}"
             f"  {ll['added_p50_ms']:>12.2f}{ll['added_p99_ms']:>7.1f}{ll['rps']:>6.0f}"
         )
     print(
@@ -335,6 +377,15 @@ def main() -> None:
                 at_most=False,
             )
         )
+        # Issue 22: plan admission must not cost more than the wallet's.
+        goals.append(
+            common.goal(
+                f"{mode}: coding endpoint's added p50 ÷ pay-as-you-go's at concurrency 1",
+                one["coding"]["added_p50_ms"] / one["gateway"]["added_p50_ms"],
+                1.0,
+                at_most=True,
+            )
+        )
     one, sixteen = by[("json", 1)], by[("json", 16)]
     common.report(
         "gateway",
@@ -349,7 +400,10 @@ def main() -> None:
         f"the gateway adds {one['gateway']['added_p50_ms']:.1f} ms p50 at concurrency 1 "
         f"(LiteLLM {one['litellm']['added_p50_ms']:.1f} ms: "
         f"{goals[0]['value']:.2f}x) and serves {sixteen['gateway']['rps']:.0f} req/s at 16 "
-        f"(LiteLLM {sixteen['litellm']['rps']:.0f}: {goals[1]['value']:.2f}x), non-stream",
+        f"(LiteLLM {sixteen['litellm']['rps']:.0f}: {goals[1]['value']:.2f}x), non-stream; "
+        f"the coding endpoint adds {one['coding']['added_p50_ms']:.1f} ms p50 "
+        f"({goals[2]['value']:.2f}x pay-as-you-go's) and serves "
+        f"{sixteen['coding']['rps']:.0f} req/s at 16",
     )
 
 
