@@ -35,7 +35,7 @@ from console.shared_state import (
     shared_state,
 )
 from plans.models import McpCall, PlanLimits, PlanTerm, Subscription
-from plans.selectors import coding_model, plan_limits, subscription_current
+from plans.selectors import plan_admission, plan_limits, subscription_current
 from plans.services import add_months
 from usage.models import UsageRecord
 
@@ -215,10 +215,12 @@ class QuotaRefused:
     retry_after: int | None = None  # seconds, where the reset time is known
 
 
-def plan_in_force(account, now: datetime):
-    """The account's plan that serves requests now, with its current term, or a refusal:
-    none, or one whose paid period is over (past a short grace while auto-renew is due)."""
-    subscription = subscription_current(account=account)
+def plan_in_force(account, now: datetime, subscription=None):
+    """The account's plan that serves requests now, or a refusal: none, or one whose paid
+    period is over (past a short grace while auto-renew is due). `subscription` when the
+    caller read it already (admission reads it with everything else in one query)."""
+    if subscription is None:
+        subscription = subscription_current(account=account)
     if subscription is None:
         return QuotaRefused(errors.PLAN_REQUIRED)
     if subscription.period_end <= now and not (
@@ -249,26 +251,34 @@ def quota_admit(*, account, model: str, messages, token: str, now: datetime | No
     (`quota_settle` must follow on every path) or a QuotaRefused. Raises when the shared
     state is unreachable (the caller answers 1240)."""
     now = now or timezone.now()
-    subscription = plan_in_force(account, now)
+    facts = plan_admission(account=account, model=model, at=now)
+    if facts is None:
+        return QuotaRefused(errors.PLAN_REQUIRED)
+    facts.account = account  # the caller's: its time zone is read without another query
+    subscription = plan_in_force(account, now, facts)
     if isinstance(subscription, QuotaRefused):
         return subscription
-    plan = subscription.plan
-    limits = plan_limits(plan=plan, at=now)
-    known = coding_model(model)
-    if known is None:
+    if not facts.model_known:
         return QuotaRefused(errors.UNKNOWN_MODEL, f"The model {model!r} does not exist.")
-    if limits is None or not plan.coding_models.filter(pk=known.pk).exists():
+    plan = facts.plan
+    if facts.model_weight is None or facts.limit_concurrency is None:
         return QuotaRefused(
             errors.PLAN_MODEL,
             f"Your GLM Coding Plan ({plan.name}) does not include {model}; upgrade to use it.",
         )
-    term = PlanTerm.objects.filter(subscription=subscription).order_by("-starts_at").first()
+    limits = PlanLimits(
+        plan=plan,
+        prompts_5h=facts.limit_prompts_5h,
+        prompts_week=facts.limit_prompts_week,
+        prompts_month=facts.limit_prompts_month,
+        concurrency=facts.limit_concurrency,
+    )
     month = subscription_month(subscription, now)
     windows = prompt_windows(subscription, limits, month)
     amount = prompt_milli(
         messages=messages,
-        weight_milli=known.weight_milli,
-        continuation_divisor=limits.continuation_divisor,
+        weight_milli=facts.model_weight,
+        continuation_divisor=facts.continuation_divisor,
     )
     state = shared_state()
     slot = plan_concurrency_key(account.pk)
@@ -291,7 +301,7 @@ def quota_admit(*, account, model: str, messages, token: str, now: datetime | No
         return _window_refusal(take, account=account, now=now)
     return QuotaHold(
         subscription_id=subscription.pk,
-        term_id=term.pk,
+        term_id=facts.term_id,
         plan_code=plan.code,
         windows=windows,
         amount=amount,
@@ -380,6 +390,7 @@ def quota_status(account, now: datetime | None = None) -> QuotaStatus | None:
     subscription = subscription_current(account=account)
     if subscription is None:
         return None
+    subscription.account = account
     limits = plan_limits(plan=subscription.plan, at=now)
     month = subscription_month(subscription, now)
     prompts = prompt_windows(subscription, limits, month)

@@ -4,6 +4,7 @@ offers the subscription page shows, and which models a plan covers."""
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from plans.models import (
@@ -13,6 +14,7 @@ from plans.models import (
     Plan,
     PlanLimits,
     PlanPrice,
+    PlanTerm,
     Subscription,
     model_name,
 )
@@ -110,5 +112,45 @@ def subscription_current(*, account):
     return (
         Subscription.objects.filter(account=account, ended_at__isnull=True)
         .select_related("plan")
+        .first()
+    )
+
+
+# The limits' fields admission reads, each as a subquery of the plan's limits in force.
+_ADMISSION_LIMITS = ("prompts_5h", "prompts_week", "prompts_month", "concurrency")
+
+
+def plan_admission(*, account, model: str, at: datetime):
+    """Everything the coding endpoint's admission reads about the account's plan, in one
+    query (it runs on every plan request): the subscription that has not ended with its plan,
+    its latest term, the plan's limits in force at `at` (annotated `limit_<field>`, and
+    `continuation_divisor`), whether `model` (normalised) is a coding model at all
+    (`model_known`) and its weight where the plan covers it (`model_weight`, None when not).
+    None without a subscription."""
+    limits = PlanLimits.objects.filter(plan=OuterRef("plan"), effective_from__lte=at).order_by(
+        "-effective_from"
+    )
+    name = model_name(model)
+    annotations = {
+        f"limit_{field}": Subquery(limits.values(field)[:1]) for field in _ADMISSION_LIMITS
+    }
+    return (
+        Subscription.objects.filter(account=account, ended_at__isnull=True)
+        .select_related("plan")
+        .annotate(
+            **annotations,
+            continuation_divisor=Subquery(limits.values("continuation_divisor")[:1]),
+            term_id=Subquery(
+                PlanTerm.objects.filter(subscription=OuterRef("pk"))
+                .order_by("-starts_at")
+                .values("pk")[:1]
+            ),
+            model_known=Exists(CodingModel.objects.filter(model=name)),
+            model_weight=Subquery(
+                CodingModel.objects.filter(model=name, plans=OuterRef("plan")).values(
+                    "weight_milli"
+                )[:1]
+            ),
+        )
         .first()
     )

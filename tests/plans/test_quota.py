@@ -254,3 +254,19 @@ def test_a_lost_window_is_rebuilt_from_the_usage_records():
     uses = shared_state().quota_use(held.windows, now_ms=int(at.timestamp() * 1000))
     # The 5 hours hold the record of 400 minutes and this request; the week and month all four.
     assert [use.used for use in uses] == [2000, 4000, 4000]
+
+
+def test_admission_reads_the_plan_in_one_query(django_assert_num_queries):
+    """It runs on every coding request: the subscription, its term, the limits in force and
+    the model's weight come in one query (the windows, once built, live in Redis)."""
+    account, _ = subscribed("pro")
+    counted(account, T0, token="warm")  # builds the windows from the (no) records
+    with django_assert_num_queries(1):
+        held = admit(account, T0, model="GLM-5", token="measured")
+    assert isinstance(held, QuotaHold) and held.amount == 3000
+    with django_assert_num_queries(1):
+        assert admit(account, T0, model="glm-5-code", token="x").amount == 3000
+    lite, _ = subscribed("lite")
+    counted(lite, T0, token="warm-lite")
+    with django_assert_num_queries(1):
+        assert admit(lite, T0, model="glm-5", token="y").refusal == api_errors.PLAN_MODEL
