@@ -93,6 +93,7 @@ urlpatterns = [
     path("history/", include("history.urls")),
     path("notifications/", include("notifications.urls")),
     path("usage/", include("usage.urls")),
+    path("subscription/", include("plans.urls")),
     path("api/console/v1/", include("usage.api_urls")),
     # The coding plan's quota API, in the vendor's shape (issue 22).
     path("api/monitor/usage/", include("plans.api_urls")),

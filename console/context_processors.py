@@ -11,6 +11,7 @@ from console.tenancy import current_membership
 NAVIGATION = [
     ("overview", _("Overview"), "overview.view"),
     ("keys:list", _("API Keys"), "keys.view"),
+    ("plans:subscription", _("Subscription"), "usage.view"),
     ("projects:list", _("Projects"), "projects.view"),
     ("usage:index", _("Usage"), "usage.view"),
     ("history:search", _("Prompt history"), "history.view"),

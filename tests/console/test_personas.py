@@ -187,6 +187,21 @@ EXPECTATIONS = {
         None,
         {**_members_only(302), "developer_a": 403},
     ),
+    # The coding plan's page: everyone who reads usage; subscribing and cancelling move money
+    # (billing.manage). These accounts have no balance and no plan: refused with a message.
+    "plans:subscription": ("get", None, None, _members_only(200)),
+    "plans:subscribe": (
+        "post",
+        None,
+        lambda w: {"plan": "lite", "period": "month"},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    "plans:auto_renew": (
+        "post",
+        None,
+        lambda w: {"on": "0"},
+        {**_members_only(302), "developer_a": 403},
+    ),
     # Recharges, cards and billing settings: owner, admin and finance. B acts on its own
     # account (a new payment or card of B's), never on A's objects (404).
     "billing:recharge": ("get", None, None, {**_members_only(200), "developer_a": 403}),

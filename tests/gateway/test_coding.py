@@ -216,4 +216,3 @@ async def test_a_lapsed_plan_refuses(subscriber):
     refused = await post(raw)
     assert (refused.status_code, error_of(refused)["code"]) == (403, "1309")
     assert "expired" in error_of(refused)["message"]
-

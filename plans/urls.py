@@ -1,0 +1,11 @@
+from django.urls import path
+
+from plans import views
+
+app_name = "plans"
+
+urlpatterns = [
+    path("", views.subscription, name="subscription"),
+    path("subscribe/", views.subscribe, name="subscribe"),
+    path("auto-renew/", views.auto_renew, name="auto_renew"),
+]

@@ -1,0 +1,107 @@
+"""The subscription page (BigModel's "Subscription", beside API keys): the three plans in the
+account's currency with their periods and savings, and for a subscriber the plan, its
+renewal, the price locked in, cancel or resume, and each quota's use. Everyone who reads
+usage reads it; buying, cancelling and resuming move money and need `billing.manage`."""
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_POST
+
+from billing.selectors import balance
+from console.services import ServiceError
+from console.tenancy import account_view
+from plans.models import Period, Plan
+from plans.quota import FIVE_HOURS, quota_status
+from plans.selectors import plan_offers
+from plans.services import plan_set_auto_renew, plan_subscribe
+
+
+class SubscribeForm(forms.Form):
+    plan = forms.ModelChoiceField(
+        queryset=Plan.objects.all(), to_field_name="code", label=gettext_lazy("Plan")
+    )
+    period = forms.ChoiceField(choices=Period.choices, label=gettext_lazy("Period"))
+
+
+class AutoRenewForm(forms.Form):
+    on = forms.TypedChoiceField(
+        choices=[("1", "on"), ("0", "off")], coerce=lambda value: value == "1"
+    )
+
+
+@account_view("usage.view")
+@require_GET
+def subscription(request):
+    account = request.account
+    status = quota_status(account)
+    coding_path = reverse("gateway_coding_models").removesuffix("models")
+    return render(
+        request,
+        "plans/subscription.html",
+        {
+            "status": status,
+            "offers": plan_offers(currency=account.currency),
+            "balance": balance(account=account),
+            "coding_base_url": request.build_absolute_uri(coding_path),
+            "five_hours": FIVE_HOURS,
+        },
+    )
+
+
+@account_view("billing.manage")
+@require_POST
+def subscribe(request):
+    form = SubscribeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose a plan and a period."))
+        return redirect("plans:subscription")
+    plan = form.cleaned_data["plan"]
+    try:
+        plan_subscribe(
+            account=request.account,
+            plan=plan,
+            period=form.cleaned_data["period"],
+            actor=request.user,
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            _(
+                "You are on the GLM Coding Plan %(plan)s. Point your coding tool at the coding "
+                "endpoint below."
+            )
+            % {"plan": plan.name},
+        )
+    return redirect("plans:subscription")
+
+
+@account_view("billing.manage")
+@require_POST
+def auto_renew(request):
+    form = AutoRenewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose whether the plan renews."))
+        return redirect("plans:subscription")
+    on = form.cleaned_data["on"]
+    try:
+        subscription = plan_set_auto_renew(account=request.account, on=on, actor=request.user)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        if on:
+            messages.success(request, _("Your plan renews automatically again."))
+        else:
+            messages.success(
+                request,
+                _("Auto-renew is off: your plan runs until %(end)s, then ends.")
+                % {"end": date_format(localtime(subscription.period_end), "DATETIME_FORMAT")},
+            )
+    return redirect("plans:subscription")

@@ -1,0 +1,116 @@
+"""The subscription page (issue 22): the plans in the account's currency, buying from the
+balance, cancel and resume, the quota bars; bad input changes nothing."""
+
+import pytest
+from django.urls import reverse
+
+from billing.models import LedgerEntry
+from console.roles import Role
+from plans.models import Subscription
+from plans.quota import quota_admit, quota_settle
+from tests.billing.factories import funded_account
+from tests.factories import add_member
+
+pytestmark = pytest.mark.django_db
+
+PAGE = reverse("plans:subscription")
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(fresh_shared_state):
+    return fresh_shared_state
+
+
+def signed_in(client, account, role=Role.OWNER):
+    user = account.memberships.get(role=Role.OWNER).user if role == Role.OWNER else None
+    if user is None:
+        user = add_member(account, role=role).user
+    client.force_login(user)
+    return user
+
+
+def test_without_a_plan_the_page_offers_the_three_plans_in_the_accounts_currency(client):
+    account = funded_account(recharge_units=100)  # CNY
+    signed_in(client, account)
+    page = client.get(PAGE).content.decode()
+    assert "No coding plan yet" in page
+    for name, price in (("Lite", "¥49.00"), ("Pro", "¥149.00"), ("Max", "¥469.00")):
+        assert name in page and price in page
+    assert "save 10%" in page  # Lite quarterly: 132 against 3 × 49
+    assert page.count('action="/subscription/subscribe/"') == 9
+
+
+def test_subscribing_from_the_page_pays_from_the_balance_and_shows_the_plan(client):
+    account = funded_account(recharge_units=100)
+    signed_in(client, account)
+    response = client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"})
+    assert response.status_code == 302
+    subscription = Subscription.objects.get(account=account)
+    assert (subscription.plan.code, subscription.period) == ("lite", "month")
+    assert LedgerEntry.objects.filter(account=account, kind="plan_purchase").count() == 1
+    held = quota_admit(
+        account=account, model="glm-4.7", messages=[{"role": "user", "content": "x"}], token="t"
+    )
+    quota_settle(held, token="t", counts=True)
+    page = client.get(PAGE).content.decode()
+    assert "Your plan: Lite" in page and "¥49.00" in page
+    assert "Prompts, rolling 5 hours" in page and "/api/coding/paas/v4/" in page
+    assert 'value="1"' in page  # the meter of 1 / 120 prompts: 1 %
+    assert "Cancel the plan" in page and 'action="/subscription/subscribe/"' not in page
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"plan": "lite"},
+        {"plan": "gold", "period": "month"},
+        {"plan": "lite", "period": "decade"},
+        {"plan": "<script>alert(1)</script>", "period": "month"},
+        {"plan": "lite" * 1000, "period": "month"},
+    ],
+)
+def test_bad_choices_change_nothing(client, data):
+    account = funded_account(recharge_units=100)
+    signed_in(client, account)
+    response = client.post(reverse("plans:subscribe"), data, follow=True)
+    assert "Choose a plan and a period." in response.content.decode()
+    assert not Subscription.objects.filter(account=account).exists()
+    assert not LedgerEntry.objects.filter(account=account, kind="plan_purchase").exists()
+
+
+def test_a_balance_that_cannot_pay_is_told_so_and_nothing_changes(client):
+    account = funded_account(recharge_units=10)
+    signed_in(client, account)
+    response = client.post(
+        reverse("plans:subscribe"), {"plan": "max", "period": "year"}, follow=True
+    )
+    assert response.status_code == 200
+    assert not Subscription.objects.filter(account=account).exists()
+    assert "alert" in response.content.decode() or "balance" in response.content.decode()
+
+
+def test_cancel_then_resume(client):
+    account = funded_account(recharge_units=100)
+    signed_in(client, account)
+    client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"})
+    page = client.post(reverse("plans:auto_renew"), {"on": "0"}, follow=True).content.decode()
+    assert "Auto-renew is off" in page and "Resume auto-renew" in page
+    assert Subscription.objects.get(account=account).auto_renew is False
+    client.post(reverse("plans:auto_renew"), {"on": "1"})
+    assert Subscription.objects.get(account=account).auto_renew is True
+    bad = client.post(reverse("plans:auto_renew"), {"on": "maybe"}, follow=True)
+    assert "Choose whether the plan renews." in bad.content.decode()
+    assert Subscription.objects.get(account=account).auto_renew is True
+
+
+def test_a_developer_sees_the_quota_but_cannot_buy(client):
+    account = funded_account(recharge_units=100)
+    signed_in(client, account, Role.DEVELOPER)
+    page = client.get(PAGE).content.decode()
+    assert "Your role cannot buy a plan" in page
+    assert 'action="/subscription/subscribe/"' not in page
+    assert (
+        client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"}).status_code
+        == 403
+    )
