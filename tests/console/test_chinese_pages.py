@@ -68,6 +68,22 @@ ALLOWED = {
         "Visa",  # a card brand
         "Enter",  # key caps are labelled in English
         "Shift",  # key caps are labelled in English
+        # The coding plan: its product name and the plans' names, as BigModel's Chinese
+        # console writes them ("GLM Coding Plan", Lite / Pro / Max), the coding tools'
+        # names, MCP, and "prompt" (its Chinese pages count quota in prompts).
+        "GLM",
+        "Coding",
+        "Plan",
+        "Lite",
+        "Pro",
+        "Max",
+        "Claude",
+        "Code",
+        "Cline",
+        "Cursor",
+        "Roo",
+        "MCP",
+        "prompt",
         "production",  # the environment labels the key form suggests, typed as they are
         "staging",
         "test",
