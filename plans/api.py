@@ -159,15 +159,25 @@ def _buckets(start: datetime, end: datetime, granularity: str) -> list[datetime]
     return buckets
 
 
+def _account_and_range(view):
+    """A series endpoint: the key's account and the range, or the failure body."""
+
+    @functools.wraps(view)
+    def wrapper(request):
+        account = _account(request)
+        if isinstance(account, JsonResponse):
+            return account
+        parsed = _range(request, account)
+        if isinstance(parsed, JsonResponse):
+            return parsed
+        return view(request, account, *parsed)
+
+    return wrapper
+
+
 @_get_only
-def model_usage(request):
-    account = _account(request)
-    if isinstance(account, JsonResponse):
-        return account
-    parsed = _range(request, account)
-    if isinstance(parsed, JsonResponse):
-        return parsed
-    start, end, trunc, label, granularity, zone = parsed
+@_account_and_range
+def model_usage(request, account, start, end, trunc, label, granularity, zone):
     rows = (
         UsageRecord.objects.filter(
             account=account,
@@ -223,14 +233,8 @@ def model_usage(request):
 
 
 @_get_only
-def tool_usage(request):
-    account = _account(request)
-    if isinstance(account, JsonResponse):
-        return account
-    parsed = _range(request, account)
-    if isinstance(parsed, JsonResponse):
-        return parsed
-    start, end, trunc, label, granularity, zone = parsed
+@_account_and_range
+def tool_usage(request, account, start, end, trunc, label, granularity, zone):
     rows = (
         McpCall.objects.filter(account=account, created_at__gte=start, created_at__lte=end)
         .annotate(bucket=trunc)
