@@ -20,6 +20,7 @@ import math
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import models, transaction
@@ -363,8 +364,9 @@ class WindowStatus:
     span: timedelta | None  # a rolling window's length (None: it ends at `next_reset`)
 
     @property
-    def used_units(self) -> float:
-        return self.used / self.per_unit
+    def used_units(self) -> Decimal:
+        """Prompts (or calls) used, exactly: 3.2, 0.067, 12."""
+        return Decimal(self.used) / self.per_unit
 
     @property
     def percent(self) -> int:

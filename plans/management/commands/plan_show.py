@@ -1,5 +1,4 @@
 import json
-from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -39,7 +38,7 @@ class Command(BaseCommand):
                     {
                         "window": window.name,
                         # Prompts in thousandths, exactly (a continuation counts 0.067).
-                        "used": str(Decimal(window.used) / window.per_unit),
+                        "used": str(window.used_units),
                         "limit": window.limit,
                         "next_reset": window.next_reset.isoformat() if window.next_reset else None,
                     }
