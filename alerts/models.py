@@ -71,10 +71,14 @@ class AlertFiring(models.Model):
         DAILY_SPIKE = "daily_spike", _("Unusual daily spend")
         PACK_LOW = "pack_low", _("Resource pack running low")
         PACK_EXPIRING = "pack_expiring", _("Resource pack expiring")
+        # The GLM Coding Plan (issue 22).
+        PLAN_QUOTA = "plan_quota", _("Coding plan quota used")
+        PLAN_RENEWAL = "plan_renewal", _("Coding plan renewing or ending soon")
+        PLAN_ENDED = "plan_ended", _("Coding plan ended")
 
     account = models.ForeignKey("console.Account", on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
-    # "" for the account, "project:12", "pack:5".
+    # "" for the account, "project:12", "pack:5", "window:5h", "subscription:3".
     subject = models.CharField(_("subject"), max_length=40, blank=True)
     level = models.PositiveSmallIntegerField(_("level"), default=0)
     # The month of a cap or budget, the day of a spike; "" where crossings have no period.

@@ -4,7 +4,9 @@ it. Channels (email, in-app, webhooks) are `notifications.services.notify`'s.
 Rules: the balance below an amount; each project at 50, 80 and 100% of its monthly cap,
 and the account at those shares of its monthly budget; today's spend above N times the
 daily average of the 7 days before; a resource pack below P% of its tokens, or expiring
-within D days with tokens left.
+within D days with tokens left. The GLM Coding Plan (always on, on the same channels): each
+quota window at 80 and 100% of its limit, the plan renewing (or ending, with auto-renew off)
+within 3 days, and the plan ended (its renewal failed, or it was cancelled or lapsed).
 
 Each alert fires once per crossing and period: `AlertFiring` is unique per (account, kind,
 subject, level, period, sequence), and a firing stays open until its condition clears (a
@@ -29,6 +31,7 @@ from django.db.models.functions import Cast, Substr
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from alerts import tasks  # the module: alerts/tasks.py says why
 from alerts.models import AlertFiring, AlertSettings
@@ -38,6 +41,8 @@ from console.models import Account
 from console.money import decimal_string, format_amount
 from console.services import audit_record
 from notifications.services import notify
+from plans.models import Subscription
+from plans.quota import quota_status
 from usage.models import UsageDaily
 from usage.selectors import daily_fees, local_today
 
@@ -47,6 +52,12 @@ CAP_LEVELS = (50, 80, 100)
 SPIKE_DAYS = 7
 # The longest "expiring within D days" the settings form accepts.
 MAX_EXPIRY_DAYS = 90
+# The coding plan's quota windows alert at these shares of their limits.
+PLAN_LEVELS = (80, 100)
+# The plan's renewal (or end) is announced this long before.
+PLAN_NOTICE = timedelta(days=3)
+# An ended plan is announced while it ended less than this long ago.
+PLAN_ENDED_NOTICE = timedelta(days=3)
 
 
 def alert_settings_for(account: Account) -> AlertSettings:
@@ -132,7 +143,131 @@ def _conditions(account: Account, settings_row: AlertSettings, now: datetime) ->
         for pack in ResourcePack.objects.filter(account=account).unexpired(at=now):
             conditions += _pack_low(account, settings_row, pack)
             conditions += _pack_expiring(account, settings_row, pack, now)
+    conditions += _plan(account, now)
     return conditions
+
+
+def _local(moment: datetime, account: Account) -> str:
+    local = timezone.localtime(moment, zoneinfo.ZoneInfo(account.time_zone))
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+_WINDOW_NAMES = {
+    "5h": gettext_lazy("prompts in the rolling 5 hours"),
+    "week": gettext_lazy("prompts in the rolling week"),
+    "month": gettext_lazy("prompts this subscription month"),
+    "mcp": gettext_lazy("MCP tool calls this subscription month"),
+}
+
+
+def _plan(account: Account, now: datetime) -> list[Condition]:
+    """The coding plan's conditions: each window at 80 and 100% (the rolling ones re-arm
+    when their use drops below; the month's are per subscription month), the renewal (or
+    the end) within 3 days, once per period, and a plan that ended in the last 3 days."""
+    link = reverse("plans:subscription")
+    status = quota_status(account, now)
+    if status is None:
+        return _plan_ended(account, now, link)
+    conditions = []
+    for window in status.windows:
+        monthly = window.name in ("month", "mcp")
+        for level in PLAN_LEVELS:
+            conditions.append(
+                Condition(
+                    kind=AlertFiring.Kind.PLAN_QUOTA,
+                    subject=f"window:{window.name}",
+                    level=level,
+                    period=f"month-{status.month.index}" if monthly else "",
+                    active=window.used * 100 >= window.limit * window.per_unit * level,
+                    message=_(
+                        "Your GLM Coding Plan has used %(percent)s%% of its %(window)s "
+                        "(%(used)s of %(limit)s)."
+                    )
+                    % {
+                        "percent": window.percent,
+                        "window": _WINDOW_NAMES[window.name],
+                        "used": f"{window.used_units:,}",
+                        "limit": f"{window.limit:,}",
+                    }
+                    + (
+                        " "
+                        + _("It frees up from %(when)s.")
+                        % {"when": _local(window.next_reset, account)}
+                        if window.next_reset
+                        else ""
+                    ),
+                    link=link,
+                    data={
+                        "window": window.name,
+                        "used": str(window.used_units),
+                        "limit": window.limit,
+                    },
+                )
+            )
+    subscription = status.subscription
+    if subscription.auto_renew:
+        wallet = Wallet.objects.filter(account=account).first()
+        spendable = (wallet.recharge_nano + wallet.bonus_nano) if wallet else 0
+        message = _("Your GLM Coding Plan renews on %(date)s for %(price)s from your balance.") % {
+            "date": _local(subscription.period_end, account),
+            "price": _money(subscription.price_nano, account),
+        }
+        if spendable < subscription.price_nano:
+            message += " " + _(
+                "Your balance (%(balance)s) does not cover it: recharge, or the plan ends then."
+            ) % {"balance": _money(spendable, account)}
+    else:
+        message = _("Your GLM Coding Plan ends on %(date)s: auto-renew is off.") % {
+            "date": _local(subscription.period_end, account)
+        }
+    conditions.append(
+        Condition(
+            kind=AlertFiring.Kind.PLAN_RENEWAL,
+            subject=f"subscription:{subscription.pk}",
+            level=PLAN_NOTICE.days,
+            period=subscription.period_end.date().isoformat(),
+            active=now < subscription.period_end <= now + PLAN_NOTICE,
+            message=message,
+            link=link,
+            data={
+                "subscription_id": subscription.pk,
+                "period_end": subscription.period_end.isoformat(),
+            },
+        )
+    )
+    return conditions
+
+
+def _plan_ended(account: Account, now: datetime, link: str) -> list[Condition]:
+    """The plan that ended in the last 3 days (an account without a plan in force)."""
+    ended = (
+        Subscription.objects.filter(account=account, ended_at__gte=now - PLAN_ENDED_NOTICE)
+        .select_related("plan")
+        .order_by("-ended_at")
+        .first()
+    )
+    if ended is None:
+        return []
+    reasons = {
+        "renewal_failed": _("its renewal failed: the balance could not pay %(price)s"),
+        "cancelled": _("auto-renew was off"),
+    }
+    reason = reasons.get(ended.end_reason, _("its paid period ended")) % {
+        "price": _money(ended.price_nano, account)
+    }
+    return [
+        Condition(
+            kind=AlertFiring.Kind.PLAN_ENDED,
+            subject=f"subscription:{ended.pk}",
+            level=0,
+            period="",
+            active=True,
+            message=_("Your GLM Coding Plan %(plan)s ended on %(date)s: %(reason)s.")
+            % {"plan": ended.plan.name, "date": _local(ended.ended_at, account), "reason": reason},
+            link=link,
+            data={"subscription_id": ended.pk, "reason": ended.end_reason},
+        )
+    ]
 
 
 def _balance_low(account: Account, settings_row: AlertSettings) -> list[Condition]:
@@ -449,6 +584,17 @@ def alerts_sweep(*, now: datetime | None = None) -> int:
         )
     )
     active |= set(expiring.values_list("account_id", flat=True))
+    # Coding plans renewing or ending within the notice, or ended recently: idle accounts too.
+    active |= set(
+        Subscription.objects.filter(
+            ended_at__isnull=True, period_end__lte=now + PLAN_NOTICE
+        ).values_list("account_id", flat=True)
+    )
+    active |= set(
+        Subscription.objects.filter(ended_at__gte=now - PLAN_ENDED_NOTICE).values_list(
+            "account_id", flat=True
+        )
+    )
     sent = 0
     for account in Account.objects.filter(pk__in=active).select_related("tier"):
         try:

@@ -42,11 +42,14 @@ def quickstart(request):
     )
     # The SDKs append `chat/completions` to the base URL: it must end with a slash.
     base_path = reverse("gateway_models").removesuffix("models")
+    coding_path = reverse("gateway_coding_models").removesuffix("models")
     return render(
         request,
         "gateway/quickstart.html",
         {
             "base_url": request.build_absolute_uri(base_path),
+            # The coding tools' recipes (issue 22): the plan's endpoint for subscribers.
+            "coding_base_url": request.build_absolute_uri(coding_path),
             "model": model,
             # Never one of the account's keys (only hashes are stored, and the page is for
             # every role). Plain strings, not safe ones: the page escapes the angle brackets.

@@ -24,6 +24,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from alerts.services import PLAN_LEVELS as PLAN_ALERT_LEVELS
 from alerts.services import schedule_evaluation, spend_crossed_a_level
 from billing import writes
 from billing.charges import Charge, balance_crossed, charge_compute
@@ -89,6 +90,8 @@ def settle(
             fields["plan_term_id"] = admitted.plan.term_id
             fields["quota_milli"] = admitted.plan.amount if counts else 0
             record = usage_record_write(**fields)
+            if counts and admitted.plan.crossed(PLAN_ALERT_LEVELS):
+                schedule_evaluation(auth.account.pk)
         elif counts:
             record = UsageRecord(**fields)
             charge_usage(

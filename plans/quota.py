@@ -205,8 +205,20 @@ class QuotaHold:
     amount: int
     taken_ms: int
     concurrency_key: str
+    # Each window's use once this request was counted (in the windows' order).
+    used: tuple[int, ...] = ()
     # False once given back (or confirmed): a hold is settled one way, once.
     open: bool = True
+
+    def crossed(self, levels: tuple[int, ...]) -> bool:
+        """Whether counting this request took a window across one of `levels` (percent of
+        its limit): the alerts need evaluating then, not only at the next sweep."""
+        for window, after in zip(self.windows, self.used, strict=False):
+            before = after - self.amount
+            for level in levels:
+                if before * 100 < window.limit * level <= after * 100:
+                    return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,7 @@ def quota_admit(*, account, model: str, messages, token: str, now: datetime | No
         amount=amount,
         taken_ms=now_ms,
         concurrency_key=slot,
+        used=take.used,
     )
 
 
@@ -433,3 +446,47 @@ def quota_status(account, now: datetime | None = None) -> QuotaStatus | None:
         .values_list("tool", "calls")
     )
     return QuotaStatus(subscription, limits, month, tuple(windows), by_tool)
+
+
+# --- MCP tool calls ---------------------------------------------------------------------------
+
+
+def mcp_admit(*, account, tool: str, api_key=None, now: datetime | None = None):
+    """Count one MCP tool call against the plan's monthly tool quota and record it: the
+    McpCall, or a QuotaRefused (no plan in force: 1309; the month's calls used up: 1310 with
+    the month's end). A call is counted when it is made: the simulated tools do not fail, and
+    a tool an upstream failed is still a call the plan made. Raises when the shared state is
+    unreachable."""
+    now = now or timezone.now()
+    subscription = plan_in_force(account, now)
+    if isinstance(subscription, QuotaRefused):
+        return subscription
+    subscription.account = account
+    limits = plan_limits(plan=subscription.plan, at=now)
+    month = subscription_month(subscription, now)
+    window = mcp_window(subscription, limits, month)
+    state = shared_state()
+    take = state.quota_take((window,), amount=1, now_ms=epoch_ms(now))
+    if take.status == "missing":
+        _rebuild_mcp(subscription, window, month=month, now=now)
+        take = state.quota_take((window,), amount=1, now_ms=epoch_ms(now))
+    if take.status == "missing":
+        return QuotaRefused(errors.STATE_UNAVAILABLE)
+    if take.status == "refused":
+        refusal = errors.PLAN_WEEK_OR_MONTH
+        when = reset_text(take.reset_ms, account)
+        return QuotaRefused(refusal, f"{refusal.message} Your limit will reset at {when}")
+    term = PlanTerm.objects.filter(subscription=subscription).order_by("-starts_at").first()
+    try:
+        return McpCall.objects.create(
+            account=account,
+            subscription=subscription,
+            term=term,
+            api_key=api_key,
+            tool=tool,
+            created_at=now,
+        )
+    except BaseException:
+        # Not recorded: not counted either (the rebuild reads the records).
+        state.quota_give_back((window,), amount=1, taken_ms=epoch_ms(now), now_ms=epoch_ms(now))
+        raise

@@ -172,6 +172,94 @@ def plan_subscribe(
     return subscription
 
 
+def upgrade_price(*, subscription: Subscription, plan: Plan, now: datetime) -> tuple[int, int]:
+    """What moving `subscription` to the higher `plan` costs at `now`: (the prorated charge,
+    the new plan's price per period). The charge is the difference between the new plan's
+    price today and the price locked in, times the share of the paid period still to run,
+    to the nano (rounded half up); never below zero. Raises ServiceError for a plan that is
+    not higher or not on sale in the subscription's period and currency."""
+    if plan.rank <= subscription.plan.rank:
+        raise ServiceError(
+            _("Choose a higher plan: a lower one takes effect when the paid period ends.")
+        )
+    price = plan_price(
+        plan=plan, period=subscription.period, currency=subscription.currency, at=now
+    )
+    if price is None:
+        raise ServiceError(_("This plan is not on sale in your account's currency."))
+    # Whole microseconds, so the share is exact: (difference × left) / total, half up.
+    microsecond = timedelta(microseconds=1)
+    total_us = (subscription.period_end - subscription.period_start) // microsecond
+    left_us = max((subscription.period_end - now) // microsecond, 0)
+    difference = max(price.amount_nano - subscription.price_nano, 0)
+    charge = (difference * left_us * 2 + total_us) // (2 * total_us) if total_us else 0
+    return charge, price.amount_nano
+
+
+def plan_upgrade(
+    *, account: Account, plan: Plan, actor: User | None, now: datetime | None = None
+) -> Subscription:
+    """Move the account's plan to a higher one at once: the prorated difference is paid from
+    the balance (a plan purchase, like the first), the new limits apply to the next request,
+    and the use already counted in each window stays counted (the windows are the
+    subscription's). Renewals then charge the new plan's price of today."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet = wallet_lock(account)
+        subscription = (
+            Subscription.objects.select_for_update()
+            .select_related("plan")
+            .filter(account=account, ended_at__isnull=True)
+            .first()
+        )
+        if subscription is None or subscription.period_end <= now:
+            raise ServiceError(_("Your account has no coding plan in force to upgrade."))
+        before = subscription.plan
+        charge, new_price = upgrade_price(subscription=subscription, plan=plan, now=now)
+        parts = balance_purchase_split(
+            wallet=wallet,
+            price_nano=charge,
+            refusal=_("Your balance is too low for this upgrade. Recharge first."),
+        )
+        entry = None
+        if charge:
+            entry = balance_purchase_record(
+                account=account,
+                wallet=wallet,
+                parts=parts,
+                kind=LedgerEntry.Kind.PLAN_PURCHASE,
+                actor=actor,
+                at=now,
+                reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
+                metadata={
+                    "plan": plan.code,
+                    "from_plan": before.code,
+                    "subscription": subscription.pk,
+                },
+            )
+        subscription.plan = plan
+        subscription.price_nano = new_price
+        subscription.save(update_fields=["plan", "price_nano"])
+        PlanTerm.objects.create(
+            subscription=subscription,
+            plan=plan,
+            kind=PlanTerm.Kind.UPGRADE,
+            starts_at=now,
+            ends_at=subscription.period_end,
+            amount_nano=charge,
+            ledger_entry=entry,
+            created_at=now,
+        )
+        audit_record(
+            action="plans.upgrade",
+            account=account,
+            actor=actor,
+            target=subscription,
+            metadata={"from": before.code, "to": plan.code, "charge_nano": charge},
+        )
+    return subscription
+
+
 def plan_set_auto_renew(*, account: Account, on: bool, actor: User | None) -> Subscription:
     """Cancel (auto-renew off: the plan runs to the end of the paid period, no refund) or
     resume (auto-renew on again) the account's plan."""

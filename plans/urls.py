@@ -7,5 +7,6 @@ app_name = "plans"
 urlpatterns = [
     path("", views.subscription, name="subscription"),
     path("subscribe/", views.subscribe, name="subscribe"),
+    path("upgrade/", views.upgrade, name="upgrade"),
     path("auto-renew/", views.auto_renew, name="auto_renew"),
 ]

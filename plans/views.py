@@ -1,12 +1,14 @@
 """The subscription page (BigModel's "Subscription", beside API keys): the three plans in the
 account's currency with their periods and savings, and for a subscriber the plan, its
 renewal, the price locked in, cancel or resume, and each quota's use. Everyone who reads
-usage reads it; buying, cancelling and resuming move money and need `billing.manage`."""
+usage reads it; buying, upgrading, cancelling and resuming move money and need
+`billing.manage`."""
 
 from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 from django.utils.translation import gettext as _
@@ -17,9 +19,9 @@ from billing.selectors import balance
 from console.services import ServiceError
 from console.tenancy import account_view
 from plans.models import Period, Plan
-from plans.quota import FIVE_HOURS, quota_status
+from plans.quota import quota_status
 from plans.selectors import plan_offers
-from plans.services import plan_set_auto_renew, plan_subscribe
+from plans.services import plan_set_auto_renew, plan_subscribe, plan_upgrade, upgrade_price
 
 
 class SubscribeForm(forms.Form):
@@ -27,6 +29,10 @@ class SubscribeForm(forms.Form):
         queryset=Plan.objects.all(), to_field_name="code", label=gettext_lazy("Plan")
     )
     period = forms.ChoiceField(choices=Period.choices, label=gettext_lazy("Period"))
+
+
+class UpgradeForm(forms.Form):
+    plan = forms.ModelChoiceField(queryset=Plan.objects.all(), to_field_name="code")
 
 
 class AutoRenewForm(forms.Form):
@@ -40,16 +46,17 @@ class AutoRenewForm(forms.Form):
 def subscription(request):
     account = request.account
     status = quota_status(account)
+    offers = plan_offers(currency=account.currency)
     coding_path = reverse("gateway_coding_models").removesuffix("models")
     return render(
         request,
         "plans/subscription.html",
         {
             "status": status,
-            "offers": plan_offers(currency=account.currency),
+            "offers": offers,
+            "upgrades": _upgrade_quotes(status, offers),
             "balance": balance(account=account),
             "coding_base_url": request.build_absolute_uri(coding_path),
-            "five_hours": FIVE_HOURS,
         },
     )
 
@@ -78,6 +85,42 @@ def subscribe(request):
                 "You are on the GLM Coding Plan %(plan)s. Point your coding tool at the coding "
                 "endpoint below."
             )
+            % {"plan": plan.name},
+        )
+    return redirect("plans:subscription")
+
+
+def _upgrade_quotes(status, offers) -> dict[str, int]:
+    """What upgrading to each higher plan costs now (plan code → nano), for a plan in force."""
+    if status is None or status.subscription.period_end <= timezone.now():
+        return {}
+    quotes = {}
+    for offer in offers:
+        try:
+            quotes[offer.plan.code], _price = upgrade_price(
+                subscription=status.subscription, plan=offer.plan, now=timezone.now()
+            )
+        except ServiceError:
+            continue  # not higher, or not on sale in this period and currency
+    return quotes
+
+
+@account_view("billing.manage")
+@require_POST
+def upgrade(request):
+    form = UpgradeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose a plan to upgrade to."))
+        return redirect("plans:subscription")
+    plan = form.cleaned_data["plan"]
+    try:
+        plan_upgrade(account=request.account, plan=plan, actor=request.user)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            _("Upgraded to %(plan)s: its quotas apply from your next request.")
             % {"plan": plan.name},
         )
     return redirect("plans:subscription")

@@ -16,6 +16,7 @@ from console.services import ServiceError
 from console.tenancy import account_view, switch_account
 from console.throttling import throttle_posts
 from console.two_factor import staff_view
+from plans.quota import quota_status
 from portal import selectors, services
 from portal.jobs import job_statuses
 
@@ -31,6 +32,8 @@ def overview(request):
                 account=request.account,
                 with_balance=membership_can(request.membership, "billing.view"),
             ),
+            # The coding plan's quota panel (None without a plan).
+            "plan": quota_status(request.account),
         },
     )
 

@@ -2,6 +2,8 @@
 roll-ups that the usage page, the overview and the usage API read. The tables keep the
 names they had in `billing` (the models moved here in issue 21 without a row moving)."""
 
+from decimal import Decimal
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -64,6 +66,11 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model} {self.status}"
+
+    @property
+    def quota_prompts(self) -> Decimal:
+        """The coding-plan prompts the request counted, exactly (1, 0.067, 3)."""
+        return Decimal(self.quota_milli) / 1000
 
 
 class UsageRollup(models.Model):

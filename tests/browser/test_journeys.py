@@ -277,6 +277,7 @@ def test_a_new_developer_from_sign_up_to_a_revoked_key(
 SECRET_PROMPT = "机密提示词：季度并购计划 ZX-4471"
 FINANCE_NAVIGATION = [
     "Overview",
+    "Subscription",
     "Projects",
     "Usage",
     "Billing",

@@ -78,6 +78,7 @@ PERMISSION = {
     "plans:subscription": "usage.view",
     "plans:subscribe": "billing.manage",
     "plans:auto_renew": "billing.manage",
+    "plans:upgrade": "billing.manage",
     "usage:csv": "usage.view",
     "usage:project_panel": "usage.view",
     "usage:key_panel": "usage.view",

@@ -196,6 +196,12 @@ EXPECTATIONS = {
         lambda w: {"plan": "lite", "period": "month"},
         {**_members_only(302), "developer_a": 403},
     ),
+    "plans:upgrade": (
+        "post",
+        None,
+        lambda w: {"plan": "max"},
+        {**_members_only(302), "developer_a": 403},
+    ),
     "plans:auto_renew": (
         "post",
         None,

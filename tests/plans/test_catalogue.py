@@ -354,6 +354,7 @@ def test_support_and_finance_staff_see_the_catalogue_read_only():
             "view_codingmodel",
             "view_subscription",
             "view_planterm",
+            "view_mcpcall",
         }
 
 

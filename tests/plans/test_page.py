@@ -114,3 +114,68 @@ def test_a_developer_sees_the_quota_but_cannot_buy(client):
         client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"}).status_code
         == 403
     )
+
+
+def test_the_quickstart_gives_coding_tools_both_base_urls(client):
+    account = funded_account(recharge_units=1)
+    signed_in(client, account)
+    page = client.get(reverse("quickstart")).content.decode()
+    assert "http://testserver/api/coding/paas/v4/" in page
+    assert '"cline.apiUrl": "http://testserver/api/coding/paas/v4/"' in page
+    assert "Roo Code" in page and "Cursor" in page
+    assert "http://testserver/api/paas/v4/" in page  # pay-as-you-go, for the same tools
+    assert "<code>1308</code>" in page and "<code>1309</code>" in page
+
+
+def test_the_overview_shows_the_plans_five_hours_to_a_subscriber_only(client):
+    account = funded_account(recharge_units=100)
+    signed_in(client, account)
+    assert "GLM Coding Plan Lite" not in client.get(reverse("overview")).content.decode()
+    client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"})
+    held = quota_admit(
+        account=account, model="glm-4.7", messages=[{"role": "user", "content": "x"}], token="t"
+    )
+    quota_settle(held, token="t", counts=True)
+    page = client.get(reverse("overview")).content.decode()
+    assert "GLM Coding Plan Lite" in page and "1 / 120" in page
+
+
+def test_a_plan_requests_cost_says_the_plan_paid(client):
+    from history.services import prompt_log_write
+    from usage.models import UsageRecord
+
+    account = funded_account(recharge_units=100)
+    signed_in(client, account)
+    client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"})
+    term = Subscription.objects.get(account=account).terms.get()
+    from django.utils import timezone
+
+    now = timezone.now()
+    log = prompt_log_write(
+        account=account,
+        project=account.projects.get(is_default=True),
+        api_key=None,
+        request_id="plan-req",
+        model="glm-4.7",
+        messages=[{"role": "user", "content": "x"}],
+        parameters={},
+        response_text="y",
+        status=200,
+        input_tokens=5,
+        output_tokens=2,
+        latency_ms=10,
+        first_token_ms=None,
+        created_at=now,
+    )
+    UsageRecord.objects.create(
+        account=account,
+        request_id="plan-req",
+        model="glm-4.7",
+        status=200,
+        plan_term_id=term.pk,
+        quota_milli=67,
+        created_at=now,
+    )
+    page = client.get(reverse("usage:request_cost", kwargs={"log_id": log.pk})).content.decode()
+    assert "GLM Coding Plan" in page and "0.067 prompts of the plan" in page
+    assert "none: the plan pays, not the balance" in page
