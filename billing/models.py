@@ -145,6 +145,8 @@ class LedgerEntry(models.Model):
         PACK_EXPIRY = "pack_expiry", _("Resource pack expiry")
         REFUND = "refund", _("Refund")
         PLAN_PURCHASE = "plan_purchase", _("Coding plan purchase")
+        # A staff refund of a plan's unused share, back to recharge and bonus as it was paid.
+        PLAN_REFUND = "plan_refund", _("Coding plan refund")
 
     account = models.ForeignKey(
         "console.Account", on_delete=models.PROTECT, related_name="ledger_entries"

@@ -519,6 +519,44 @@ def balance_purchase_record(
     return entry
 
 
+def balance_purchase_return(
+    *,
+    account: Account,
+    wallet: Wallet,
+    purchase: LedgerEntry,
+    amount_nano: int,
+    kind: str,
+    actor: User | None,
+    at: datetime,
+    reference: str,
+    metadata: dict,
+) -> LedgerEntry:
+    """Give back `amount_nano` of a purchase paid from the balance (`purchase`, its ledger
+    entry) where it came from: recharge and bonus in the proportion the purchase took them
+    (the proportional rule's split, arrears repaid first as by any credit). The caller holds
+    the wallet's lock and decides the amount (at most what the purchase took)."""
+    taken_recharge, taken_bonus = -purchase.recharge_delta_nano, -purchase.bonus_delta_nano
+    if amount_nano > taken_recharge + taken_bonus:
+        raise ServiceError(_("A refund cannot exceed what the purchase took."))
+    recharge_part, bonus_part = split_fee(amount_nano, taken_recharge, taken_bonus)
+    to_recharge, repaid_recharge = _credit(wallet, recharge_part, to="recharge_nano")
+    to_bonus, repaid_bonus = _credit(wallet, bonus_part, to="bonus_nano")
+    wallet.save(update_fields=["recharge_nano", "bonus_nano", "arrears_nano"])
+    entry = _entry(
+        account,
+        kind,
+        recharge_delta_nano=to_recharge,
+        bonus_delta_nano=to_bonus,
+        arrears_delta_nano=-(repaid_recharge + repaid_bonus),
+        reference=reference,
+        actor=actor,
+        created_at=at,
+        metadata={"returned_nano": amount_nano, "purchase": purchase.pk, **metadata},
+    )
+    mark_money_moved(account, at)
+    return entry
+
+
 def pack_buy(
     *, account: Account, product: PackProduct, actor: User | None, reference: str = ""
 ) -> ResourcePack:

@@ -109,8 +109,9 @@ def statement_data(*, account: Account, month: date) -> dict:
             movements["bonus_granted_nano"] += bonus - arrears
         elif kind == LedgerEntry.Kind.PACK_PURCHASE:
             movements["pack_purchases_nano"] += -(recharge + bonus)
-        elif kind == LedgerEntry.Kind.PLAN_PURCHASE:
-            movements["plan_purchases_nano"] += -(recharge + bonus)
+        elif kind in (LedgerEntry.Kind.PLAN_PURCHASE, LedgerEntry.Kind.PLAN_REFUND):
+            # Plan purchases net of plan refunds (a refund gives back part of a purchase).
+            movements["plan_purchases_nano"] += -(recharge + bonus - arrears)
         elif kind == LedgerEntry.Kind.REFUND:
             movements["refunds_nano"] += -recharge
             movements["bonus_clawed_back_nano"] += -bonus

@@ -208,6 +208,7 @@ class Account(models.Model):
             ("staff_suspend_account", _("Can suspend or restore an account")),
             ("staff_revoke_key", _("Can revoke an API key")),
             ("staff_export_finance", _("Can download finance exports")),
+            ("staff_manage_plan", _("Can grant, extend, change or end a coding plan")),
         ]
         constraints = [
             models.CheckConstraint(

@@ -205,6 +205,10 @@ class PlanTerm(models.Model):
         PURCHASE = "purchase", _("Purchase")
         RENEWAL = "renewal", _("Renewal")
         UPGRADE = "upgrade", _("Upgrade")
+        # Given by staff (the back-office), at no charge.
+        GRANT = "grant", _("Granted by staff")
+        EXTENSION = "extension", _("Extended by staff")
+        CHANGE = "change", _("Changed by staff")
 
     subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="terms")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")

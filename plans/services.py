@@ -18,8 +18,13 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from billing.models import LedgerEntry
-from billing.services import balance_purchase_record, balance_purchase_split, wallet_lock
-from console.models import Account, User
+from billing.services import (
+    balance_purchase_record,
+    balance_purchase_return,
+    balance_purchase_split,
+    wallet_lock,
+)
+from console.models import Account, AuditEvent, User
 from console.services import ServiceError, audit_record
 from plans.models import PERIOD_MONTHS, Period, Plan, PlanTerm, Subscription
 from plans.selectors import plan_limits, plan_price, subscription_current
@@ -383,3 +388,204 @@ def plans_renew_due(*, now: datetime | None = None) -> dict[str, int]:
             outcome = "error"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
+
+
+# --- Staff actions (the back-office: portal/admin_staff.py) -----------------------------------
+# Each takes a reason, is audited as staff, and changes nothing when it refuses.
+
+STAFF = AuditEvent.ActorKind.STAFF
+
+
+def _staff_term(subscription: Subscription, *, kind: str, starts, ends, now) -> PlanTerm:
+    """A term staff gave (no charge, no ledger entry)."""
+    return PlanTerm.objects.create(
+        subscription=subscription,
+        plan=subscription.plan,
+        kind=kind,
+        starts_at=starts,
+        ends_at=ends,
+        amount_nano=0,
+        created_at=now,
+    )
+
+
+def _locked_current(account: Account) -> Subscription | None:
+    return (
+        Subscription.objects.select_for_update()
+        .select_related("plan")
+        .filter(account=account, ended_at__isnull=True)
+        .first()
+    )
+
+
+def plan_grant(
+    *, account: Account, plan: Plan, period: str, actor: User | None, reason: str, now=None
+) -> Subscription:
+    """Give an account a plan for one `period`, free: no charge, auto-renew off (it ends at
+    the period's end unless the account turns renewal on, at today's price). Not a sale: the
+    daily sales limit does not count it."""
+    if period not in Period.values:
+        raise ServiceError(_("Choose monthly, quarterly or yearly."))
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet_lock(account)  # the order every plan change takes: wallet, then subscription
+        current = _locked_current(account)
+        if current is not None:
+            if current.period_end > now:
+                raise ServiceError(_("The account has a plan: extend or change it instead."))
+            _end(current, reason="lapsed" if current.auto_renew else "cancelled")
+        price = plan_price(plan=plan, period=period, currency=account.currency, at=now)
+        end = period_end(account=account, start=now, period=period)
+        subscription = Subscription.objects.create(
+            account=account,
+            plan=plan,
+            period=period,
+            currency=account.currency,
+            price_nano=price.amount_nano if price else 0,
+            auto_renew=False,
+            started_at=now,
+            period_start=now,
+            period_end=end,
+        )
+        _staff_term(subscription, kind=PlanTerm.Kind.GRANT, starts=now, ends=end, now=now)
+        audit_record(
+            action="plans.grant",
+            account=account,
+            actor=actor,
+            actor_kind=STAFF,
+            target=subscription,
+            reason=reason,
+            metadata={"plan": plan.code, "period": period},
+        )
+    return subscription
+
+
+def plan_extend(
+    *, account: Account, days: int, actor: User | None, reason: str, now=None
+) -> Subscription:
+    """Lengthen the plan's paid period by `days` (a goodwill extension): free, the renewal
+    moves with it."""
+    if not 1 <= days <= 366:
+        raise ServiceError(_("Extend by 1 to 366 days."))
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet_lock(account)
+        subscription = _locked_current(account)
+        if subscription is None:
+            raise ServiceError(_("The account has no coding plan."))
+        old_end = subscription.period_end
+        subscription.period_end = old_end + timedelta(days=days)
+        subscription.save(update_fields=["period_end"])
+        _staff_term(
+            subscription,
+            kind=PlanTerm.Kind.EXTENSION,
+            starts=old_end,
+            ends=subscription.period_end,
+            now=now,
+        )
+        audit_record(
+            action="plans.extend",
+            account=account,
+            actor=actor,
+            actor_kind=STAFF,
+            target=subscription,
+            reason=reason,
+            metadata={"days": days, "period_end": subscription.period_end.isoformat()},
+        )
+    return subscription
+
+
+def plan_change(
+    *, account: Account, plan: Plan, actor: User | None, reason: str, now=None
+) -> Subscription:
+    """Move the plan to another one at once, free (up or down): the new limits apply to the
+    next request, renewals charge the new plan's price of today."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet_lock(account)
+        subscription = _locked_current(account)
+        if subscription is None:
+            raise ServiceError(_("The account has no coding plan."))
+        if subscription.plan_id == plan.pk:
+            raise ServiceError(_("The account is on this plan already."))
+        before = subscription.plan
+        price = plan_price(
+            plan=plan, period=subscription.period, currency=subscription.currency, at=now
+        )
+        subscription.plan = plan
+        subscription.price_nano = price.amount_nano if price else subscription.price_nano
+        subscription.save(update_fields=["plan", "price_nano"])
+        _staff_term(
+            subscription,
+            kind=PlanTerm.Kind.CHANGE,
+            starts=now,
+            ends=max(subscription.period_end, now),
+            now=now,
+        )
+        audit_record(
+            action="plans.change",
+            account=account,
+            actor=actor,
+            actor_kind=STAFF,
+            target=subscription,
+            reason=reason,
+            metadata={"from": before.code, "to": plan.code},
+        )
+    return subscription
+
+
+def unused_share(term: PlanTerm, now: datetime) -> int:
+    """What of a paid term's amount is still to run at `now`, to the nano (half up)."""
+    microsecond = timedelta(microseconds=1)
+    total = (term.ends_at - term.starts_at) // microsecond
+    left = min(max((term.ends_at - now) // microsecond, 0), total)
+    if total <= 0:
+        return 0
+    return (term.amount_nano * left * 2 + total) // (2 * total)
+
+
+def plan_end_now(
+    *, account: Account, refund: bool, actor: User | None, reason: str, now=None
+) -> int:
+    """End the plan at once. With `refund`, each paid term still running gives back its
+    unused share, prorated to the nano, to where it came from (recharge and bonus as its
+    purchase took them): one plan refund ledger entry per term. Returns what was refunded."""
+    now = now or timezone.now()
+    refunded = 0
+    with transaction.atomic():
+        wallet = wallet_lock(account)
+        subscription = _locked_current(account)
+        if subscription is None:
+            raise ServiceError(_("The account has no coding plan."))
+        if refund:
+            paid = PlanTerm.objects.filter(
+                subscription=subscription, ledger_entry__isnull=False, ends_at__gt=now
+            ).select_related("ledger_entry")
+            for term in paid:
+                share = unused_share(term, now)
+                if not share:
+                    continue
+                balance_purchase_return(
+                    account=account,
+                    wallet=wallet,
+                    purchase=term.ledger_entry,
+                    amount_nano=share,
+                    kind=LedgerEntry.Kind.PLAN_REFUND,
+                    actor=actor,
+                    at=now,
+                    reference=f"plan-{subscription.pk}-refund-{term.pk}",
+                    metadata={"subscription": subscription.pk, "term": term.pk},
+                )
+                refunded += share
+        subscription.ended_at, subscription.end_reason = now, "ended_by_staff"
+        subscription.save(update_fields=["ended_at", "end_reason"])
+        audit_record(
+            action="plans.end",
+            account=account,
+            actor=actor,
+            actor_kind=STAFF,
+            target=subscription,
+            reason=reason,
+            metadata={"reason": "ended_by_staff", "refunded_nano": refunded},
+        )
+    return refunded

@@ -33,6 +33,8 @@ from console.money import AmountError, format_amount, parse_amount
 from console.services import ServiceError, account_set_status, account_set_tier
 from keys.models import ApiKey
 from keys.services import api_key_revoke
+from plans.models import Period, Plan
+from plans.services import plan_change, plan_end_now, plan_extend, plan_grant
 
 STAFF = AuditEvent.ActorKind.STAFF
 
@@ -110,6 +112,34 @@ class PackForm(ReasonForm):
         required=False,
         max_length=64,
         help_text=gettext_lazy("Empty: any model."),
+    )
+
+
+class PlanGrantForm(ReasonForm):
+    plan = forms.ModelChoiceField(
+        label=gettext_lazy("Coding plan"), queryset=Plan.objects.all(), to_field_name="code"
+    )
+    period = forms.ChoiceField(label=gettext_lazy("Period"), choices=Period.choices)
+
+
+class PlanExtendForm(ReasonForm):
+    days = forms.IntegerField(label=gettext_lazy("Days"), min_value=1, max_value=366)
+
+
+class PlanChangeForm(ReasonForm):
+    plan = forms.ModelChoiceField(
+        label=gettext_lazy("Coding plan"), queryset=Plan.objects.all(), to_field_name="code"
+    )
+
+
+class PlanEndForm(ReasonForm):
+    refund = forms.BooleanField(
+        label=gettext_lazy("Refund the unused share"),
+        required=False,
+        help_text=gettext_lazy(
+            "Each paid term still running gives back what is left of it, prorated, to recharge "
+            "and bonus as it was paid."
+        ),
     )
 
 
@@ -218,6 +248,40 @@ def _status(request, account, data) -> str:
     return _("Account status set to %(status)s.") % {"status": Account.Status(data["status"]).label}
 
 
+def _plan_grant(request, account, data) -> str:
+    plan_grant(
+        account=account,
+        plan=data["plan"],
+        period=data["period"],
+        actor=request.user,
+        reason=data["reason"],
+    )
+    return _("Granted the coding plan %(plan)s.") % {"plan": data["plan"].name}
+
+
+def _plan_extend(request, account, data) -> str:
+    subscription = plan_extend(
+        account=account, days=data["days"], actor=request.user, reason=data["reason"]
+    )
+    return _("The coding plan now runs until %(end)s.") % {
+        "end": timezone.localtime(subscription.period_end).strftime("%Y-%m-%d %H:%M")
+    }
+
+
+def _plan_change(request, account, data) -> str:
+    plan_change(account=account, plan=data["plan"], actor=request.user, reason=data["reason"])
+    return _("The coding plan is now %(plan)s.") % {"plan": data["plan"].name}
+
+
+def _plan_end(request, account, data) -> str:
+    refunded = plan_end_now(
+        account=account, refund=data["refund"], actor=request.user, reason=data["reason"]
+    )
+    return _("The coding plan ended; refunded %(amount)s.") % {
+        "amount": format_amount(refunded, account.currency)
+    }
+
+
 @dataclass(frozen=True)
 class StaffAction:
     slug: str
@@ -254,6 +318,34 @@ ACTIONS = {
         ),
         StaffAction(
             "tier", gettext_lazy("Change or pin the tier"), "staff_change_tier", TierForm, _tier
+        ),
+        StaffAction(
+            "plan-grant",
+            gettext_lazy("Grant a coding plan"),
+            "staff_manage_plan",
+            PlanGrantForm,
+            _plan_grant,
+        ),
+        StaffAction(
+            "plan-extend",
+            gettext_lazy("Extend the coding plan"),
+            "staff_manage_plan",
+            PlanExtendForm,
+            _plan_extend,
+        ),
+        StaffAction(
+            "plan-change",
+            gettext_lazy("Change the coding plan"),
+            "staff_manage_plan",
+            PlanChangeForm,
+            _plan_change,
+        ),
+        StaffAction(
+            "plan-end",
+            gettext_lazy("End the coding plan (and refund)"),
+            "staff_manage_plan",
+            PlanEndForm,
+            _plan_end,
         ),
         StaffAction(
             "status",

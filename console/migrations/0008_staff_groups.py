@@ -38,6 +38,8 @@ FINANCE_ACTIONS = [
     "staff_refund",
     "staff_grant_pack",
     "staff_export_finance",
+    # Added for the coding plan (plans.0008 reruns this): grant, extend, change, end, refund.
+    "staff_manage_plan",
 ]
 
 

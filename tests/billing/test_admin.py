@@ -192,6 +192,7 @@ def test_finance_staff_hold_exactly_the_documented_permissions(db):
             "staff_refund",
             "staff_grant_pack",
             "staff_export_finance",
+            "staff_manage_plan",
         ]
     }
     assert held == views | actions

@@ -84,6 +84,7 @@ ALLOWED = {
         "Roo",
         "MCP",
         "prompt",
+        "Anthropic",  # the company, and its API's name ("Anthropic-compatible")
         "production",  # the environment labels the key form suggests, typed as they are
         "staging",
         "test",

@@ -5,6 +5,7 @@ protocol. PostgreSQL only: the server process must see the test data."""
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
@@ -41,6 +42,13 @@ async def search(url: str, raw: str, queries: list):
     return tools, results
 
 
+def run(coroutine):
+    """Run the client in a thread of its own: pytest-playwright keeps an event loop running
+    in the main thread, where asyncio.run refuses to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def text_of(result) -> str:
     return "".join(getattr(part, "text", "") for part in result.content)
 
@@ -67,7 +75,7 @@ def subscriber(key_for, *, mcp_calls=None):
 def test_web_search_calls_count_against_the_plan_and_stop_at_its_limit(uvicorn_site, key_for):
     account, raw = subscriber(key_for, mcp_calls=2)
     url = uvicorn_site + "/api/mcp/web_search/mcp"
-    tools, results = asyncio.run(search(url, raw, ["智谱 GLM", "django", "one too many"]))
+    tools, results = run(search(url, raw, ["智谱 GLM", "django", "one too many"]))
     assert tools == ["web_search"]
     first = json.loads(text_of(results[0]))
     assert not results[0].is_error and first[0]["title"].startswith("智谱 GLM")
@@ -76,7 +84,7 @@ def test_web_search_calls_count_against_the_plan_and_stop_at_its_limit(uvicorn_s
     assert results[2].is_error and "1310: " in text_of(results[2])
     assert McpCall.objects.filter(account=account, tool="web_search").count() == 2
     # Hostile arguments are refused before anything is counted.
-    _tools, hostile = asyncio.run(
+    _tools, hostile = run(
         search(url, raw, ["", " " * 5, "x" * 1_001, {"search_query": 42}, {"count": 3}])
     )
     assert all(result.is_error for result in hostile)
@@ -94,7 +102,7 @@ def test_without_a_plan_the_tool_refuses_and_without_a_key_the_server_does(uvico
     account = funded_account(recharge_units=10)
     raw, _key = key_for(account)
     url = uvicorn_site + "/api/mcp/web_search/mcp"
-    _tools, [result] = asyncio.run(search(url, raw, ["anything"]))
+    _tools, [result] = run(search(url, raw, ["anything"]))
     assert result.is_error and "1309: " in text_of(result)
     assert not McpCall.objects.exists()
     anonymous = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
