@@ -14,6 +14,7 @@ nothing on disk) and every entry expires by itself.
 import hashlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
@@ -37,8 +38,8 @@ class SplitHold:
 
 
 # Quota windows count in buckets of a minute: a rolling window frees a bucket's use at the
-# bucket's start plus the window's span, so nothing is freed before its time and nothing
-# more than a minute after it.
+# bucket's start plus the window's span, so a prompt frees up exactly one span after the
+# minute it was made in began (at most 59 seconds before one span after the prompt itself).
 QUOTA_BUCKET_MS = 60_000
 
 
@@ -68,6 +69,9 @@ class QuotaTake:
     index: int = -1
     used: tuple[int, ...] = ()
     reset_ms: int = 0
+    # Each window's generation (admitted only): which build of the window counted the take,
+    # so a give-back never reaches a window rebuilt since (whose records never held it).
+    generations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,11 +146,18 @@ class SharedState(Protocol):
         counted. The time is the caller's, so a frozen clock moves the windows."""
 
     def quota_give_back(
-        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+        self,
+        windows: tuple[QuotaWindow, ...],
+        *,
+        amount: int,
+        taken_ms: int,
+        now_ms: int,
+        generations: tuple[str, ...] | None = None,
     ) -> None:
         """Take back `amount` counted at `taken_ms` (a request that ended up counting
         nothing). A bucket that has rolled out of its window already gave it back; a missing
-        window is left missing (its rebuild reads the records, which never held it)."""
+        window is left missing, and one rebuilt since the take (another generation) is left
+        alone: its records never held it."""
 
     def quota_load(self, window: QuotaWindow, *, buckets: dict[int, int], now_ms: int) -> bool:
         """Rebuild a missing window from durable records: `buckets` maps a time (epoch ms) to
@@ -296,8 +307,8 @@ redis.call('DEL', KEYS[1])
 return values
 """
 
-# Quota windows: one hash per window. Field "t" is the window's use, "v" marks a window that
-# exists (built by quota_load), and in a rolling window each bucket (a minute's number since
+# Quota windows: one hash per window. Field "t" is the window's use, "v" the generation of the
+# build that made it (quota_load), and in a rolling window each bucket (a minute's number since
 # the epoch) holds what was counted in it, with "o" at or below the oldest bucket. The time
 # is the caller's (ARGV), never redis.call('TIME'): tests move it with a frozen clock.
 _QUOTA_LIB = """
@@ -395,17 +406,23 @@ for index, key in ipairs(KEYS) do
   end
   result[index + 3] = used[index] + amount
 end
+for index, key in ipairs(KEYS) do
+  result[#KEYS + index + 3] = redis.call('HGET', key, 'v')
+end
 return result
 """
 )
 
-# ARGV: amount, the bucket it was counted in, then the span per window (0: fixed).
+# ARGV: amount, the bucket it was counted in, then (span (0: fixed), generation ('': any)) per
+# window.
 _QUOTA_GIVE_BACK = """
 local amount, field = tonumber(ARGV[1]), ARGV[2]
 for index, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
+  local span, generation = tonumber(ARGV[1 + index * 2]), ARGV[2 + index * 2]
+  local current = redis.call('HGET', key, 'v')
+  if current and (generation == '' or generation == current) then
     local take = math.min(amount, tonumber(redis.call('HGET', key, 't') or '0'))
-    if tonumber(ARGV[2 + index]) > 0 then
+    if span > 0 then
       take = math.min(take, tonumber(redis.call('HGET', key, field) or '0'))
       if take > 0 then redis.call('HINCRBY', key, field, -take) end
     end
@@ -414,12 +431,12 @@ for index, key in ipairs(KEYS) do
 end
 """
 
-# ARGV: the key's time to live (ms), rolling (1/0), then (bucket, amount) pairs.
+# ARGV: the key's time to live (ms), rolling (1/0), the generation, then (bucket, amount) pairs.
 _QUOTA_LOAD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local total, oldest = 0, nil
-redis.call('HSET', KEYS[1], 'v', '1')
-for index = 3, #ARGV, 2 do
+redis.call('HSET', KEYS[1], 'v', ARGV[3])
+for index = 4, #ARGV, 2 do
   local amount = tonumber(ARGV[index + 1])
   total = total + amount
   if ARGV[2] == '1' then
@@ -570,18 +587,30 @@ class RedisState:
             args += [int(window.limit), int(window.span_ms), int(window.ends_ms)]
         result = self._quota_take(keys=[self._key(window.key) for window in windows], args=args)
         status = result[0].decode()
-        numbers = tuple(int(value) for value in result[3:])
-        return QuotaTake(status, int(result[1]), numbers, int(result[2]))
+        if status != "admitted":
+            numbers = tuple(int(value) for value in result[3:])
+            return QuotaTake(status, int(result[1]), numbers, int(result[2]))
+        count = len(windows)
+        used = tuple(int(value) for value in result[3 : 3 + count])
+        generations = tuple(value.decode() for value in result[3 + count :])
+        return QuotaTake(status, -1, used, 0, generations)
 
     def quota_give_back(
-        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+        self,
+        windows: tuple[QuotaWindow, ...],
+        *,
+        amount: int,
+        taken_ms: int,
+        now_ms: int,
+        generations: tuple[str, ...] | None = None,
     ) -> None:
         args = [int(amount), str(int(taken_ms) // QUOTA_BUCKET_MS)]
-        args += [int(window.span_ms) for window in windows]
+        for index, window in enumerate(windows):
+            args += [int(window.span_ms), generations[index] if generations else ""]
         self._quota_give_back(keys=[self._key(window.key) for window in windows], args=args)
 
     def quota_load(self, window: QuotaWindow, *, buckets: dict[int, int], now_ms: int) -> bool:
-        args = [_quota_ttl_ms(window, now_ms), 1 if window.rolling else 0]
+        args = [_quota_ttl_ms(window, now_ms), 1 if window.rolling else 0, uuid.uuid4().hex]
         for bucket, amount in _quota_buckets(buckets).items():
             args += [bucket, amount]
         return bool(self._quota_load(keys=[self._key(window.key)], args=args))
@@ -777,16 +806,27 @@ class LocalState:
                 entry["t"] += amount
                 if window.rolling:
                     entry["buckets"][bucket] = entry["buckets"].get(bucket, 0) + amount
-            return QuotaTake("admitted", -1, tuple(entry["t"] for entry in entries))
+            return QuotaTake(
+                "admitted",
+                -1,
+                tuple(entry["t"] for entry in entries),
+                generations=tuple(entry["v"] for entry in entries),
+            )
 
     def quota_give_back(
-        self, windows: tuple[QuotaWindow, ...], *, amount: int, taken_ms: int, now_ms: int
+        self,
+        windows: tuple[QuotaWindow, ...],
+        *,
+        amount: int,
+        taken_ms: int,
+        now_ms: int,
+        generations: tuple[str, ...] | None = None,
     ) -> None:
         bucket = taken_ms // QUOTA_BUCKET_MS
         with self._lock:
-            for window in windows:
+            for index, window in enumerate(windows):
                 entry = self._quotas.get(window.key)
-                if entry is None:
+                if entry is None or (generations and generations[index] != entry["v"]):
                     continue
                 take = min(amount, entry["t"])
                 if window.rolling:
@@ -803,6 +843,7 @@ class LocalState:
             self._quotas[window.key] = {
                 "t": sum(summed.values()),
                 "buckets": summed if window.rolling else {},
+                "v": uuid.uuid4().hex,
             }
             return True
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -37,7 +38,17 @@ server = MCPServer(
 
 
 def _call(header: str | None, tool: str):
-    """The key's account admitted for one call of `tool`, or the refusal's text."""
+    """The key's account admitted for one call of `tool`, or the refusal's text. Outside
+    Django's request cycle: its connection hygiene (a connection past its age or broken by
+    a database restart is closed) is done here, as Django's request signals would."""
+    close_old_connections()
+    try:
+        return _admit_call(header, tool)
+    finally:
+        close_old_connections()
+
+
+def _admit_call(header: str | None, tool: str):
     auth = services.authenticate(header)
     if isinstance(auth, services.Refused):
         return f"{auth.refusal.code}: {auth.refusal.message}"

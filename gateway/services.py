@@ -234,6 +234,8 @@ def admit_plan(*, auth: Authenticated, body: dict, request_id: str) -> Admitted 
     not by the tier's rate and concurrency. The model is matched whatever its case; the
     request goes on under its canonical (lower-case) name."""
     model = model_name(body["model"])
+    # The route first: nothing may fail between counting the prompts and handing them over.
+    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     try:
         held = quota_admit(
             account=auth.account, model=model, messages=body["messages"], token=request_id
@@ -246,7 +248,6 @@ def admit_plan(*, auth: Authenticated, body: dict, request_id: str) -> Admitted 
     if isinstance(held, QuotaRefused):
         headers = {"Retry-After": str(held.retry_after)} if held.retry_after else {}
         return Refused(held.refusal, auth, held.message, rate_headers=headers)
-    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     if route is None:
         quota_settle(held, token=request_id, counts=False)
         return Refused(errors.UNKNOWN_MODEL, auth, f"The model {body['model']!r} is not served.")

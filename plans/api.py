@@ -102,6 +102,8 @@ def quota_limit(request):
     status = quota_status(account, now)
     if status is None:
         return _answer(1309, "This account has no active GLM Coding Plan.")
+    if not status.windows:
+        return _answer(1240, "The quota is unavailable right now; try again shortly.")
     five_hours, week, _month, mcp = status.windows
     tools = _limit(mcp, kind="TIME_LIMIT", unit=UNIT_MONTH, number=1, now=now)
     tools["usageDetails"] = [

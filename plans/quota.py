@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -205,8 +205,10 @@ class QuotaHold:
     amount: int
     taken_ms: int
     concurrency_key: str
-    # Each window's use once this request was counted (in the windows' order).
+    # Each window's use once this request was counted (in the windows' order), and which
+    # build of each window counted it (a give-back skips a window rebuilt since).
     used: tuple[int, ...] = ()
+    generations: tuple[str, ...] = ()
     # False once given back (or confirmed): a hold is settled one way, once.
     open: bool = True
 
@@ -321,6 +323,7 @@ def quota_admit(*, account, model: str, messages, token: str, now: datetime | No
         taken_ms=now_ms,
         concurrency_key=slot,
         used=take.used,
+        generations=take.generations,
     )
 
 
@@ -350,6 +353,7 @@ def quota_settle(hold: QuotaHold, *, token: str, counts: bool) -> None:
                 amount=hold.amount,
                 taken_ms=hold.taken_ms,
                 now_ms=epoch_ms(timezone.now()),
+                generations=hold.generations,
             )
         except Exception:
             logger.warning("plans: quota not given back", exc_info=True)
@@ -394,8 +398,21 @@ class QuotaStatus:
     subscription: Subscription
     limits: PlanLimits
     month: SubscriptionMonth
-    windows: tuple[WindowStatus, ...]  # 5h, week, month, mcp
+    windows: tuple[WindowStatus, ...]  # 5h, week, month, mcp; none while Redis is unreachable
     mcp_by_tool: dict[str, int]
+
+
+def _window_uses(subscription, prompts, mcp, *, month, now):
+    """The windows' use now from the shared state, rebuilding those it lost."""
+    state = shared_state()
+    uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
+    if any(use is None for use in uses[:3]):
+        _rebuild(subscription, prompts, month=month, now=now)
+    if uses[3] is None:
+        _rebuild_mcp(subscription, mcp, month=month, now=now)
+    if any(use is None for use in uses):
+        uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
+    return uses
 
 
 def quota_status(account, now: datetime | None = None) -> QuotaStatus | None:
@@ -407,17 +424,20 @@ def quota_status(account, now: datetime | None = None) -> QuotaStatus | None:
         return None
     subscription.account = account
     limits = plan_limits(plan=subscription.plan, at=now)
+    if limits is None:
+        return None  # a plan staff left without limits: nothing to show or count against
     month = subscription_month(subscription, now)
     prompts = prompt_windows(subscription, limits, month)
     mcp = mcp_window(subscription, limits, month)
-    state = shared_state()
-    uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
-    if any(use is None for use in uses[:3]):
-        _rebuild(subscription, prompts, month=month, now=now)
-    if uses[3] is None:
-        _rebuild_mcp(subscription, mcp, month=month, now=now)
-    if any(use is None for use in uses):
-        uses = state.quota_use((*prompts, mcp), now_ms=epoch_ms(now))
+    try:
+        uses = _window_uses(subscription, prompts, mcp, month=month, now=now)
+    except DatabaseError:
+        raise
+    except Exception:
+        # Redis unreachable: the plan is still shown (the page, the overview, the alerts'
+        # other rules), without figures; the gateway refuses with 1240 meanwhile.
+        logger.warning("plans: quota windows unavailable", exc_info=True)
+        return QuotaStatus(subscription, limits, month, (), {})
     names = ("5h", "week", "month", "mcp")
     spans = (FIVE_HOURS, WEEK, None, None)
     windows = []
@@ -463,6 +483,8 @@ def mcp_admit(*, account, tool: str, api_key=None, now: datetime | None = None):
         return subscription
     subscription.account = account
     limits = plan_limits(plan=subscription.plan, at=now)
+    if limits is None:
+        return QuotaRefused(errors.PLAN_EXPIRED)
     month = subscription_month(subscription, now)
     window = mcp_window(subscription, limits, month)
     state = shared_state()
@@ -476,7 +498,11 @@ def mcp_admit(*, account, tool: str, api_key=None, now: datetime | None = None):
         refusal = errors.PLAN_WEEK_OR_MONTH
         when = reset_text(take.reset_ms, account)
         return QuotaRefused(refusal, f"{refusal.message} Your limit will reset at {when}")
-    term = PlanTerm.objects.filter(subscription=subscription).order_by("-starts_at").first()
+    term = (
+        PlanTerm.objects.filter(subscription=subscription, starts_at__lte=now)
+        .order_by("-starts_at")
+        .first()
+    )
     try:
         return McpCall.objects.create(
             account=account,
@@ -488,5 +514,11 @@ def mcp_admit(*, account, tool: str, api_key=None, now: datetime | None = None):
         )
     except BaseException:
         # Not recorded: not counted either (the rebuild reads the records).
-        state.quota_give_back((window,), amount=1, taken_ms=epoch_ms(now), now_ms=epoch_ms(now))
+        state.quota_give_back(
+            (window,),
+            amount=1,
+            taken_ms=epoch_ms(now),
+            now_ms=epoch_ms(now),
+            generations=take.generations,
+        )
         raise

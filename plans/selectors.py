@@ -141,7 +141,7 @@ def plan_admission(*, account, model: str, at: datetime):
             **annotations,
             continuation_divisor=Subquery(limits.values("continuation_divisor")[:1]),
             term_id=Subquery(
-                PlanTerm.objects.filter(subscription=OuterRef("pk"))
+                PlanTerm.objects.filter(subscription=OuterRef("pk"), starts_at__lte=at)
                 .order_by("-starts_at")
                 .values("pk")[:1]
             ),

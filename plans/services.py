@@ -212,7 +212,8 @@ def plan_upgrade(
     with transaction.atomic():
         wallet = wallet_lock(account)
         subscription = (
-            Subscription.objects.select_for_update()
+            # of=self: the plan row is joined, not locked (buyers lock it for the sales limit).
+            Subscription.objects.select_for_update(of=("self",))
             .select_related("plan")
             .filter(account=account, ended_at__isnull=True)
             .first()
@@ -411,7 +412,8 @@ def _staff_term(subscription: Subscription, *, kind: str, starts, ends, now) -> 
 
 def _locked_current(account: Account) -> Subscription | None:
     return (
-        Subscription.objects.select_for_update()
+        # of=self: the plan row is joined, not locked (buyers lock it for the sales limit).
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("plan")
         .filter(account=account, ended_at__isnull=True)
         .first()
@@ -435,13 +437,16 @@ def plan_grant(
                 raise ServiceError(_("The account has a plan: extend or change it instead."))
             _end(current, reason="lapsed" if current.auto_renew else "cancelled")
         price = plan_price(plan=plan, period=period, currency=account.currency, at=now)
+        if price is None:
+            # Its renewals would have no price to charge (and would renew for nothing).
+            raise ServiceError(_("This plan is not on sale in the account's currency."))
         end = period_end(account=account, start=now, period=period)
         subscription = Subscription.objects.create(
             account=account,
             plan=plan,
             period=period,
             currency=account.currency,
-            price_nano=price.amount_nano if price else 0,
+            price_nano=price.amount_nano,
             auto_renew=False,
             started_at=now,
             period_start=now,
@@ -475,7 +480,10 @@ def plan_extend(
             raise ServiceError(_("The account has no coding plan."))
         old_end = subscription.period_end
         subscription.period_end = old_end + timedelta(days=days)
-        subscription.save(update_fields=["period_end"])
+        # Periods are counted from started_at (plans.services._period_holding): it moves too,
+        # so the renewal after an extension pays for a whole period, not the rest of one.
+        subscription.started_at += timedelta(days=days)
+        subscription.save(update_fields=["period_end", "started_at"])
         _staff_term(
             subscription,
             kind=PlanTerm.Kind.EXTENSION,

@@ -371,3 +371,19 @@ def test_concurrent_takes_never_overshoot_a_window(state):
         thread.join()
     assert results.count("admitted") == 10
     assert state.quota_use(windows, now_ms=T0)[0].used == 10_000
+
+
+def test_a_give_back_skips_a_window_rebuilt_since_the_take(state):
+    """Redis lost the window while the request ran; a rebuild from the records (which do not
+    hold the running request) must not lose other requests' use to its give-back."""
+    windows = _windows()
+    _load_empty(state, windows)
+    taken = state.quota_take(windows, amount=1000, now_ms=T0)
+    assert len(taken.generations) == 3
+    for window in windows:
+        state.delete(window.key)
+        state.quota_load(window, buckets={T0: 500}, now_ms=T0)  # another request's record
+    state.quota_give_back(
+        windows, amount=1000, taken_ms=T0, now_ms=T0, generations=taken.generations
+    )
+    assert [use.used for use in state.quota_use(windows, now_ms=T0)] == [500] * 3

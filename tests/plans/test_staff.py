@@ -200,3 +200,22 @@ def test_staff_without_the_permission_cannot(client):
         )
     assert not Subscription.objects.filter(account=account).exists()
     assert reverse("admin:console_account_change", args=[account.pk])
+
+
+def test_after_an_extension_requests_use_the_running_term_and_the_renewal_a_whole_period():
+    from plans.services import plan_extend, plan_renew
+
+    account = funded_account(recharge_units=200)
+    subscription = plan_subscribe(
+        account=account, plan=Plan.objects.get(code="lite"), period="month", actor=None
+    )
+    purchase = subscription.terms.get()
+    plan_extend(account=account, days=10, actor=None, reason="outage")
+    held = quota_admit(account=account, model="glm-4.7", messages=ASK, token="d")
+    assert held.term_id == purchase.pk  # not the extension, which starts later
+    subscription.refresh_from_db()
+    extended_end = subscription.period_end
+    assert plan_renew(subscription_id=subscription.pk, now=extended_end) == "renewed"
+    subscription.refresh_from_db()
+    # A whole month from the extended end (28 to 31 days), not the rest of one.
+    assert timedelta(days=28) <= subscription.period_end - extended_end <= timedelta(days=31)
