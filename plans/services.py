@@ -101,6 +101,23 @@ def _check_sales_limit(*, plan: Plan, at: datetime, account: Account) -> None:
         )
 
 
+def _subscription_start(
+    *, account: Account, plan: Plan, period: str, price_nano: int, now, auto_renew: bool = True
+) -> Subscription:
+    """A new subscription whose first period starts `now` (bought or granted)."""
+    return Subscription.objects.create(
+        account=account,
+        plan=plan,
+        period=period,
+        currency=account.currency,
+        price_nano=price_nano,
+        auto_renew=auto_renew,
+        started_at=now,
+        period_start=now,
+        period_end=period_end(account=account, start=now, period=period),
+    )
+
+
 def plan_subscribe(
     *,
     account: Account,
@@ -136,17 +153,10 @@ def plan_subscribe(
             price_nano=price.amount_nano,
             refusal=_("Your balance is too low to buy this plan. Recharge first."),
         )
-        end = period_end(account=account, start=now, period=period)
-        subscription = Subscription.objects.create(
-            account=account,
-            plan=plan,
-            period=period,
-            currency=account.currency,
-            price_nano=price.amount_nano,
-            started_at=now,
-            period_start=now,
-            period_end=end,
+        subscription = _subscription_start(
+            account=account, plan=plan, period=period, price_nano=price.amount_nano, now=now
         )
+        end = subscription.period_end
         entry = balance_purchase_record(
             account=account,
             wallet=wallet,
@@ -440,19 +450,21 @@ def plan_grant(
         if price is None:
             # Its renewals would have no price to charge (and would renew for nothing).
             raise ServiceError(_("This plan is not on sale in the account's currency."))
-        end = period_end(account=account, start=now, period=period)
-        subscription = Subscription.objects.create(
+        subscription = _subscription_start(
             account=account,
             plan=plan,
             period=period,
-            currency=account.currency,
             price_nano=price.amount_nano,
+            now=now,
             auto_renew=False,
-            started_at=now,
-            period_start=now,
-            period_end=end,
         )
-        _staff_term(subscription, kind=PlanTerm.Kind.GRANT, starts=now, ends=end, now=now)
+        _staff_term(
+            subscription,
+            kind=PlanTerm.Kind.GRANT,
+            starts=now,
+            ends=subscription.period_end,
+            now=now,
+        )
         audit_record(
             action="plans.grant",
             account=account,
