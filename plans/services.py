@@ -407,9 +407,21 @@ def plans_renew_due(*, now: datetime | None = None) -> dict[str, int]:
 STAFF = AuditEvent.ActorKind.STAFF
 
 
-def _staff_term(subscription: Subscription, *, kind: str, starts, ends, now) -> PlanTerm:
-    """A term staff gave (no charge, no ledger entry)."""
-    return PlanTerm.objects.create(
+def _staff_change(
+    subscription: Subscription,
+    *,
+    kind: str,
+    starts,
+    ends,
+    now,
+    action: str,
+    actor: User | None,
+    reason: str,
+    metadata: dict,
+) -> None:
+    """What staff gave, written down: a term (no charge, no ledger entry) and the staff audit
+    event with the reason."""
+    PlanTerm.objects.create(
         subscription=subscription,
         plan=subscription.plan,
         kind=kind,
@@ -417,6 +429,15 @@ def _staff_term(subscription: Subscription, *, kind: str, starts, ends, now) -> 
         ends_at=ends,
         amount_nano=0,
         created_at=now,
+    )
+    audit_record(
+        action=action,
+        account=subscription.account,
+        actor=actor,
+        actor_kind=STAFF,
+        target=subscription,
+        reason=reason,
+        metadata=metadata,
     )
 
 
@@ -458,19 +479,14 @@ def plan_grant(
             now=now,
             auto_renew=False,
         )
-        _staff_term(
+        _staff_change(
             subscription,
             kind=PlanTerm.Kind.GRANT,
             starts=now,
             ends=subscription.period_end,
             now=now,
-        )
-        audit_record(
             action="plans.grant",
-            account=account,
             actor=actor,
-            actor_kind=STAFF,
-            target=subscription,
             reason=reason,
             metadata={"plan": plan.code, "period": period},
         )
@@ -496,19 +512,14 @@ def plan_extend(
         # so the renewal after an extension pays for a whole period, not the rest of one.
         subscription.started_at += timedelta(days=days)
         subscription.save(update_fields=["period_end", "started_at"])
-        _staff_term(
+        _staff_change(
             subscription,
             kind=PlanTerm.Kind.EXTENSION,
             starts=old_end,
             ends=subscription.period_end,
             now=now,
-        )
-        audit_record(
             action="plans.extend",
-            account=account,
             actor=actor,
-            actor_kind=STAFF,
-            target=subscription,
             reason=reason,
             metadata={"days": days, "period_end": subscription.period_end.isoformat()},
         )
@@ -535,19 +546,14 @@ def plan_change(
         subscription.plan = plan
         subscription.price_nano = price.amount_nano if price else subscription.price_nano
         subscription.save(update_fields=["plan", "price_nano"])
-        _staff_term(
+        _staff_change(
             subscription,
             kind=PlanTerm.Kind.CHANGE,
             starts=now,
             ends=max(subscription.period_end, now),
             now=now,
-        )
-        audit_record(
             action="plans.change",
-            account=account,
             actor=actor,
-            actor_kind=STAFF,
-            target=subscription,
             reason=reason,
             metadata={"from": before.code, "to": plan.code},
         )
