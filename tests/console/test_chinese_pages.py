@@ -99,7 +99,9 @@ VOID_ELEMENTS = {
 }  # fmt: skip
 
 EMAIL_OR_URL = re.compile(r"\S+@\S+|\b[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
-TOKEN = re.compile(r"[.…]?[A-Za-z0-9_][A-Za-z0-9_./'’-]*")
+# A key's mask is "…" and its last four characters, which may start with "-" ("…-psE"):
+# the "-" belongs to the token, so the mask stays one identifier.
+TOKEN = re.compile(r"[.…]?-?[A-Za-z0-9_][A-Za-z0-9_./'’-]*")
 IDENTIFIER = re.compile(r"[0-9_]|\w[./]\w|^[.…]|^x-", re.IGNORECASE)
 WORD = re.compile(r"[A-Za-z]{3,}")
 
