@@ -118,6 +118,46 @@ def _subscription_start(
     )
 
 
+def _paid_term(
+    subscription: Subscription,
+    *,
+    wallet,
+    parts: tuple[int, int],
+    kind: str,
+    starts,
+    ends,
+    actor: User | None,
+    now,
+    reference: str,
+    metadata: dict,
+) -> PlanTerm:
+    """A term paid from the balance (a purchase, a renewal, an upgrade): the plan purchase
+    ledger entry for `parts` (none when they come to nothing) and the term naming it."""
+    amount = sum(parts)
+    entry = None
+    if amount:
+        entry = balance_purchase_record(
+            account=subscription.account,
+            wallet=wallet,
+            parts=parts,
+            kind=LedgerEntry.Kind.PLAN_PURCHASE,
+            actor=actor,
+            at=now,
+            reference=reference,
+            metadata={**metadata, "subscription": subscription.pk},
+        )
+    return PlanTerm.objects.create(
+        subscription=subscription,
+        plan=subscription.plan,
+        kind=kind,
+        starts_at=starts,
+        ends_at=ends,
+        amount_nano=amount,
+        ledger_entry=entry,
+        created_at=now,
+    )
+
+
 def plan_subscribe(
     *,
     account: Account,
@@ -156,26 +196,17 @@ def plan_subscribe(
         subscription = _subscription_start(
             account=account, plan=plan, period=period, price_nano=price.amount_nano, now=now
         )
-        end = subscription.period_end
-        entry = balance_purchase_record(
-            account=account,
+        _paid_term(
+            subscription,
             wallet=wallet,
             parts=parts,
-            kind=LedgerEntry.Kind.PLAN_PURCHASE,
-            actor=actor,
-            at=now,
-            reference=f"plan-{subscription.pk}",
-            metadata={"plan": plan.code, "period": period, "subscription": subscription.pk},
-        )
-        PlanTerm.objects.create(
-            subscription=subscription,
-            plan=plan,
             kind=PlanTerm.Kind.PURCHASE,
-            starts_at=now,
-            ends_at=end,
-            amount_nano=price.amount_nano,
-            ledger_entry=entry,
-            created_at=now,
+            starts=now,
+            ends=subscription.period_end,
+            actor=actor,
+            now=now,
+            reference=f"plan-{subscription.pk}",
+            metadata={"plan": plan.code, "period": period},
         )
         audit_record(
             action="plans.subscribe",
@@ -237,34 +268,20 @@ def plan_upgrade(
             price_nano=charge,
             refusal=_("Your balance is too low for this upgrade. Recharge first."),
         )
-        entry = None
-        if charge:
-            entry = balance_purchase_record(
-                account=account,
-                wallet=wallet,
-                parts=parts,
-                kind=LedgerEntry.Kind.PLAN_PURCHASE,
-                actor=actor,
-                at=now,
-                reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
-                metadata={
-                    "plan": plan.code,
-                    "from_plan": before.code,
-                    "subscription": subscription.pk,
-                },
-            )
         subscription.plan = plan
         subscription.price_nano = new_price
         subscription.save(update_fields=["plan", "price_nano"])
-        PlanTerm.objects.create(
-            subscription=subscription,
-            plan=plan,
+        _paid_term(
+            subscription,
+            wallet=wallet,
+            parts=parts,
             kind=PlanTerm.Kind.UPGRADE,
-            starts_at=now,
-            ends_at=subscription.period_end,
-            amount_nano=charge,
-            ledger_entry=entry,
-            created_at=now,
+            starts=now,
+            ends=subscription.period_end,
+            actor=actor,
+            now=now,
+            reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
+            metadata={"plan": plan.code, "from_plan": before.code},
         )
         audit_record(
             action="plans.upgrade",
@@ -329,30 +346,21 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
         except ServiceError:
             return _end(subscription, reason="renewal_failed")
         start, end = _period_holding(subscription, now)
-        entry = balance_purchase_record(
-            account=account,
+        _paid_term(
+            subscription,
             wallet=wallet,
             parts=parts,
-            kind=LedgerEntry.Kind.PLAN_PURCHASE,
+            kind=PlanTerm.Kind.RENEWAL,
+            starts=start,
+            ends=end,
             actor=None,
-            at=now,
+            now=now,
             reference=f"plan-{subscription.pk}-renewal-{start:%Y%m%d%H%M%S}",
             metadata={
                 "plan": subscription.plan.code,
                 "period": subscription.period,
-                "subscription": subscription.pk,
                 "renewal": True,
             },
-        )
-        PlanTerm.objects.create(
-            subscription=subscription,
-            plan=subscription.plan,
-            kind=PlanTerm.Kind.RENEWAL,
-            starts_at=start,
-            ends_at=end,
-            amount_nano=subscription.price_nano,
-            ledger_entry=entry,
-            created_at=now,
         )
         subscription.period_start, subscription.period_end = start, end
         subscription.save(update_fields=["period_start", "period_end"])
