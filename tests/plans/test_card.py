@@ -261,9 +261,7 @@ def test_overlapping_renewal_runs_charge_the_card_once():
     account, subscription, _card = lapsing()
     outcomes = []
     assert (
-        run_together(
-            lambda index: outcomes.append(plan_renew(subscription_id=subscription.pk)), 6
-        )
+        run_together(lambda index: outcomes.append(plan_renew(subscription_id=subscription.pk)), 6)
         == []
     )
     assert outcomes.count("renewed") == 1
