@@ -332,6 +332,22 @@ def plan_paid(sender, *, payment: Payment, at: datetime, **kwargs) -> LedgerEntr
             payment=payment,
         )
         return subscription.terms.get().ledger_entry
+    if kind == "upgrade":
+        subscription = _locked_in_force(account, at)
+        if subscription.pk != purchase["subscription"] or subscription.plan.code != purchase.get(
+            "from_plan"
+        ):
+            raise ServiceError(_("The plan changed while the payment was confirmed."))
+        _charge, new_price = upgrade_price(subscription=subscription, plan=plan, now=at)
+        return _apply_upgrade(
+            subscription,
+            plan=plan,
+            new_price=new_price,
+            charge=payment.amount_nano,
+            actor=payment.created_by,
+            now=at,
+            payment=payment,
+        ).ledger_entry
     raise ServiceError(_("Nothing here sells this purchase."))
 
 
@@ -359,6 +375,58 @@ def upgrade_price(*, subscription: Subscription, plan: Plan, now: datetime) -> t
     return charge, price.amount_nano
 
 
+def _locked_in_force(account: Account, now: datetime) -> Subscription:
+    """The account's plan in force, its row locked (the caller holds the wallet lock)."""
+    subscription = _locked_current(account)
+    if subscription is None or subscription.period_end <= now:
+        raise ServiceError(_("Your account has no coding plan in force to upgrade."))
+    return subscription
+
+
+def _apply_upgrade(
+    subscription: Subscription,
+    *,
+    plan: Plan,
+    new_price: int,
+    charge: int,
+    actor: User | None,
+    now: datetime,
+    wallet=None,
+    parts: tuple[int, int] = (0, 0),
+    payment: Payment | None = None,
+) -> PlanTerm:
+    before = subscription.plan
+    subscription.plan = plan
+    subscription.price_nano = new_price
+    subscription.save(update_fields=["plan", "price_nano"])
+    term = _paid_term(
+        subscription,
+        wallet=wallet,
+        parts=parts,
+        payment=payment,
+        kind=PlanTerm.Kind.UPGRADE,
+        starts=now,
+        ends=subscription.period_end,
+        actor=actor,
+        now=now,
+        reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
+        metadata={"plan": plan.code, "from_plan": before.code},
+    )
+    audit_record(
+        action="plans.upgrade",
+        account=subscription.account,
+        actor=actor,
+        target=subscription,
+        metadata={
+            "from": before.code,
+            "to": plan.code,
+            "charge_nano": charge,
+            "paid_by": "card" if payment else "balance",
+        },
+    )
+    return term
+
+
 def plan_upgrade(
     *, account: Account, plan: Plan, actor: User | None, now: datetime | None = None
 ) -> Subscription:
@@ -369,45 +437,57 @@ def plan_upgrade(
     now = now or timezone.now()
     with transaction.atomic():
         wallet = wallet_lock(account)
-        subscription = (
-            # of=self: the plan row is joined, not locked (buyers lock it for the sales limit).
-            Subscription.objects.select_for_update(of=("self",))
-            .select_related("plan")
-            .filter(account=account, ended_at__isnull=True)
-            .first()
-        )
-        if subscription is None or subscription.period_end <= now:
-            raise ServiceError(_("Your account has no coding plan in force to upgrade."))
-        before = subscription.plan
+        subscription = _locked_in_force(account, now)
         charge, new_price = upgrade_price(subscription=subscription, plan=plan, now=now)
         parts = balance_purchase_split(
             wallet=wallet,
             price_nano=charge,
             refusal=_("Your balance is too low for this upgrade. Recharge first."),
         )
-        subscription.plan = plan
-        subscription.price_nano = new_price
-        subscription.save(update_fields=["plan", "price_nano"])
-        _paid_term(
+        _apply_upgrade(
             subscription,
-            wallet=wallet,
-            parts=parts,
-            kind=PlanTerm.Kind.UPGRADE,
-            starts=now,
-            ends=subscription.period_end,
+            plan=plan,
+            new_price=new_price,
+            charge=charge,
             actor=actor,
             now=now,
-            reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
-            metadata={"plan": plan.code, "from_plan": before.code},
-        )
-        audit_record(
-            action="plans.upgrade",
-            account=account,
-            actor=actor,
-            target=subscription,
-            metadata={"from": before.code, "to": plan.code, "charge_nano": charge},
+            wallet=wallet,
+            parts=parts,
         )
     return subscription
+
+
+def plan_upgrade_by_card(
+    *,
+    account: Account,
+    plan: Plan,
+    card: PaymentMethod,
+    actor: User | None,
+    now: datetime | None = None,
+) -> Payment | None:
+    """Upgrade, paying the prorated difference with a saved card: the upgrade happens when
+    the payment succeeds (`plan_paid`), at the amount quoted when it started. Returns the
+    payment, or None when the upgrade costs nothing (done at once, no card charged)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet_lock(account)
+        subscription = _locked_in_force(account, now)
+        charge, _new_price = upgrade_price(subscription=subscription, plan=plan, now=now)
+        if not charge:
+            plan_upgrade(account=account, plan=plan, actor=actor, now=now)
+            return None
+    return payment_start_purchase(
+        account=account,
+        card=card,
+        amount_nano=charge,
+        purchase={
+            "kind": "upgrade",
+            "subscription": subscription.pk,
+            "plan": plan.code,
+            "from_plan": subscription.plan.code,
+        },
+        actor=actor,
+    )
 
 
 def plan_set_auto_renew(*, account: Account, on: bool, actor: User | None) -> Subscription:

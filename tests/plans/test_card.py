@@ -24,6 +24,7 @@ from plans.services import (
     plan_renew,
     plan_subscribe,
     plan_subscribe_by_card,
+    plan_upgrade_by_card,
     plans_renew_due,
 )
 from tests.billing.factories import funded_account
@@ -288,4 +289,45 @@ def test_a_staff_refund_of_a_card_paid_plan_goes_back_to_the_card():
     assert entry.metadata["returned_nano"] == refunded
     assert entry.metadata["method"] == "card" and entry.metadata["payment"] == payment.reference
     assert wallet(account) == (3 * UNIT, 0, 0)
+    assert audit_all()[1] == []
+
+
+# --- Upgrade --------------------------------------------------------------------------------
+
+
+def test_an_upgrade_paid_by_card_applies_at_once_at_the_quoted_difference():
+    account = funded_account()
+    buy(account, add_card(account))
+    payment = plan_upgrade_by_card(
+        account=account, plan=Plan.objects.get(code="pro"), card=add_card(account), actor=None
+    )
+    assert payment.status == Payment.Status.SUCCEEDED and not payment.failure_message
+    # Bought a moment ago: nearly the whole difference between Pro and Lite.
+    assert (149 - 49) * UNIT - UNIT < payment.amount_nano <= (149 - 49) * UNIT
+    subscription = subscription_current(account=account)
+    assert subscription.plan.code == "pro" and subscription.price_nano == 149 * UNIT
+    upgrade = PlanTerm.objects.get(subscription=subscription, kind="upgrade")
+    assert upgrade.ledger_entry == payment.ledger_entry
+    assert upgrade.amount_nano == payment.amount_nano
+    assert wallet(account) == (0, 0, 0)
+    assert audit_all()[1] == []
+
+
+def test_a_pending_upgrade_payment_for_a_plan_changed_meanwhile_goes_to_the_balance(settings):
+    settings.SANDBOX_PENDING_SECONDS = 60
+    account = funded_account()
+    buy(account, add_card(account))
+    payment = plan_upgrade_by_card(
+        account=account,
+        plan=Plan.objects.get(code="max"),
+        card=add_card(account, PENDING),
+        actor=None,
+    )
+    assert payment.is_pending
+    plan_end_now(account=account, refund=False, actor=None, reason="test")
+    confirm_pending(settings)
+    payment.refresh_from_db()
+    assert payment.ledger_entry.kind == LedgerEntry.Kind.RECHARGE
+    assert wallet(account) == (payment.amount_nano, 0, 0)
+    assert not PlanTerm.objects.filter(kind="upgrade").exists()
     assert audit_all()[1] == []
