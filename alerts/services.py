@@ -36,6 +36,7 @@ from django.utils.translation import gettext_lazy
 from alerts import tasks  # the module: alerts/tasks.py says why
 from alerts.models import AlertFiring, AlertSettings
 from billing.models import ResourcePack, Wallet
+from billing.payments import card_chargeable, default_payment_method
 from billing.selectors import account_month_spend, current_month, project_month_spend
 from console.models import Account
 from console.money import decimal_string, format_amount
@@ -213,9 +214,17 @@ def _plan(account: Account, now: datetime) -> list[Condition]:
             "price": _money(subscription.price_nano, account),
         }
         if spendable < subscription.price_nano:
-            message += " " + _(
-                "Your balance (%(balance)s) does not cover it: recharge, or the plan ends then."
-            ) % {"balance": _money(spendable, account)}
+            card = default_payment_method(account=account)
+            if card is not None and card_chargeable(card):
+                message += " " + _(
+                    "Your balance (%(balance)s) does not cover it: your saved card %(card)s "
+                    "will be charged."
+                ) % {"balance": _money(spendable, account), "card": card}
+            else:
+                message += " " + _(
+                    "Your balance (%(balance)s) does not cover it: recharge or save a card, "
+                    "or the plan ends then."
+                ) % {"balance": _money(spendable, account)}
     else:
         message = _("Your GLM Coding Plan ends on %(date)s: auto-renew is off.") % {
             "date": _local(subscription.period_end, account)
@@ -249,7 +258,9 @@ def _plan_ended(account: Account, now: datetime, link: str) -> list[Condition]:
     if ended is None:
         return []
     reasons = {
-        "renewal_failed": _("its renewal failed: the balance could not pay %(price)s"),
+        "renewal_failed": _(
+            "its renewal failed: neither the balance nor a saved card could pay %(price)s"
+        ),
         "cancelled": _("auto-renew was off"),
     }
     reason = reasons.get(ended.end_reason, _("its paid period ended")) % {

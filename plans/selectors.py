@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
+from billing.models import Payment
 from plans.models import (
     PERIOD_MONTHS,
     CodingModel,
@@ -104,6 +105,13 @@ def coding_model(name: str) -> CodingModel | None:
 def plan_covers(*, plan: Plan, model: str) -> bool:
     """Whether requests on `plan` may use `model` (any case)."""
     return plan.coding_models.filter(model=model_name(model)).exists()
+
+
+def plan_payments_pending(*, account):
+    """The account's card payments for a plan still awaiting the provider's answer."""
+    return Payment.objects.filter(
+        account=account, purpose=Payment.Purpose.PLAN, status=Payment.Status.PENDING
+    ).order_by("created_at")
 
 
 def subscription_current(*, account):

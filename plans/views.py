@@ -15,23 +15,59 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
+from billing.models import Payment
+from billing.payments import payment_methods_chargeable
 from billing.selectors import balance
 from console.services import ServiceError
 from console.tenancy import account_view
 from plans.models import Period, Plan
 from plans.quota import quota_status
-from plans.selectors import plan_offers
-from plans.services import plan_set_auto_renew, plan_subscribe, plan_upgrade, upgrade_price
+from plans.selectors import plan_offers, plan_payments_pending
+from plans.services import (
+    plan_set_auto_renew,
+    plan_subscribe,
+    plan_subscribe_by_card,
+    plan_upgrade,
+    plan_upgrade_by_card,
+    upgrade_price,
+)
 
 
-class SubscribeForm(forms.Form):
+class PayForm(forms.Form):
+    """How a plan is paid: "balance", or "card-<id>" for one of the account's saved cards
+    the provider can charge (the page offers those only)."""
+
+    pay = forms.ChoiceField(label=gettext_lazy("Pay with"), required=False)
+
+    def __init__(self, *args, account, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cards = {
+            f"card-{card.pk}": card for card in payment_methods_chargeable(account=account)
+        }
+        self.fields["pay"].choices = [("balance", _("Balance"))] + [
+            (value, str(card)) for value, card in self.cards.items()
+        ]
+
+    def card(self):
+        """The saved card chosen, or None for the balance (also when nothing was chosen)."""
+        return self.cards.get(self.cleaned_data.get("pay") or "balance")
+
+
+class SubscribeForm(PayForm):
     plan = forms.ModelChoiceField(
         queryset=Plan.objects.all(), to_field_name="code", label=gettext_lazy("Plan")
     )
     period = forms.ChoiceField(choices=Period.choices, label=gettext_lazy("Period"))
 
+    def __init__(self, data, **kwargs):
+        # The page's buttons send the plan and period as one value ("lite:month").
+        if data is not None and "offer" in data:
+            data = data.copy()
+            data["plan"], _sep, data["period"] = data["offer"].partition(":")
+        super().__init__(data, **kwargs)
 
-class UpgradeForm(forms.Form):
+
+class UpgradeForm(PayForm):
     plan = forms.ModelChoiceField(queryset=Plan.objects.all(), to_field_name="code")
 
 
@@ -57,6 +93,8 @@ def subscription(request):
             "upgrades": _upgrade_quotes(status, offers),
             "balance": balance(account=account),
             "coding_base_url": request.build_absolute_uri(coding_path),
+            "pay_form": PayForm(account=account),
+            "pending_payments": plan_payments_pending(account=account),
         },
     )
 
@@ -64,18 +102,29 @@ def subscription(request):
 @account_view("billing.manage")
 @require_POST
 def subscribe(request):
-    form = SubscribeForm(request.POST)
+    form = SubscribeForm(request.POST, account=request.account)
     if not form.is_valid():
-        messages.error(request, _("Choose a plan and a period."))
+        messages.error(request, _("Choose a plan, a period and how to pay."))
         return redirect("plans:subscription")
-    plan = form.cleaned_data["plan"]
+    plan, card = form.cleaned_data["plan"], form.card()
     try:
-        plan_subscribe(
-            account=request.account,
-            plan=plan,
-            period=form.cleaned_data["period"],
-            actor=request.user,
-        )
+        if card is None:
+            plan_subscribe(
+                account=request.account,
+                plan=plan,
+                period=form.cleaned_data["period"],
+                actor=request.user,
+            )
+        else:
+            payment = plan_subscribe_by_card(
+                account=request.account,
+                plan=plan,
+                period=form.cleaned_data["period"],
+                card=card,
+                actor=request.user,
+            )
+            if not _card_paid(request, payment):
+                return redirect("plans:subscription")
     except ServiceError as error:
         messages.error(request, str(error))
     else:
@@ -88,6 +137,27 @@ def subscribe(request):
             % {"plan": plan.name},
         )
     return redirect("plans:subscription")
+
+
+def _card_paid(request, payment) -> bool:
+    """Say what became of a card payment that did not simply succeed; True when it did."""
+    if payment is None or (
+        payment.status == Payment.Status.SUCCEEDED and not payment.failure_message
+    ):
+        return True
+    if payment.is_pending:
+        messages.info(
+            request,
+            _("Your card payment is being confirmed: the plan changes as soon as it is."),
+        )
+    elif payment.status == Payment.Status.SUCCEEDED:
+        messages.warning(request, payment.failure_message)
+    else:
+        messages.error(
+            request,
+            _("The card payment failed: %(reason)s") % {"reason": payment.failure_message},
+        )
+    return False
 
 
 def _upgrade_quotes(status, offers) -> dict[str, int]:
@@ -108,13 +178,20 @@ def _upgrade_quotes(status, offers) -> dict[str, int]:
 @account_view("billing.manage")
 @require_POST
 def upgrade(request):
-    form = UpgradeForm(request.POST)
+    form = UpgradeForm(request.POST, account=request.account)
     if not form.is_valid():
         messages.error(request, _("Choose a plan to upgrade to."))
         return redirect("plans:subscription")
-    plan = form.cleaned_data["plan"]
+    plan, card = form.cleaned_data["plan"], form.card()
     try:
-        plan_upgrade(account=request.account, plan=plan, actor=request.user)
+        if card is None:
+            plan_upgrade(account=request.account, plan=plan, actor=request.user)
+        else:
+            payment = plan_upgrade_by_card(
+                account=request.account, plan=plan, card=card, actor=request.user
+            )
+            if not _card_paid(request, payment):
+                return redirect("plans:subscription")
     except ServiceError as error:
         messages.error(request, str(error))
     else:

@@ -13,6 +13,7 @@ from plans.models import Plan, PlanLimits, Subscription
 from plans.quota import QuotaHold, quota_admit, quota_settle
 from plans.services import plan_renew, plan_subscribe
 from tests.billing.factories import funded_account
+from tests.plans.test_card import add_card
 
 pytestmark = pytest.mark.django_db
 
@@ -94,8 +95,15 @@ def test_the_renewal_is_announced_three_days_before_once_with_the_balance_it_nee
     [firing] = alerts_evaluate(account=account, now=soon)
     assert firing.kind == AlertFiring.Kind.PLAN_RENEWAL
     assert "renews on 2027-01-01 10:00 for ¥49.00" in firing.message
-    assert "does not cover it" in firing.message
+    assert "does not cover it: recharge or save a card" in firing.message
     assert alerts_evaluate(account=account, now=soon + timedelta(hours=1)) == []
+
+
+def test_the_renewal_notice_names_the_saved_card_the_balance_falls_back_to():
+    account, subscription = subscriber(recharge=50)
+    add_card(account)
+    [firing] = alerts_evaluate(account=account, now=subscription.period_end - timedelta(days=2))
+    assert "your saved card Visa •••• 4242 will be charged" in firing.message
 
 
 def test_a_cancelled_plan_is_announced_as_ending():

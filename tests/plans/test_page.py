@@ -1,15 +1,17 @@
 """The subscription page (issue 22): the plans in the account's currency, buying from the
-balance, cancel and resume, the quota bars; bad input changes nothing."""
+balance or a saved card, cancel and resume, the quota bars; bad input changes nothing."""
 
 import pytest
 from django.urls import reverse
 
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Payment, Wallet
+from console.money import NANO_PER_UNIT as UNIT
 from console.roles import Role
 from plans.models import Subscription
 from plans.quota import quota_admit, quota_settle
 from tests.billing.factories import funded_account
 from tests.factories import add_member
+from tests.plans.test_card import add_card
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +39,11 @@ def test_without_a_plan_the_page_offers_the_three_plans_in_the_accounts_currency
     for name, price in (("Lite", "¥49.00"), ("Pro", "¥149.00"), ("Max", "¥469.00")):
         assert name in page and price in page
     assert "save 10%" in page  # Lite quarterly: 132 against 3 × 49
-    assert page.count('action="/subscription/subscribe/"') == 9
+    assert page.count('action="/subscription/subscribe/"') == 1
+    assert page.count('form="plan-buy" name="offer"') == 9
+    assert 'value="lite:quarter"' in page
+    # No saved card: the balance pays, and the page says how to pay by card.
+    assert 'name="pay" value="balance"' in page and "save a card" in page
 
 
 def test_subscribing_from_the_page_pays_from_the_balance_and_shows_the_plan(client):
@@ -68,13 +74,16 @@ def test_subscribing_from_the_page_pays_from_the_balance_and_shows_the_plan(clie
         {"plan": "lite", "period": "decade"},
         {"plan": "<script>alert(1)</script>", "period": "month"},
         {"plan": "lite" * 1000, "period": "month"},
+        {"offer": "lite"},
+        {"offer": "lite:month", "pay": "card-999999"},
+        {"offer": "lite:month", "pay": "<b>"},
     ],
 )
 def test_bad_choices_change_nothing(client, data):
     account = funded_account(recharge_units=100)
     signed_in(client, account)
     response = client.post(reverse("plans:subscribe"), data, follow=True)
-    assert "Choose a plan and a period." in response.content.decode()
+    assert "Choose a plan, a period and how to pay." in response.content.decode()
     assert not Subscription.objects.filter(account=account).exists()
     assert not LedgerEntry.objects.filter(account=account, kind="plan_purchase").exists()
 
@@ -179,3 +188,57 @@ def test_a_plan_requests_cost_says_the_plan_paid(client):
     page = client.get(reverse("usage:request_cost", kwargs={"log_id": log.pk})).content.decode()
     assert "GLM Coding Plan" in page and "0.067 prompts of the plan" in page
     assert "none: the plan pays, not the balance" in page
+
+
+def test_a_saved_card_pays_from_the_page_and_the_wallet_is_untouched(client):
+    account = funded_account(recharge_units=5)
+    signed_in(client, account)
+    card = add_card(account)
+    page = client.get(PAGE).content.decode()
+    assert f'name="pay" value="card-{card.pk}"' in page and "•••• 4242" in page
+    response = client.post(
+        reverse("plans:subscribe"), {"offer": "pro:month", "pay": f"card-{card.pk}"}, follow=True
+    )
+    assert "You are on the GLM Coding Plan Pro" in response.content.decode()
+    assert Subscription.objects.get(account=account).plan.code == "pro"
+    assert LedgerEntry.objects.get(account=account, kind="plan_purchase").fee_nano == 149 * UNIT
+    assert Wallet.objects.get(account=account).recharge_nano == 5 * UNIT
+    # The payment lists on the recharge page as a plan's, not a recharge.
+    payment = Payment.objects.get(account=account)
+    detail = client.get(reverse("billing:payment", args=[payment.pk])).content.decode()
+    assert "Paid for: Coding plan." in detail and "Credited to your recharge" not in detail
+    assert "Coding plan</span>" in client.get(reverse("billing:recharge")).content.decode()
+
+
+def test_another_accounts_card_cannot_pay(client):
+    account = funded_account(recharge_units=5)
+    other = funded_account()
+    signed_in(client, account)
+    card = add_card(other)
+    response = client.post(
+        reverse("plans:subscribe"), {"offer": "lite:month", "pay": f"card-{card.pk}"}, follow=True
+    )
+    assert "Choose a plan, a period and how to pay." in response.content.decode()
+    assert not Subscription.objects.exists() and not Payment.objects.exists()
+
+
+def test_a_declined_or_pending_card_is_told_on_the_page(client, settings):
+    account = funded_account()
+    signed_in(client, account)
+    declined = add_card(account, "4000 0000 0000 0002")
+    response = client.post(
+        reverse("plans:subscribe"),
+        {"offer": "lite:month", "pay": f"card-{declined.pk}"},
+        follow=True,
+    )
+    assert "The card payment failed" in response.content.decode()
+    settings.SANDBOX_PENDING_SECONDS = 60
+    pending = add_card(account, "4000 0000 0000 3220")
+    response = client.post(
+        reverse("plans:subscribe"),
+        {"offer": "lite:month", "pay": f"card-{pending.pk}"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "being confirmed" in page and "A card payment of ¥49.00" in page
+    assert not Subscription.objects.filter(account=account).exists()

@@ -115,7 +115,8 @@ def test_the_page_quotes_and_makes_the_upgrade(client):
     client.force_login(account.memberships.get().user)
     client.post(reverse("plans:subscribe"), {"plan": "lite", "period": "month"})
     page = client.get(reverse("plans:subscription")).content.decode()
-    assert page.count('action="/subscription/upgrade/"') == 2  # Pro and Max
+    assert page.count('action="/subscription/upgrade/"') == 1
+    assert page.count('form="plan-buy" name="plan"') == 2  # Pro and Max
     assert "Upgrade now for ¥" in page
     done = client.post(reverse("plans:upgrade"), {"plan": "max"}, follow=True).content.decode()
     assert "Upgraded to Max" in done and "Your plan: Max" in done
