@@ -144,7 +144,16 @@ def _paid_term(
             actor=actor,
             at=now,
             reference=reference,
-            metadata={**metadata, "subscription": subscription.pk},
+            metadata={
+                "period": subscription.period,
+                **metadata,
+                "subscription": subscription.pk,
+                # What the purchase's receipt prints: billing, below plans, reads it here.
+                "plan_name": subscription.plan.name,
+                "term": kind,
+                "starts_at": starts.isoformat(),
+                "ends_at": ends.isoformat(),
+            },
         )
     return PlanTerm.objects.create(
         subscription=subscription,
