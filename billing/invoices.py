@@ -1,10 +1,11 @@
 """Tax invoices (发票) and their reversals (receipts are in billing/receipts.py).
 
-Finance requests an invoice for up to the invoiceable total (paid recharges − refunds −
-already invoiced). Numbers are gapless per calendar year: the year's counter row is locked,
-incremented and used in the same transaction that inserts the invoice, so a request that
-fails rolls its number back with it. An issued invoice is never edited; staff void one by
-issuing a reversal (红字发票) with its own number and the negative amount.
+Finance requests an invoice for up to the invoiceable total (paid recharges and coding
+plans paid by card − refunds − already invoiced: `billing.selectors.paid_totals`). Numbers
+are gapless per calendar year: the year's counter row is locked, incremented and used in
+the same transaction that inserts the invoice, so a request that fails rolls its number back
+with it. An issued invoice is never edited; staff void one by issuing a reversal (红字发票)
+with its own number and the negative amount.
 """
 
 import re
@@ -221,7 +222,10 @@ def invoice_request(
         invoiceable = paid_totals(account=account).invoiceable_nano
         if amount_nano > invoiceable:
             raise ServiceError(
-                _("At most %(amount)s can be invoiced: paid recharges less refunds and invoices.")
+                _(
+                    "At most %(amount)s can be invoiced: paid recharges and coding plans "
+                    "paid by card, less refunds and invoices."
+                )
                 % {"amount": format_amount(invoiceable, account.currency)}
             )
         invoice = _issue(
