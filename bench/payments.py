@@ -105,8 +105,8 @@ def _pdf_times() -> dict[str, float]:
     from datetime import date
 
     from billing.documents import invoice_pdf, receipt_pdf, statement_pdf
-    from billing.invoices import receipt_for
     from billing.models import Invoice, LedgerEntry
+    from billing.receipts import receipt_for
     from billing.statements import statement_data
     from console.models import Account
 

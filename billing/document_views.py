@@ -1,5 +1,6 @@
-"""Billing documents: receipts, invoices (request, list, PDF) and monthly statements (list,
-generate, CSV and PDF). Owner, admin and finance only, like every money page."""
+"""Billing documents: receipts (recharges and plan purchases), invoices (request, list, PDF)
+and monthly statements (list, generate, CSV and PDF). Owner, admin and finance only, like
+every money page."""
 
 import re
 from datetime import date
@@ -10,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import documents, invoices, payments, selectors, statements
+from billing import documents, invoices, payments, receipts, selectors, statements
 from billing.forms import InvoiceRequestForm, StatementForm
 from billing.invoices import Buyer
 from billing.models import Invoice, LedgerEntry, Statement
@@ -35,9 +36,9 @@ def _pdf(request, render_document, filename: str):
 @require_GET
 def receipt(request, entry_id: int):
     entry = account_object_or_404(
-        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.RECHARGE), request.account, pk=entry_id
+        LedgerEntry.objects.filter(kind__in=receipts.RECEIPT_KINDS), request.account, pk=entry_id
     )
-    document = invoices.receipt_for(entry=entry)
+    document = receipts.receipt_for(entry=entry)
     return _pdf(
         request,
         lambda: documents.receipt_pdf(document, request.account),

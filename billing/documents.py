@@ -19,6 +19,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 from billing.invoices import amount_in_chinese
+from billing.receipts import PlanReceipt
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,12 @@ def invoice_pdf(invoice) -> bytes:
 
 
 def receipt_pdf(receipt, account) -> bytes:
-    return render_pdf("billing/pdf/receipt.html", {"receipt": receipt, "account": account})
+    template = (
+        "billing/pdf/plan_receipt.html"
+        if isinstance(receipt, PlanReceipt)
+        else "billing/pdf/receipt.html"
+    )
+    return render_pdf(template, {"receipt": receipt, "account": account})
 
 
 def statement_pdf(data: dict, *, partial: bool) -> bytes:

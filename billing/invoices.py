@@ -1,10 +1,11 @@
-"""Tax invoices (发票), their reversals, and receipts for paid recharges.
+"""Tax invoices (发票) and their reversals (receipts are in billing/receipts.py).
 
-Finance requests an invoice for up to the invoiceable total (paid recharges − refunds −
-already invoiced). Numbers are gapless per calendar year: the year's counter row is locked,
-incremented and used in the same transaction that inserts the invoice, so a request that
-fails rolls its number back with it. An issued invoice is never edited; staff void one by
-issuing a reversal (红字发票) with its own number and the negative amount.
+Finance requests an invoice for up to the invoiceable total (paid recharges and coding
+plans paid by card − refunds − already invoiced: `billing.selectors.paid_totals`). Numbers
+are gapless per calendar year: the year's counter row is locked, incremented and used in
+the same transaction that inserts the invoice, so a request that fails rolls its number back
+with it. An issued invoice is never edited; staff void one by issuing a reversal (红字发票)
+with its own number and the negative amount.
 """
 
 import re
@@ -16,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing.models import BillingProfile, Invoice, InvoiceSequence, LedgerEntry
+from billing.models import BillingProfile, Invoice, InvoiceSequence
 from billing.selectors import paid_totals
 from billing.services import wallet_lock
 from console.models import Account, AuditEvent, User
@@ -221,7 +222,10 @@ def invoice_request(
         invoiceable = paid_totals(account=account).invoiceable_nano
         if amount_nano > invoiceable:
             raise ServiceError(
-                _("At most %(amount)s can be invoiced: paid recharges less refunds and invoices.")
+                _(
+                    "At most %(amount)s can be invoiced: paid recharges and coding plans "
+                    "paid by card, less refunds and invoices."
+                )
                 % {"amount": format_amount(invoiceable, account.currency)}
             )
         invoice = _issue(
@@ -342,36 +346,3 @@ def amount_in_chinese(nano: int) -> str:
     if fen:
         words += _DIGITS[fen] + "分"
     return words
-
-
-# --- Receipts -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A paid recharge, as its receipt shows it (one per RECHARGE ledger entry)."""
-
-    entry: LedgerEntry
-    number: str
-    paid_nano: int
-    bonus_nano: int
-    method: str
-
-
-def receipt_for(*, entry: LedgerEntry) -> Receipt:
-    bonus = (
-        LedgerEntry.objects.filter(
-            account_id=entry.account_id,
-            kind=LedgerEntry.Kind.BONUS_GRANT,
-            reference=entry.reference,
-        )
-        .values_list("metadata__granted_nano", flat=True)
-        .first()
-    )
-    return Receipt(
-        entry=entry,
-        number=f"RC{entry.created_at:%Y%m%d}{entry.pk:08d}",
-        paid_nano=entry.recharge_delta_nano - entry.arrears_delta_nano,
-        bonus_nano=int(bonus or 0),
-        method=entry.metadata.get("method", "manual"),
-    )

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from django.db import connection
-from django.db.models import Count, F, Q, Sum
+from django.db.models import BigIntegerField, Count, F, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from billing import writes
@@ -481,42 +483,74 @@ class PaidTotals:
     paid_nano: int  # every paid recharge (including what went to repay arrears)
     refunded_nano: int
     invoiced_nano: int  # invoices less their reversals
+    # Coding plans paid by card, less what staff paid back to the card: money paid to us
+    # outside the wallet. Plans paid from the balance are not here: their money is in
+    # `paid_nano` already, as the recharges that paid them.
+    card_plans_nano: int = 0
 
     @property
     def net_paid_nano(self) -> int:
+        """Paid recharges less refunds: what promotes a tier (a plan bought by card is not a
+        recharge and promotes nothing)."""
         return self.paid_nano - self.refunded_nano
 
     @property
     def invoiceable_nano(self) -> int:
-        """DESIGN.md: paid recharges − refunds − already invoiced."""
-        return max(self.paid_nano - self.refunded_nano - self.invoiced_nano, 0)
+        """DESIGN.md's paid recharges − refunds − already invoiced, plus plans paid by card."""
+        return max(self.net_paid_nano + self.card_plans_nano - self.invoiced_nano, 0)
+
+    @property
+    def uninvoiced_recharges_nano(self) -> int:
+        """What a refund of recharges may give back at most, before the recharge balance's
+        own bound. An invoice does not say which money it covers, so every invoice counts
+        against the recharges: buying a plan by card never makes recharge money that was
+        invoiced refundable (that money is not in the recharge balance either)."""
+        return max(self.net_paid_nano - self.invoiced_nano, 0)
 
 
 def paid_totals(*, account: Account) -> PaidTotals:
-    # A recharge's paid amount is what it credited plus the arrears it repaid.
-    paid = (
-        LedgerEntry.objects.filter(account=account, kind=LedgerEntry.Kind.RECHARGE).aggregate(
-            total=Sum(F("recharge_delta_nano") - F("arrears_delta_nano"))
-        )["total"]
-        or 0
-    )
-    refunded = -(
-        LedgerEntry.objects.filter(account=account, kind=LedgerEntry.Kind.REFUND).aggregate(
-            total=Sum("recharge_delta_nano")
-        )["total"]
-        or 0
+    """One pass over the account's money-in entries (the ledger's account index)."""
+    card = Q(metadata__method="card")
+    sums = LedgerEntry.objects.filter(
+        account=account,
+        kind__in=(
+            LedgerEntry.Kind.RECHARGE,
+            LedgerEntry.Kind.REFUND,
+            LedgerEntry.Kind.PLAN_PURCHASE,
+            LedgerEntry.Kind.PLAN_REFUND,
+        ),
+    ).aggregate(
+        # A recharge's paid amount is what it credited plus the arrears it repaid.
+        paid=Sum(
+            F("recharge_delta_nano") - F("arrears_delta_nano"),
+            filter=Q(kind=LedgerEntry.Kind.RECHARGE),
+        ),
+        refunded=Sum("recharge_delta_nano", filter=Q(kind=LedgerEntry.Kind.REFUND)),
+        # A card-paid plan moves nothing in the wallet: its fee is what the card paid, and a
+        # refund of it records what was paid back in its metadata.
+        card_plans=Sum("fee_nano", filter=Q(kind=LedgerEntry.Kind.PLAN_PURCHASE) & card),
+        card_plan_refunds=Sum(
+            Cast(KT("metadata__returned_nano"), BigIntegerField()),
+            filter=Q(kind=LedgerEntry.Kind.PLAN_REFUND) & card,
+        ),
     )
     invoiced = (
         Invoice.objects.filter(account=account).aggregate(total=Sum("amount_nano"))["total"] or 0
     )
-    return PaidTotals(paid, refunded, invoiced)
+    return PaidTotals(
+        paid_nano=sums["paid"] or 0,
+        refunded_nano=-(sums["refunded"] or 0),
+        invoiced_nano=invoiced,
+        card_plans_nano=(sums["card_plans"] or 0) - (sums["card_plan_refunds"] or 0),
+    )
 
 
 def refundable_nano(*, account: Account) -> int:
     """DESIGN.md: at most min(recharge balance, paid − refunded − invoiced)."""
     wallet = Wallet.objects.filter(account=account).first()
     recharge_balance = wallet.recharge_nano if wallet else 0
-    return max(min(recharge_balance, paid_totals(account=account).invoiceable_nano), 0)
+    totals = paid_totals(account=account)
+    return max(min(recharge_balance, totals.uninvoiced_recharges_nano), 0)
 
 
 # --- The project pages: spend against caps, beside what projects and keys hold ---------------

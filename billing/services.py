@@ -363,7 +363,9 @@ def refund(
         existing = _existing(account, LedgerEntry.Kind.REFUND, reference)
         if existing is not None:
             return existing, True  # the same refund, recorded while this one waited
-        refundable = min(wallet.recharge_nano, paid_totals(account=account).invoiceable_nano)
+        refundable = min(
+            wallet.recharge_nano, paid_totals(account=account).uninvoiced_recharges_nano
+        )
         if amount_nano > refundable:
             raise ServiceError(
                 _("At most %(amount)s can be refunded: the recharge balance less invoices.")

@@ -15,7 +15,9 @@ from collections import defaultdict
 from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import BigIntegerField, Count, F, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from billing.models import LedgerEntry, PackConsumption, Statement
@@ -40,6 +42,26 @@ def _balance_before(account: Account, at: datetime) -> dict[str, int]:
         arrears=Sum("arrears_delta_nano"),
     )
     return {name: value or 0 for name, value in sums.items()}
+
+
+def _card_plans(entries) -> int | None:
+    """Coding plans paid by card in the month, less what was paid back to the card; None
+    when there were none. They move nothing in the wallet (the wallet's lines reconcile
+    without them): the statement shows them beside it, for information."""
+    card = entries.filter(
+        kind__in=(LedgerEntry.Kind.PLAN_PURCHASE, LedgerEntry.Kind.PLAN_REFUND),
+        metadata__method="card",
+    ).aggregate(
+        count=Count("pk"),
+        paid=Sum("fee_nano", filter=Q(kind=LedgerEntry.Kind.PLAN_PURCHASE)),
+        returned=Sum(
+            Cast(KT("metadata__returned_nano"), BigIntegerField()),
+            filter=Q(kind=LedgerEntry.Kind.PLAN_REFUND),
+        ),
+    )
+    if not card["count"]:
+        return None
+    return (card["paid"] or 0) - (card["returned"] or 0)
 
 
 def statement_data(*, account: Account, month: date) -> dict:
@@ -116,6 +138,21 @@ def statement_data(*, account: Account, month: date) -> dict:
             movements["refunds_nano"] += -recharge
             movements["bonus_clawed_back_nano"] += -bonus
     opening, closing = _balance_before(account, start), _balance_before(account, end)
+    money_movements = {
+        key: movements[key]
+        for key in (
+            "recharges_nano",
+            "bonus_granted_nano",
+            "pack_purchases_nano",
+            "plan_purchases_nano",
+            "refunds_nano",
+            "bonus_clawed_back_nano",
+        )
+    }
+    card_plans = _card_plans(entries)
+    if card_plans is not None:
+        # Only in a month that has one, so statements made before keep their layout.
+        money_movements["card_plans_nano"] = card_plans
     return {
         "account": account.name,
         "account_id": account.pk,
@@ -126,17 +163,7 @@ def statement_data(*, account: Account, month: date) -> dict:
         "ends_at": end.isoformat(),
         "lines": lines,
         "totals": totals,
-        "movements": {
-            key: movements[key]
-            for key in (
-                "recharges_nano",
-                "bonus_granted_nano",
-                "pack_purchases_nano",
-                "plan_purchases_nano",
-                "refunds_nano",
-                "bonus_clawed_back_nano",
-            )
-        },
+        "movements": money_movements,
         "opening": opening,
         "closing": closing,
     }

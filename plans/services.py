@@ -138,29 +138,30 @@ def _paid_term(
     the term naming it. Paid by card (`payment`, settled) or from the balance (`parts`, none
     written when they come to nothing)."""
     amount = payment.amount_nano if payment else sum(parts)
+    recorded = {
+        "kind": LedgerEntry.Kind.PLAN_PURCHASE,
+        "account": subscription.account,
+        "actor": actor,
+        "at": now,
+        "reference": reference,
+        "metadata": {
+            "period": subscription.period,
+            **metadata,
+            "subscription": subscription.pk,
+            # What the purchase's receipt prints: billing, below plans, reads it here.
+            "plan_name": subscription.plan.name,
+            "term": kind,
+            "starts_at": starts.isoformat(),
+            "ends_at": ends.isoformat(),
+        },
+    }
     entry = None
     if payment is not None:
         entry = card_purchase_record(
-            account=subscription.account,
-            payment_reference=payment.reference,
-            amount_nano=amount,
-            kind=LedgerEntry.Kind.PLAN_PURCHASE,
-            actor=actor,
-            at=now,
-            reference=reference,
-            metadata={**metadata, "subscription": subscription.pk},
+            payment_reference=payment.reference, amount_nano=amount, **recorded
         )
     elif amount:
-        entry = balance_purchase_record(
-            account=subscription.account,
-            wallet=wallet,
-            parts=parts,
-            kind=LedgerEntry.Kind.PLAN_PURCHASE,
-            actor=actor,
-            at=now,
-            reference=reference,
-            metadata={**metadata, "subscription": subscription.pk},
-        )
+        entry = balance_purchase_record(wallet=wallet, parts=parts, **recorded)
     return PlanTerm.objects.create(
         subscription=subscription,
         plan=subscription.plan,

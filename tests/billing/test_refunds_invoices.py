@@ -17,11 +17,11 @@ from billing.invoices import (
     clean_tax_id,
     invoice_request,
     invoice_void,
-    receipt_for,
     uscc_valid,
 )
 from billing.models import Invoice, InvoiceSequence, LedgerEntry, Wallet
 from billing.payments import payment_record_manual, payment_start_card
+from billing.receipts import receipt_for
 from billing.reconciliation import audit_all
 from billing.selectors import paid_totals, refundable_nano
 from billing.services import refund
