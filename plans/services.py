@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from billing.models import LedgerEntry, Payment, PaymentMethod
 from billing.payments import card_chargeable, default_payment_method, payment_start_purchase
+from billing.selectors import paid_totals
 from billing.services import (
     balance_purchase_record,
     balance_purchase_split,
@@ -855,13 +856,14 @@ def plan_end_now(
     unused share, prorated to the nano, to where it came from (recharge and bonus as its
     purchase took them): one plan refund ledger entry per term. Returns what was refunded."""
     now = now or timezone.now()
-    refunded = 0
+    refunded = to_card = 0
     with transaction.atomic():
         wallet = wallet_lock(account)
         subscription = _locked_current(account)
         if subscription is None:
             raise ServiceError(_("The account has no coding plan."))
         if refund:
+            invoiceable = paid_totals(account=account).invoiceable_nano
             paid = PlanTerm.objects.filter(
                 subscription=subscription, ledger_entry__isnull=False, ends_at__gt=now
             ).select_related("ledger_entry")
@@ -881,6 +883,17 @@ def plan_end_now(
                     metadata={"subscription": subscription.pk, "term": term.pk},
                 )
                 refunded += share
+                if term.ledger_entry.metadata.get("method") == "card":
+                    to_card += share
+            # Money paid back to a card can no longer be invoiced; what was invoiced already
+            # stays invoiced until staff void the invoice (as for a recharge's refund).
+            if to_card > invoiceable:
+                raise ServiceError(
+                    _(
+                        "The card-paid plan has been invoiced: void the invoice first, or end "
+                        "the plan without a refund."
+                    )
+                )
         subscription.ended_at, subscription.end_reason = now, "ended_by_staff"
         subscription.save(update_fields=["ended_at", "end_reason"])
         audit_record(

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from billing.invoices import Buyer, invoice_request, invoice_void
 from billing.models import LedgerEntry, Payment, Promotion, Wallet
 from billing.payments import payment_method_add, payments_sweep_pending
 from billing.reconciliation import audit_all
@@ -330,4 +331,22 @@ def test_a_pending_upgrade_payment_for_a_plan_changed_meanwhile_goes_to_the_bala
     assert payment.ledger_entry.kind == LedgerEntry.Kind.RECHARGE
     assert wallet(account) == (payment.amount_nano, 0, 0)
     assert not PlanTerm.objects.filter(kind="upgrade").exists()
+    assert audit_all()[1] == []
+
+
+def test_an_invoiced_card_paid_plan_is_not_refunded_until_the_invoice_is_voided():
+    account = funded_account()
+    payment = buy(account, add_card(account), period="year")
+    invoice = invoice_request(
+        account=account,
+        amount_nano=payment.amount_nano,
+        buyer=Buyer(type="individual", title="Ada"),
+        actor=None,
+    )
+    with pytest.raises(ServiceError, match="void the invoice first"):
+        plan_end_now(account=account, refund=True, actor=None, reason="goodwill")
+    assert subscription_current(account=account) is not None
+    assert not LedgerEntry.objects.filter(kind=LedgerEntry.Kind.PLAN_REFUND).exists()
+    invoice_void(invoice=invoice, actor=None, reason="wrong buyer")
+    assert plan_end_now(account=account, refund=True, actor=None, reason="goodwill") > 0
     assert audit_all()[1] == []
