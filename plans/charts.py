@@ -9,7 +9,7 @@ numbers), never as floats.
 
 from django.utils.translation import gettext as _
 
-from plans.selectors import PLAN_USAGE_SPANS, PlanUsage, plan_usage_recent
+from plans.selectors import PLAN_USAGE_SPANS, PlanUsage, coding_model_names, plan_usage_recent
 from usage.charts import PALETTE, plotly_text
 
 
@@ -25,11 +25,20 @@ def _layout(**extra) -> dict:
     }
 
 
+def _colours(models) -> dict[str, str]:
+    """A colour per model, the same in both ranges and both charts: by the model's place in
+    the catalogue (models are never deleted), then any other name a record holds."""
+    known = coding_model_names()
+    others = sorted(set(models) - set(known))
+    return {model: PALETTE[index % len(PALETTE)] for index, model in enumerate([*known, *others])}
+
+
 def plan_usage_figures(usage: PlanUsage, *, span: str) -> list[dict]:
     """Prompts per hour, one stacked series per model, and the range's requests by model.
     Empty when nothing was counted: the page says so instead of drawing zeros."""
     if usage.is_empty:
         return []
+    colours = _colours(usage.by_model)
     # Local wall-clock times without an offset: plotly draws them as given, so the axis
     # reads in the account's time zone whatever the browser's.
     x = [bucket.strftime("%Y-%m-%d %H:%M") for bucket in usage.buckets]
@@ -40,9 +49,9 @@ def plan_usage_figures(usage: PlanUsage, *, span: str) -> list[dict]:
                 "name": plotly_text(model),
                 "x": x,
                 "y": [str(counts.prompts) for counts in series],
-                "marker": {"color": PALETTE[index % len(PALETTE)]},
+                "marker": {"color": colours[model]},
             }
-            for index, (model, series) in enumerate(usage.by_model.items())
+            for model, series in usage.by_model.items()
         ],
         "layout": _layout(
             barmode="stack",
@@ -70,7 +79,7 @@ def plan_usage_figures(usage: PlanUsage, *, span: str) -> list[dict]:
                 "name": _("Requests"),
                 "x": [counts.requests for _model, counts in per_model],
                 "y": [plotly_text(model) for model, _counts in per_model],
-                "marker": {"color": PALETTE[0]},
+                "marker": {"color": [colours[model] for model, _counts in per_model]},
             }
         ],
         "layout": _layout(
@@ -79,7 +88,13 @@ def plan_usage_figures(usage: PlanUsage, *, span: str) -> list[dict]:
             showlegend=False,
             # The most requested at the top, as the table below lists them.
             yaxis={"autorange": "reversed", "type": "category"},
-            xaxis={"gridcolor": "#e5e7eb", "rangemode": "tozero", "tickformat": ",d"},
+            xaxis={
+                "gridcolor": "#e5e7eb",
+                "rangemode": "tozero",
+                "tickformat": ",d",
+                # Whole requests: plotly would tick a small count at halves (0, 0.5, 1).
+                **({"dtick": 1} if per_model[0][1].requests <= 10 else {}),
+            },
         ),
     }
     return [

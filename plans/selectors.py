@@ -106,6 +106,12 @@ def coding_model(name: str) -> CodingModel | None:
     return CodingModel.objects.filter(model=model_name(name)).first()
 
 
+def coding_model_names() -> list[str]:
+    """Every coding model's name, in name order (the charts colour each by its place here,
+    so a model keeps its colour whatever else a range holds)."""
+    return list(CodingModel.objects.order_by("model").values_list("model", flat=True))
+
+
 def plan_covers(*, plan: Plan, model: str) -> bool:
     """Whether requests on `plan` may use `model` (any case)."""
     return plan.coding_models.filter(model=model_name(model)).exists()
