@@ -18,8 +18,7 @@ import functools
 import zoneinfo
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Count
 from django.http import JsonResponse
 from django.utils import timezone
 
@@ -28,12 +27,14 @@ from keys.selectors import Authenticated, api_key_from_header
 from keys.services import api_key_mark_used
 from plans.models import McpCall
 from plans.quota import epoch_ms, quota_status
-from usage.models import UsageRecord
+from plans.selectors import DAY, HOUR, plan_usage, usage_buckets, usage_truncate
 
 # The vendor's window units, as its clients read them.
 UNIT_HOURS, UNIT_MONTH, UNIT_WEEK = 3, 5, 6
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LONGEST_RANGE = timedelta(days=31)
+GRANULARITY_NAMES = {HOUR: "hourly", DAY: "daily"}
+LABELS = {HOUR: "%Y-%m-%d %H:%M", DAY: "%Y-%m-%d"}
 # The MCP tools the vendor reports by kind; the console serves web search.
 SEARCH_TOOLS = ("web_search",)
 
@@ -125,8 +126,8 @@ def quota_limit(request):
 
 
 def _range(request, account):
-    """(start, end, bucket truncation, label format) from startTime/endTime in the account's
-    zone, or a failure body. The last day when both are missing."""
+    """(start, end, granularity, zone) from startTime/endTime in the account's zone, or a
+    failure body. The last day when both are missing; by hour up to a week, by day past it."""
     zone = zoneinfo.ZoneInfo(account.time_zone)
     start_text, end_text = request.GET.get("startTime"), request.GET.get("endTime")
     if not start_text and not end_text:
@@ -142,23 +143,14 @@ def _range(request, account):
         return _answer(1214, "endTime is before startTime.")
     if end - start > LONGEST_RANGE:
         return _answer(1214, "The range is at most 31 days.")
-    if end - start > timedelta(days=7):
-        return start, end, TruncDay("created_at", tzinfo=zone), "%Y-%m-%d", "daily", zone
-    return start, end, TruncHour("created_at", tzinfo=zone), "%Y-%m-%d %H:%M", "hourly", zone
+    granularity = DAY if end - start > timedelta(days=7) else HOUR
+    return start, end, granularity, zone
 
 
-def _buckets(start: datetime, end: datetime, granularity: str) -> list[datetime]:
-    """Every bucket of the range, empty ones too (clients index the arrays by position and
-    read 0, never null, for a quiet hour)."""
-    if granularity == "daily":
-        first, step = start.replace(hour=0, minute=0, second=0, microsecond=0), timedelta(days=1)
-    else:
-        first, step = start.replace(minute=0, second=0, microsecond=0), timedelta(hours=1)
-    buckets, at = [], first
-    while at <= end:
-        buckets.append(at)
-        at += step
-    return buckets
+def _labels(buckets, granularity: str) -> list[str]:
+    """The buckets as the vendor's `x_time` (clients index the arrays by position and read
+    0, never null, for a quiet hour)."""
+    return [bucket.strftime(LABELS[granularity]) for bucket in buckets]
 
 
 def _account_and_range(view):
@@ -179,46 +171,26 @@ def _account_and_range(view):
 
 @_get_only
 @_account_and_range
-def model_usage(request, account, start, end, trunc, label, granularity, zone):
-    rows = (
-        UsageRecord.objects.filter(
-            account=account,
-            plan_term_id__isnull=False,
-            quota_milli__gt=0,
-            created_at__gte=start,
-            created_at__lte=end,
-        )
-        .annotate(bucket=trunc)
-        .values("bucket", "model")
-        .annotate(calls=Count("pk"), tokens=Sum(F("input_tokens") + F("output_tokens")))
-        .order_by("bucket", "model")
-    )
-    buckets = _buckets(start, end, granularity)
-    labels = [bucket.strftime(label) for bucket in buckets]
-    position = {text: index for index, text in enumerate(labels)}
-    calls, tokens, per_model = [0] * len(labels), [0] * len(labels), {}
-    for row in rows:
-        index = position.get(timezone.localtime(row["bucket"], zone).strftime(label))
-        if index is None:
-            continue
-        calls[index] += row["calls"]
-        tokens[index] += row["tokens"] or 0
-        per_model.setdefault(row["model"], [0] * len(labels))[index] += row["tokens"] or 0
+def model_usage(request, account, start, end, granularity, zone):
+    usage = plan_usage(account=account, start=start, end=end, granularity=granularity)
     models = [
         {
             "modelName": name,
             "sortOrder": order,
-            "tokensUsage": series,
-            "totalTokens": sum(series),
+            "tokensUsage": [counts.tokens for counts in series],
+            "totalTokens": sum(counts.tokens for counts in series),
         }
-        for order, (name, series) in enumerate(sorted(per_model.items()), start=1)
+        for order, (name, series) in enumerate(usage.by_model.items(), start=1)
     ]
+    per_bucket = usage.per_bucket
+    calls = [counts.requests for counts in per_bucket]
+    tokens = [counts.tokens for counts in per_bucket]
     return _answer(
         200,
         "Operation successful",
         {
-            "granularity": granularity,
-            "x_time": labels,
+            "granularity": GRANULARITY_NAMES[granularity],
+            "x_time": _labels(usage.buckets, granularity),
             "modelCallCount": calls,
             "tokensUsage": tokens,
             "modelDataList": models,
@@ -236,20 +208,21 @@ def model_usage(request, account, start, end, trunc, label, granularity, zone):
 
 @_get_only
 @_account_and_range
-def tool_usage(request, account, start, end, trunc, label, granularity, zone):
+def tool_usage(request, account, start, end, granularity, zone):
     rows = (
         McpCall.objects.filter(account=account, created_at__gte=start, created_at__lte=end)
-        .annotate(bucket=trunc)
+        .annotate(bucket=usage_truncate(granularity, zone))
         .values("bucket", "tool")
         .annotate(calls=Count("pk"))
         .order_by("bucket", "tool")
     )
-    labels = [bucket.strftime(label) for bucket in _buckets(start, end, granularity)]
-    position = {text: index for index, text in enumerate(labels)}
+    buckets = usage_buckets(start=start, end=end, granularity=granularity, zone=zone)
+    labels = _labels(buckets, granularity)
+    position = {bucket.timestamp(): index for index, bucket in enumerate(buckets)}
     search, per_tool = [0] * len(labels), {}
     for row in rows:
         per_tool[row["tool"]] = per_tool.get(row["tool"], 0) + row["calls"]
-        index = position.get(timezone.localtime(row["bucket"], zone).strftime(label))
+        index = position.get(row["bucket"].timestamp())
         if index is not None and row["tool"] in SEARCH_TOOLS:
             search[index] += row["calls"]
     zeros = [0] * len(labels)
@@ -257,7 +230,7 @@ def tool_usage(request, account, start, end, trunc, label, granularity, zone):
         200,
         "Operation successful",
         {
-            "granularity": granularity,
+            "granularity": GRANULARITY_NAMES[granularity],
             "x_time": labels,
             "networkSearchCount": search,
             "webReadMcpCount": zeros,

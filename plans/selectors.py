@@ -1,10 +1,14 @@
 """Reads of the coding plan's catalogue: the price and limits in force at a moment, the
-offers the subscription page shows, and which models a plan covers."""
+offers the subscription page shows, and which models a plan covers. And the plan's requests
+over time, which the subscription page's chart and the quota API's model usage both read."""
 
-from dataclasses import dataclass
-from datetime import datetime
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Subquery, Sum
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from billing.models import Payment
@@ -19,6 +23,7 @@ from plans.models import (
     Subscription,
     model_name,
 )
+from usage.models import UsageRecord
 
 
 def plan_price(*, plan: Plan, period: str, currency: str, at: datetime | None = None):
@@ -102,6 +107,12 @@ def coding_model(name: str) -> CodingModel | None:
     return CodingModel.objects.filter(model=model_name(name)).first()
 
 
+def coding_model_names() -> list[str]:
+    """Every coding model's name, in name order (the charts colour each by its place here,
+    so a model keeps its colour whatever else a range holds)."""
+    return list(CodingModel.objects.order_by("model").values_list("model", flat=True))
+
+
 def plan_covers(*, plan: Plan, model: str) -> bool:
     """Whether requests on `plan` may use `model` (any case)."""
     return plan.coding_models.filter(model=model_name(model)).exists()
@@ -162,3 +173,142 @@ def plan_admission(*, account, model: str, at: datetime):
         )
         .first()
     )
+
+
+# --- The plan's requests over time ------------------------------------------------------------
+
+HOUR, DAY = "hour", "day"
+# The subscription page's ranges: the 5-hour window's span and the week's.
+PLAN_USAGE_SPANS = {"5h": timedelta(hours=5), "7d": timedelta(days=7)}
+
+
+def usage_buckets(*, start: datetime, end: datetime, granularity: str, zone) -> list[datetime]:
+    """The start of every bucket from the one holding `start` to the one holding `end`, in
+    `zone`, empty ones included. Hours step in absolute time, so a DST change skips no hour
+    and invents none (the database truncates a repeated hour to its first occurrence, so the
+    second one stays empty) and a half-hour zone's hours start at its local :00; days start
+    at each local midnight, whatever their length."""
+    start, end = timezone.localtime(start, zone), timezone.localtime(end, zone)
+    buckets = []
+    if granularity == DAY:
+        day = start.date()
+        while day <= end.date():
+            buckets.append(datetime.combine(day, time(), tzinfo=zone))
+            day += timedelta(days=1)
+        return buckets
+    at = start.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    while at <= end:
+        buckets.append(at.astimezone(zone))
+        at += timedelta(hours=1)
+    return buckets
+
+
+def usage_truncate(granularity: str, zone, field_name: str = "created_at"):
+    """The database expression that puts a row in its bucket of `usage_buckets`."""
+    trunc = TruncDay if granularity == DAY else TruncHour
+    return trunc(field_name, tzinfo=zone)
+
+
+@dataclass
+class PlanUsageCounts:
+    requests: int = 0
+    prompts_milli: int = 0  # thousandths of a prompt, as the records count them
+    tokens: int = 0
+
+    def add(self, other: "PlanUsageCounts") -> None:
+        self.requests += other.requests
+        self.prompts_milli += other.prompts_milli
+        self.tokens += other.tokens
+
+    @property
+    def prompts(self) -> Decimal:
+        """Prompts exactly: 3, 0.067, 12.5."""
+        return Decimal(self.prompts_milli) / 1000
+
+
+@dataclass(frozen=True)
+class PlanUsage:
+    start: datetime
+    end: datetime
+    granularity: str  # HOUR or DAY
+    buckets: list[datetime]  # each bucket's start in the account's time zone
+    # model → its counts per bucket (aligned with `buckets`), models in name order
+    by_model: dict[str, list[PlanUsageCounts]] = field(default_factory=dict)
+
+    @property
+    def per_bucket(self) -> list[PlanUsageCounts]:
+        totals = [PlanUsageCounts() for _bucket in self.buckets]
+        for series in self.by_model.values():
+            for total, counts in zip(totals, series, strict=True):
+                total.add(counts)
+        return totals
+
+    @property
+    def per_model(self) -> list[tuple[str, PlanUsageCounts]]:
+        """Each model's totals over the range, the most requested first."""
+        rows = []
+        for model, series in self.by_model.items():
+            total = PlanUsageCounts()
+            for counts in series:
+                total.add(counts)
+            rows.append((model, total))
+        return sorted(rows, key=lambda row: (-row[1].requests, row[0]))
+
+    @property
+    def total(self) -> PlanUsageCounts:
+        total = PlanUsageCounts()
+        for counts in self.per_bucket:
+            total.add(counts)
+        return total
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.by_model
+
+
+def plan_usage(*, account, start: datetime, end: datetime, granularity: str = HOUR) -> PlanUsage:
+    """The account's plan requests from `start` to `end` (both included) by bucket and model,
+    in the account's time zone, zero-filled: the requests that counted prompts (a refusal or
+    an upstream failure counts none), the prompts, and the tokens. Every plan the account
+    had in the range counts, as the quota API reports them; pay-as-you-go requests never do.
+    One grouped query."""
+    zone = zoneinfo.ZoneInfo(account.time_zone)
+    buckets = usage_buckets(start=start, end=end, granularity=granularity, zone=zone)
+    position = {bucket.timestamp(): index for index, bucket in enumerate(buckets)}
+    rows = (
+        UsageRecord.objects.filter(
+            account=account,
+            plan_term_id__isnull=False,
+            quota_milli__gt=0,
+            created_at__gte=start,
+            created_at__lte=end,
+        )
+        .annotate(bucket=usage_truncate(granularity, zone))
+        .values("bucket", "model")
+        .annotate(
+            requests=Count("pk"),
+            prompts_milli=Sum("quota_milli"),
+            tokens=Sum(F("input_tokens") + F("output_tokens")),
+        )
+        .order_by("model", "bucket")
+    )
+    by_model: dict[str, list[PlanUsageCounts]] = {}
+    for row in rows:
+        index = position.get(row["bucket"].timestamp())
+        if index is None:
+            # The range filter keeps rows inside the buckets; one the database places where
+            # Python does not (a local time a DST change skipped) is left out, not misplaced.
+            continue
+        series = by_model.setdefault(row["model"], [PlanUsageCounts() for _b in buckets])
+        series[index].add(
+            PlanUsageCounts(row["requests"], row["prompts_milli"], row["tokens"] or 0)
+        )
+    return PlanUsage(start, end, granularity, buckets, by_model)
+
+
+def plan_usage_recent(*, account, span: str, now: datetime | None = None) -> PlanUsage:
+    """`plan_usage` by hour over the last `span` (a key of PLAN_USAGE_SPANS): the range of
+    the plan's rolling window of that length, so the 5 hours' bars add up to what its window
+    counted (to the minute: a window counts per minute bucket)."""
+    now = now or timezone.now()
+    return plan_usage(account=account, start=now - PLAN_USAGE_SPANS[span], end=now)

@@ -20,9 +20,10 @@ from billing.payments import payment_methods_chargeable
 from billing.selectors import balance
 from console.services import ServiceError
 from console.tenancy import account_view
+from plans.charts import plan_usage_chart
 from plans.models import Period, Plan
 from plans.quota import quota_status
-from plans.selectors import plan_offers, plan_payments_pending
+from plans.selectors import PLAN_USAGE_SPANS, plan_offers, plan_payments_pending
 from plans.services import (
     plan_set_auto_renew,
     plan_subscribe,
@@ -31,6 +32,9 @@ from plans.services import (
     plan_upgrade_by_card,
     upgrade_price,
 )
+
+# The chart's range when the page is opened: the window that binds first.
+DEFAULT_SPAN = "5h"
 
 
 class PayForm(forms.Form):
@@ -82,6 +86,13 @@ class AutoRenewForm(forms.Form):
 def subscription(request):
     account = request.account
     status = quota_status(account)
+    span = request.GET.get("range")
+    if span not in PLAN_USAGE_SPANS:
+        span = DEFAULT_SPAN  # a missing or unknown range: nothing to warn about
+    chart = plan_usage_chart(account=account, span=span) if status else None
+    if request.htmx:
+        # The range switch swaps the chart region only (empty without a plan).
+        return render(request, "plans/subscription.html#plan_usage", {"chart": chart})
     offers = plan_offers(currency=account.currency)
     coding_path = reverse("gateway_coding_models").removesuffix("models")
     return render(
@@ -89,6 +100,7 @@ def subscription(request):
         "plans/subscription.html",
         {
             "status": status,
+            "chart": chart,
             "offers": offers,
             "upgrades": _upgrade_quotes(status, offers),
             "balance": balance(account=account),

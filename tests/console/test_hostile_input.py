@@ -351,6 +351,7 @@ SEARCHES = {
         "project_ids": str(w.project_a.pk),
     },
     "audit_log": lambda w: {"action": "project", "page": "1"},
+    "plans:subscription": lambda w: {"range": "7d"},
 }
 
 
