@@ -9,11 +9,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
 
-from billing.models import Wallet
+from billing.models import LedgerEntry, Wallet
 from billing.reconciliation import audit_all
 from console.models import AuditEvent
 from console.money import NANO_PER_UNIT
+from console.roles import Role
 from console.services import ServiceError
 from plans.models import Plan, PlanPrice, PlanTerm, Subscription
 from plans.quota import QuotaHold, QuotaRefused, quota_admit, quota_settle
@@ -29,12 +32,15 @@ from plans.services import (
     plans_renew_due,
 )
 from tests.billing.factories import funded_account
+from tests.console.test_chinese_pages import leaks
+from tests.factories import add_member
 
 pytestmark = pytest.mark.django_db
 
 UNIT = NANO_PER_UNIT
 BOUGHT = datetime(2027, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai, the account's zone
 ASK = [{"role": "user", "content": "x"}]
+PAGE = reverse("plans:subscription")
 
 
 @pytest.fixture(autouse=True)
@@ -309,3 +315,117 @@ def test_plan_show_tells_the_scheduled_change():
     out = StringIO()
     call_command("plan_show", account=account.pk, stdout=out)
     assert "changes to lite (quarter, ¥132.00) at" in out.getvalue()
+
+
+# --- The page --------------------------------------------------------------------------------
+
+
+def page_subscriber(client, *, plan_code="pro", name="Acme"):
+    account = funded_account(recharge_units=1_000, name=name)  # CNY, Asia/Shanghai
+    client.force_login(account.memberships.get().user)
+    plan_subscribe(account=account, plan=plan(plan_code), period="month", actor=None)
+    return account
+
+
+def test_the_page_offers_lower_plans_at_renewal_schedules_and_cancels(client):
+    account = page_subscriber(client)
+    page = client.get(PAGE).content.decode()
+    # Lite's three periods; nothing for Pro (current) or Max (an upgrade).
+    assert page.count('action="/subscription/downgrade/"') == 3
+    assert "Change at renewal" in page and "Scheduled change" not in page
+    response = client.post(
+        reverse("plans:downgrade"), {"plan": "lite", "period": "year"}, follow=True
+    )
+    done = response.content.decode()
+    subscription = Subscription.objects.get(account=account)
+    date = timezone.localtime(subscription.period_end).strftime("%Y")
+    assert "Your plan changes to Lite when it renews on" in done
+    assert "Changes to Lite (Yearly) on" in done and date in done
+    assert "¥411.00 per period" in done
+    assert "Scheduled for your renewal" in done
+    assert done.count('action="/subscription/downgrade/"') == 2  # Lite's other periods
+    assert 'action="/subscription/downgrade/cancel/"' in done
+    assert "An upgrade cancels this change." in done
+    cancelled = client.post(reverse("plans:downgrade_cancel"), follow=True).content.decode()
+    assert "The plan change is cancelled" in cancelled
+    assert "Scheduled change" not in cancelled
+    subscription.refresh_from_db()
+    assert subscription.next_plan is None
+    again = client.post(reverse("plans:downgrade_cancel"), follow=True).content.decode()
+    assert "No plan change is scheduled." in again
+
+
+def test_with_auto_renew_off_the_page_says_the_plan_ends_instead(client):
+    account = page_subscriber(client)
+    plan_downgrade_schedule(account=account, plan=plan("lite"), actor=None)
+    plan_set_auto_renew(account=account, on=False, actor=None)
+    page = client.get(PAGE).content.decode()
+    assert "A change to Lite is scheduled, but auto-renew is off: the plan ends on" in page
+    assert "Cancel the change" in page
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"plan": "lite"},
+        {"period": "month"},
+        {"plan": "platinum", "period": "month"},
+        {"plan": "lite", "period": "decade"},
+        {"plan": "<script>alert(1)</script>", "period": "month"},
+        {"plan": "lite" * 1000, "period": "month"},
+    ],
+)
+def test_bad_choices_change_nothing(client, data):
+    account = page_subscriber(client)
+    response = client.post(reverse("plans:downgrade"), data, follow=True)
+    assert "Choose a plan and a period to change to." in response.content.decode()
+    assert not Subscription.objects.filter(account=account, next_plan__isnull=False).exists()
+    assert not AuditEvent.objects.filter(action="plans.downgrade_schedule").exists()
+
+
+def test_the_page_refuses_the_current_and_higher_plans_with_a_message(client):
+    account = page_subscriber(client)
+    same = client.post(reverse("plans:downgrade"), {"plan": "pro", "period": "month"}, follow=True)
+    assert "You are on this plan already." in same.content.decode()
+    higher = client.post(
+        reverse("plans:downgrade"), {"plan": "max", "period": "month"}, follow=True
+    )
+    assert "A higher plan is an upgrade" in higher.content.decode()
+    assert not Subscription.objects.filter(account=account, next_plan__isnull=False).exists()
+
+
+def test_a_developer_sees_the_schedule_but_cannot_change_it(client):
+    account = page_subscriber(client)
+    plan_downgrade_schedule(account=account, plan=plan("lite"), actor=None)
+    client.force_login(add_member(account, role=Role.DEVELOPER).user)
+    page = client.get(PAGE).content.decode()
+    assert "Changes to Lite (Monthly) on" in page
+    assert "/subscription/downgrade/" not in page
+    assert client.post(reverse("plans:downgrade_cancel")).status_code == 403
+    assert (
+        client.post(reverse("plans:downgrade"), {"plan": "lite", "period": "year"}).status_code
+        == 403
+    )
+    assert Subscription.objects.get(account=account).next_period == "month"
+
+
+def test_the_schedule_reads_in_chinese(client):
+    account = page_subscriber(client, name="演示")  # seeded data in Chinese: leaks are ours
+    plan_downgrade_schedule(account=account, plan=plan("lite"), actor=None)
+    for auto_renew in (True, False):
+        plan_set_auto_renew(account=account, on=auto_renew, actor=None)
+        page = client.get(PAGE, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+        assert leaks(page) == []
+    done = client.post(
+        reverse("plans:downgrade_cancel"), HTTP_ACCEPT_LANGUAGE="zh-hans", follow=True
+    )
+    assert leaks(done.content.decode()) == []
+
+
+def test_no_ledger_entry_is_written_by_scheduling_or_cancelling(client):
+    account = page_subscriber(client)
+    entries = LedgerEntry.objects.filter(account=account).count()
+    client.post(reverse("plans:downgrade"), {"plan": "lite", "period": "month"})
+    client.post(reverse("plans:downgrade_cancel"))
+    assert LedgerEntry.objects.filter(account=account).count() == entries
