@@ -410,7 +410,8 @@ class PaymentMethod(models.Model):
 
 
 class Payment(models.Model):
-    """One recharge through a provider (a card, a bank transfer) or recorded by staff.
+    """One recharge through a provider (a card, a bank transfer) or recorded by staff, or a
+    card payment for something an app above billing sells (a coding plan: `purpose`).
 
     The ledger is the truth about money; this row is the conversation with the provider.
     It is credited once: settlement locks this row and moves it out of `pending` in the
@@ -429,7 +430,18 @@ class Payment(models.Model):
         DECLINED = "declined", _("Declined")
         CANCELLED = "cancelled", _("Cancelled")
 
+    class Purpose(models.TextChoices):
+        RECHARGE = "recharge", _("Recharge")
+        # Paid for a plan, not into the wallet: no promotion bonus, no tier promotion.
+        PLAN = "plan", _("Coding plan")
+
     account = models.ForeignKey("console.Account", on_delete=models.PROTECT, related_name="+")
+    purpose = models.CharField(
+        _("for"), max_length=16, choices=Purpose.choices, default=Purpose.RECHARGE
+    )
+    # What a payment that is not a recharge buys, as the selling app wrote it (billing does
+    # not import the apps above it; they read this when the payment settles).
+    purchase = models.JSONField(_("purchase"), default=dict, blank=True)
     method = models.CharField(_("method"), max_length=16, choices=Method.choices)
     provider = models.CharField(_("provider"), max_length=16)
     # Ours: the ledger reference, and the code a bank transfer's memo carries.
@@ -467,6 +479,12 @@ class Payment(models.Model):
             models.CheckConstraint(
                 condition=models.Q(amount_nano__gt=0) & models.Q(bonus_nano__gte=0),
                 name="payment_amount_positive",
+            ),
+            # A purchase is paid by card at its price: never a promotion's bonus.
+            models.CheckConstraint(
+                condition=models.Q(purpose="recharge")
+                | models.Q(bonus_nano=0, promotion__isnull=True, method="card"),
+                name="payment_purchase_by_card_without_bonus",
             ),
             # Idempotent on the provider's reference: one payment per provider id.
             models.UniqueConstraint(

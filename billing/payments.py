@@ -37,6 +37,7 @@ from billing.providers import (
 )
 from billing.selectors import current_month, month_bounds
 from billing.services import mark_money_moved, recharge
+from billing.signals import purchase_paid
 from console.emails import email_queue
 from console.models import Account, AuditEvent, Membership, User
 from console.money import format_amount
@@ -294,6 +295,43 @@ def payment_start_card(
     return _charge_and_settle(payment, payment_method)
 
 
+def payment_start_purchase(
+    *,
+    account: Account,
+    card: PaymentMethod,
+    amount_nano: int,
+    purchase: dict,
+    actor: User | None,
+    reference: str = "",
+    purpose: str = Payment.Purpose.PLAN,
+) -> Payment:
+    """Charge a saved card for something an app above billing sells (`purchase` says what,
+    for the app's `purchase_paid` receiver), at its price: no promotion bonus, not a
+    recharge. Returns the payment as the provider left it (succeeded: delivered; declined;
+    pending: settled later, as a recharge's). `reference`, when given, makes the payment
+    idempotent: a second start with it raises IntegrityError and charges nothing (a renewal
+    job run twice)."""
+    if card.account_id != account.pk or card.removed_at is not None:
+        raise ServiceError(_("Choose one of this account's saved cards."))
+    _refuse_another_providers_card(card)
+    if amount_nano <= 0:
+        raise ServiceError(_("The amount must be more than zero."))
+    with transaction.atomic():
+        payment = _new_payment(
+            account,
+            purpose=purpose,
+            purchase=purchase,
+            method=Payment.Method.CARD,
+            provider=card.provider,
+            reference=reference or f"pay_{secrets.token_hex(12)}",
+            amount_nano=amount_nano,
+            bonus_nano=0,
+            payment_method=card,
+            created_by=actor,
+        )
+    return _charge_and_settle(payment, card)
+
+
 def _new_card_payment(account, card, amount_nano, *, actor, auto) -> Payment:
     return _new_payment(
         account,
@@ -379,15 +417,14 @@ def payment_settle(
             payment.provider_reference = outcome.provider_reference
         now = timezone.now()
         if outcome.status == SUCCEEDED:
-            # The person who paid, or the system for auto-recharge.
-            _credit(
-                payment,
-                now=now,
-                actor=payment.created_by,
-                actor_kind=AuditEvent.ActorKind.USER
-                if payment.created_by_id
-                else AuditEvent.ActorKind.SYSTEM,
+            # The person who paid, or the system for auto-recharge and renewals.
+            actor_kind = (
+                AuditEvent.ActorKind.USER if payment.created_by_id else AuditEvent.ActorKind.SYSTEM
             )
+            if payment.purpose == Payment.Purpose.RECHARGE:
+                _credit(payment, now=now, actor=payment.created_by, actor_kind=actor_kind)
+            else:
+                _deliver(payment, now=now, actor_kind=actor_kind)
         elif outcome.status == DECLINED:
             payment.status = Payment.Status.DECLINED
             payment.failure_message = (outcome.message or _("The payment was declined."))[:200]
@@ -433,6 +470,31 @@ def _credit(
     )
     payment.status = Payment.Status.SUCCEEDED
     payment.ledger_entry = result.entry
+    payment.settled_at = now
+
+
+def _deliver(payment: Payment, *, now: datetime, actor_kind: str) -> None:
+    """A purchase's card payment succeeded: the app that sold it delivers it (billing's
+    `purchase_paid` signal). If it cannot any more, the money was still taken: it goes to
+    the balance as a recharge without bonus, and the payment says why."""
+    try:
+        with transaction.atomic():  # a savepoint: a refusal leaves nothing of the delivery
+            entries = [
+                entry
+                for _receiver, entry in purchase_paid.send(Payment, payment=payment, at=now)
+                if entry is not None
+            ]
+            if len(entries) != 1:
+                raise ServiceError(_("Nothing here sells this purchase."))
+    except ServiceError as error:
+        logger.warning("payment %s: purchase not delivered: %s", payment.reference, error)
+        _credit(payment, now=now, actor=payment.created_by, actor_kind=actor_kind)
+        payment.failure_message = (
+            _("%(reason)s The payment was added to your balance.") % {"reason": error}
+        )[:200]
+        return
+    payment.status = Payment.Status.SUCCEEDED
+    payment.ledger_entry = entries[0]
     payment.settled_at = now
 
 

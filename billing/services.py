@@ -519,7 +519,35 @@ def balance_purchase_record(
     return entry
 
 
-def balance_purchase_return(
+def card_purchase_record(
+    *,
+    account: Account,
+    payment_reference: str,
+    amount_nano: int,
+    kind: str,
+    actor: User | None,
+    at: datetime,
+    reference: str,
+    metadata: dict,
+) -> LedgerEntry:
+    """A purchase paid by card (a settled `Payment` of another purpose than a recharge): its
+    ledger entry moves nothing in the wallet (the money never entered it), its fee is what
+    the card paid, and it names the payment, so statements, receipts, invoices and the audit
+    find it."""
+    entry = _entry(
+        account,
+        kind,
+        fee_nano=amount_nano,
+        reference=reference,
+        actor=actor,
+        created_at=at,
+        metadata={**metadata, "method": "card", "payment": payment_reference},
+    )
+    mark_money_moved(account, at)
+    return entry
+
+
+def purchase_return(
     *,
     account: Account,
     wallet: Wallet,
@@ -531,13 +559,30 @@ def balance_purchase_return(
     reference: str,
     metadata: dict,
 ) -> LedgerEntry:
-    """Give back `amount_nano` of a purchase paid from the balance (`purchase`, its ledger
-    entry) where it came from: recharge and bonus in the proportion the purchase took them
-    (the proportional rule's split, arrears repaid first as by any credit). The caller holds
-    the wallet's lock and decides the amount (at most what the purchase took)."""
-    taken_recharge, taken_bonus = -purchase.recharge_delta_nano, -purchase.bonus_delta_nano
-    if amount_nano > taken_recharge + taken_bonus:
+    """Give back `amount_nano` of a purchase (`purchase`, its ledger entry) where it came
+    from. Paid from the balance: to recharge and bonus in the proportion the purchase took
+    them (the proportional rule's split, arrears repaid first as by any credit). Paid by
+    card: to the card, out of band as a recharge's refund is (`refund`), so the entry moves
+    nothing in the wallet and names the card payment. The caller holds the wallet's lock and
+    decides the amount (at most what the purchase took)."""
+    if amount_nano > purchase.fee_nano:
         raise ServiceError(_("A refund cannot exceed what the purchase took."))
+    if purchase.metadata.get("method") == "card":
+        return _entry(
+            account,
+            kind,
+            reference=reference,
+            actor=actor,
+            created_at=at,
+            metadata={
+                "returned_nano": amount_nano,
+                "purchase": purchase.pk,
+                "method": "card",
+                "payment": purchase.metadata["payment"],
+                **metadata,
+            },
+        )
+    taken_recharge, taken_bonus = -purchase.recharge_delta_nano, -purchase.bonus_delta_nano
     recharge_part, bonus_part = split_fee(amount_nano, taken_recharge, taken_bonus)
     to_recharge, repaid_recharge = _credit(wallet, recharge_part, to="recharge_nano")
     to_bonus, repaid_bonus = _credit(wallet, bonus_part, to="bonus_nano")

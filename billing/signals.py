@@ -8,3 +8,11 @@ from django.dispatch import Signal
 # write's transaction. The alerts app listens (alerts/apps.py). The gateway's settlement
 # does not send it: it schedules the evaluation itself.
 balance_alert_threshold = Signal()
+
+# A card payment for something an app above billing sells (`Payment.purpose` other than a
+# recharge) succeeded: the app that sold it delivers it and returns the ledger entry it
+# wrote. Sent with `payment` (locked, still pending) and `at`, inside the settlement's
+# transaction (in a savepoint). A receiver that cannot deliver any more (the plan it was for
+# started or ended meanwhile) raises ServiceError: the money was taken, so billing credits it
+# to the balance instead, as a recharge without bonus. The plans app listens (plans/apps.py).
+purchase_paid = Signal()

@@ -12,16 +12,18 @@ import logging
 import zoneinfo
 from datetime import datetime, time, timedelta
 
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Payment, PaymentMethod
+from billing.payments import card_chargeable, default_payment_method, payment_start_purchase
 from billing.services import (
     balance_purchase_record,
-    balance_purchase_return,
     balance_purchase_split,
+    card_purchase_record,
+    purchase_return,
     wallet_lock,
 )
 from console.models import Account, AuditEvent, User
@@ -140,8 +142,9 @@ def _subscription_start(
 def _paid_term(
     subscription: Subscription,
     *,
-    wallet,
-    parts: tuple[int, int],
+    wallet=None,
+    parts: tuple[int, int] = (0, 0),
+    payment: Payment | None = None,
     kind: str,
     starts,
     ends,
@@ -150,11 +153,23 @@ def _paid_term(
     reference: str,
     metadata: dict,
 ) -> PlanTerm:
-    """A term paid from the balance (a purchase, a renewal, an upgrade): the plan purchase
-    ledger entry for `parts` (none when they come to nothing) and the term naming it."""
-    amount = sum(parts)
+    """A paid term (a purchase, a renewal, an upgrade): the plan purchase ledger entry and
+    the term naming it. Paid by card (`payment`, settled) or from the balance (`parts`, none
+    written when they come to nothing)."""
+    amount = payment.amount_nano if payment else sum(parts)
     entry = None
-    if amount:
+    if payment is not None:
+        entry = card_purchase_record(
+            account=subscription.account,
+            payment_reference=payment.reference,
+            amount_nano=amount,
+            kind=LedgerEntry.Kind.PLAN_PURCHASE,
+            actor=actor,
+            at=now,
+            reference=reference,
+            metadata={**metadata, "subscription": subscription.pk},
+        )
+    elif amount:
         entry = balance_purchase_record(
             account=subscription.account,
             wallet=wallet,
@@ -177,6 +192,74 @@ def _paid_term(
     )
 
 
+def _subscribable(*, account: Account, plan: Plan, period: str, now: datetime) -> int:
+    """What a new subscription to `plan` for `period` costs the account today, or the
+    reason it cannot be bought (ServiceError). Before the wallet lock: it reads no money."""
+    if period not in Period.values:
+        raise ServiceError(_("Choose monthly, quarterly or yearly."))
+    price = plan_price(plan=plan, period=period, currency=account.currency, at=now)
+    if price is None:
+        raise ServiceError(_("This plan is not on sale in your account's currency."))
+    return price.amount_nano
+
+
+def _check_no_plan(*, account: Account, plan: Plan, now: datetime) -> None:
+    """Under the wallet lock: refuse an account that has a plan, or a sold-out sales day.
+    A plan found past its paid period with nothing renewing it is ended first, as the
+    renewal job would have."""
+    current = subscription_current(account=account)
+    if current is not None:
+        if current.period_end > now:
+            raise ServiceError(
+                _("Your account already has a coding plan: upgrade it, or wait for it to end.")
+            )
+        _end(current, reason="lapsed" if current.auto_renew else "cancelled")
+    _check_sales_limit(plan=plan, at=now, account=account)
+
+
+def _start_paid(
+    *,
+    account: Account,
+    plan: Plan,
+    period: str,
+    price_nano: int,
+    actor: User | None,
+    now: datetime,
+    wallet=None,
+    parts: tuple[int, int] = (0, 0),
+    payment: Payment | None = None,
+) -> Subscription:
+    subscription = _subscription_start(
+        account=account, plan=plan, period=period, price_nano=price_nano, now=now
+    )
+    _paid_term(
+        subscription,
+        wallet=wallet,
+        parts=parts,
+        payment=payment,
+        kind=PlanTerm.Kind.PURCHASE,
+        starts=now,
+        ends=subscription.period_end,
+        actor=actor,
+        now=now,
+        reference=f"plan-{subscription.pk}",
+        metadata={"plan": plan.code, "period": period},
+    )
+    audit_record(
+        action="plans.subscribe",
+        account=account,
+        actor=actor,
+        target=subscription,
+        metadata={
+            "plan": plan.code,
+            "period": period,
+            "price_nano": price_nano,
+            "paid_by": "card" if payment else "balance",
+        },
+    )
+    return subscription
+
+
 def plan_subscribe(
     *,
     account: Account,
@@ -188,53 +271,103 @@ def plan_subscribe(
     """Buy `period` of `plan` from the balance at today's price, for an account without a
     plan. Refused, changing nothing: a period or currency the plan is not sold in, an account
     that has a plan, a sold-out sales day, a balance that cannot pay."""
-    if period not in Period.values:
-        raise ServiceError(_("Choose monthly, quarterly or yearly."))
     now = now or timezone.now()
-    price = plan_price(plan=plan, period=period, currency=account.currency, at=now)
-    if price is None:
-        raise ServiceError(_("This plan is not on sale in your account's currency."))
+    price_nano = _subscribable(account=account, plan=plan, period=period, now=now)
     with transaction.atomic():
         # The wallet lock first: it serialises everything that moves this account's money,
         # so two purchases for one account run one after the other.
         wallet = wallet_lock(account)
-        current = subscription_current(account=account)
-        if current is not None:
-            if current.period_end > now:
-                raise ServiceError(
-                    _("Your account already has a coding plan: upgrade it, or wait for it to end.")
-                )
-            # Its paid period ran out and nothing renewed it: it ended then.
-            _end(current, reason="lapsed" if current.auto_renew else "cancelled")
-        _check_sales_limit(plan=plan, at=now, account=account)
+        _check_no_plan(account=account, plan=plan, now=now)
         parts = balance_purchase_split(
             wallet=wallet,
-            price_nano=price.amount_nano,
+            price_nano=price_nano,
             refusal=_("Your balance is too low to buy this plan. Recharge first."),
         )
-        subscription = _subscription_start(
-            account=account, plan=plan, period=period, price_nano=price.amount_nano, now=now
-        )
-        _paid_term(
-            subscription,
-            wallet=wallet,
-            parts=parts,
-            kind=PlanTerm.Kind.PURCHASE,
-            starts=now,
-            ends=subscription.period_end,
+        return _start_paid(
+            account=account,
+            plan=plan,
+            period=period,
+            price_nano=price_nano,
             actor=actor,
             now=now,
-            reference=f"plan-{subscription.pk}",
-            metadata={"plan": plan.code, "period": period},
+            wallet=wallet,
+            parts=parts,
         )
-        audit_record(
-            action="plans.subscribe",
+
+
+def plan_subscribe_by_card(
+    *,
+    account: Account,
+    plan: Plan,
+    period: str,
+    card: PaymentMethod,
+    actor: User | None,
+    now: datetime | None = None,
+) -> Payment:
+    """Buy `period` of `plan` with a saved card at today's price: a card payment for the
+    plan (billing's `payment_start_purchase`: not a recharge, so no promotion bonus and no
+    tier promotion). The plan starts when the payment succeeds (at once, or when a pending
+    payment is confirmed: `plan_paid`). Returns the payment. Refused before any charge for
+    the same reasons as from the balance (the balance itself is not looked at)."""
+    now = now or timezone.now()
+    price_nano = _subscribable(account=account, plan=plan, period=period, now=now)
+    with transaction.atomic():
+        wallet_lock(account)
+        _check_no_plan(account=account, plan=plan, now=now)
+    return payment_start_purchase(
+        account=account,
+        card=card,
+        amount_nano=price_nano,
+        purchase={"kind": "purchase", "plan": plan.code, "period": period},
+        actor=actor,
+    )
+
+
+def plan_paid(sender, *, payment: Payment, at: datetime, **kwargs) -> LedgerEntry | None:
+    """billing's `purchase_paid` receiver: deliver what a card payment for a plan bought (a
+    new subscription, a renewal, an upgrade), or refuse (ServiceError) when it can no longer
+    be delivered: billing then credits the payment to the balance. Re-checks everything under
+    the wallet lock: a pending payment can be confirmed long after it was started."""
+    if payment.purpose != Payment.Purpose.PLAN:
+        return None
+    account, purchase = payment.account, payment.purchase
+    kind = purchase.get("kind")
+    if kind == "renewal":
+        outcome, term = _renew(purchase["subscription"], now=at, payment=payment)
+        if term is None:
+            raise ServiceError(_("The plan was no longer due for renewal (%s).") % outcome)
+        return term.ledger_entry
+    wallet_lock(account)
+    plan = Plan.objects.get(code=purchase["plan"])
+    if kind == "purchase":
+        _check_no_plan(account=account, plan=plan, now=at)
+        subscription = _start_paid(
             account=account,
-            actor=actor,
-            target=subscription,
-            metadata={"plan": plan.code, "period": period, "price_nano": price.amount_nano},
+            plan=plan,
+            period=purchase["period"],
+            price_nano=payment.amount_nano,
+            actor=payment.created_by,
+            now=at,
+            payment=payment,
         )
-    return subscription
+        return subscription.terms.get().ledger_entry
+    if kind == "upgrade":
+        subscription = _locked_in_force(account, at)
+        if subscription.pk != purchase["subscription"] or subscription.plan.code != purchase.get(
+            "from_plan"
+        ):
+            raise ServiceError(_("The plan changed while the payment was confirmed."))
+        _charge, new_price = upgrade_price(subscription=subscription, plan=plan, now=at)
+        return _apply_upgrade(
+            subscription,
+            plan=plan,
+            new_price=new_price,
+            charge=payment.amount_nano,
+            actor=payment.created_by,
+            now=at,
+            payment=payment,
+        ).ledger_entry
+    raise ServiceError(_("Nothing here sells this purchase."))
 
 
 def upgrade_price(*, subscription: Subscription, plan: Plan, now: datetime) -> tuple[int, int]:
@@ -261,6 +394,63 @@ def upgrade_price(*, subscription: Subscription, plan: Plan, now: datetime) -> t
     return charge, price.amount_nano
 
 
+def _locked_in_force(account: Account, now: datetime) -> Subscription:
+    """The account's plan in force, its row locked (the caller holds the wallet lock)."""
+    subscription = _locked_current(account)
+    if subscription is None or subscription.period_end <= now:
+        raise ServiceError(_("Your account has no coding plan in force to upgrade."))
+    return subscription
+
+
+def _apply_upgrade(
+    subscription: Subscription,
+    *,
+    plan: Plan,
+    new_price: int,
+    charge: int,
+    actor: User | None,
+    now: datetime,
+    wallet=None,
+    parts: tuple[int, int] = (0, 0),
+    payment: Payment | None = None,
+) -> PlanTerm:
+    before = subscription.plan
+    # A downgrade scheduled from the old plan no longer says what the subscriber wants: the
+    # upgrade is the newer choice, so it cancels the schedule.
+    cleared = subscription.next_plan.code if subscription.next_plan_id else None
+    subscription.plan = plan
+    subscription.price_nano = new_price
+    subscription.next_plan, subscription.next_period = None, ""
+    subscription.save(update_fields=["plan", "price_nano", "next_plan", "next_period"])
+    term = _paid_term(
+        subscription,
+        wallet=wallet,
+        parts=parts,
+        payment=payment,
+        kind=PlanTerm.Kind.UPGRADE,
+        starts=now,
+        ends=subscription.period_end,
+        actor=actor,
+        now=now,
+        reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
+        metadata={"plan": plan.code, "from_plan": before.code},
+    )
+    audit_record(
+        action="plans.upgrade",
+        account=subscription.account,
+        actor=actor,
+        target=subscription,
+        metadata={
+            "from": before.code,
+            "to": plan.code,
+            "charge_nano": charge,
+            "paid_by": "card" if payment else "balance",
+            **({"cleared_schedule": cleared} if cleared else {}),
+        },
+    )
+    return term
+
+
 def plan_upgrade(
     *, account: Account, plan: Plan, actor: User | None, now: datetime | None = None
 ) -> Subscription:
@@ -271,48 +461,57 @@ def plan_upgrade(
     now = now or timezone.now()
     with transaction.atomic():
         wallet = wallet_lock(account)
-        subscription = _locked_current(account)
-        if subscription is None or subscription.period_end <= now:
-            raise ServiceError(_("Your account has no coding plan in force to upgrade."))
-        before = subscription.plan
+        subscription = _locked_in_force(account, now)
         charge, new_price = upgrade_price(subscription=subscription, plan=plan, now=now)
         parts = balance_purchase_split(
             wallet=wallet,
             price_nano=charge,
             refusal=_("Your balance is too low for this upgrade. Recharge first."),
         )
-        # A downgrade scheduled from the old plan no longer says what the subscriber wants:
-        # the upgrade is the newer choice, so it cancels the schedule.
-        cleared = subscription.next_plan.code if subscription.next_plan_id else None
-        subscription.plan = plan
-        subscription.price_nano = new_price
-        subscription.next_plan, subscription.next_period = None, ""
-        subscription.save(update_fields=["plan", "price_nano", "next_plan", "next_period"])
-        _paid_term(
+        _apply_upgrade(
             subscription,
-            wallet=wallet,
-            parts=parts,
-            kind=PlanTerm.Kind.UPGRADE,
-            starts=now,
-            ends=subscription.period_end,
+            plan=plan,
+            new_price=new_price,
+            charge=charge,
             actor=actor,
             now=now,
-            reference=f"plan-{subscription.pk}-upgrade-{now:%Y%m%d%H%M%S%f}",
-            metadata={"plan": plan.code, "from_plan": before.code},
-        )
-        audit_record(
-            action="plans.upgrade",
-            account=account,
-            actor=actor,
-            target=subscription,
-            metadata={
-                "from": before.code,
-                "to": plan.code,
-                "charge_nano": charge,
-                **({"cleared_schedule": cleared} if cleared else {}),
-            },
+            wallet=wallet,
+            parts=parts,
         )
     return subscription
+
+
+def plan_upgrade_by_card(
+    *,
+    account: Account,
+    plan: Plan,
+    card: PaymentMethod,
+    actor: User | None,
+    now: datetime | None = None,
+) -> Payment | None:
+    """Upgrade, paying the prorated difference with a saved card: the upgrade happens when
+    the payment succeeds (`plan_paid`), at the amount quoted when it started. Returns the
+    payment, or None when the upgrade costs nothing (done at once, no card charged)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        wallet_lock(account)
+        subscription = _locked_in_force(account, now)
+        charge, _new_price = upgrade_price(subscription=subscription, plan=plan, now=now)
+        if not charge:
+            plan_upgrade(account=account, plan=plan, actor=actor, now=now)
+            return None
+    return payment_start_purchase(
+        account=account,
+        card=card,
+        amount_nano=charge,
+        purchase={
+            "kind": "upgrade",
+            "subscription": subscription.pk,
+            "plan": plan.code,
+            "from_plan": subscription.plan.code,
+        },
+        actor=actor,
+    )
 
 
 def plan_set_auto_renew(*, account: Account, on: bool, actor: User | None) -> Subscription:
@@ -411,15 +610,72 @@ def plan_downgrade_cancel(*, account: Account, actor: User | None) -> Subscripti
 def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
     """Renew one subscription whose paid period has ended, or end it. Idempotent: a renewed
     subscription's period moves on, so a second run finds nothing due. Returns what it did:
-    "renewed", "cancelled" (auto-renew was off), "renewal_failed" (the balance could not pay),
+    "renewed", "cancelled" (auto-renew was off), "renewal_failed" (neither the balance nor
+    the saved card could pay), "card_pending" (the card payment awaits its confirmation),
     or "not_due".
 
-    Renewal pays the price locked in at the first purchase (grandfathered), from the balance
-    like any purchase; a scheduled downgrade is bought instead, at its price of the renewal
-    date, which is then locked in (`subscription_renewal`). The saved card and the notices
-    before and after come with the next step. A plan that cannot be renewed ends at its
-    period's end, not at the job's run."""
+    Renewal pays the price locked in at the first purchase (grandfathered): from the
+    balance like any purchase, else from the account's default saved card. A scheduled
+    downgrade is bought instead, at its price of the renewal date, which is then locked in
+    (`subscription_renewal`). A plan that cannot be renewed ends at its period's end, not at
+    the job's run."""
     now = now or timezone.now()
+    outcome, _term = _renew(subscription_id, now=now)
+    if not isinstance(outcome, PaymentMethod):
+        return outcome
+    # The balance cannot pay and a saved card may: charged with no transaction open (the
+    # provider may take seconds). The payment's reference names the period, so a second
+    # run of the job charges nothing: it finds this payment.
+    subscription = Subscription.objects.select_related("account").get(pk=subscription_id)
+    renewal = subscription_renewal(subscription)  # a scheduled downgrade's plan and price
+    try:
+        payment = payment_start_purchase(
+            account=subscription.account,
+            card=outcome,
+            amount_nano=renewal.price_nano,
+            purchase={
+                "kind": "renewal",
+                "subscription": subscription.pk,
+                "plan": renewal.plan.code,
+                "period": renewal.period,
+            },
+            actor=None,
+            reference=_renewal_payment_reference(subscription),
+        )
+    except IntegrityError:
+        return "card_pending"  # another run started this period's payment
+    if payment.is_pending:
+        return "card_pending"
+    if payment.ledger_entry_id and not payment.failure_message:
+        return "renewed"
+    return _renew(subscription_id, now=now)[0]  # declined: the plan ends
+
+
+def _renewal_payment_reference(subscription: Subscription) -> str:
+    return f"planrn-{subscription.pk}-{subscription.period_end:%Y%m%d%H%M%S}"
+
+
+def _renewal_card(subscription: Subscription) -> PaymentMethod | str | None:
+    """Where a renewal the balance cannot pay stands with the saved card: the card to charge,
+    "card_pending" when this period's card payment awaits confirmation, or None (no card
+    that can be charged, or this period's payment was declined)."""
+    earlier = (
+        Payment.objects.filter(reference=_renewal_payment_reference(subscription))
+        .values_list("status", flat=True)
+        .first()
+    )
+    if earlier is not None:
+        return "card_pending" if earlier == Payment.Status.PENDING else None
+    card = default_payment_method(account=subscription.account)
+    return card if card is not None and card_chargeable(card) else None
+
+
+def _renew(
+    subscription_id: int, *, now: datetime, payment: Payment | None = None
+) -> tuple[str | PaymentMethod, PlanTerm | None]:
+    """Renew from the balance (or with `payment`, a card payment that succeeded) or end the
+    subscription, under the wallet and subscription locks. Returns the outcome and the
+    renewal's term; the outcome is the saved card to charge when only it can pay."""
     with transaction.atomic():
         account = Account.objects.get(subscriptions__pk=subscription_id)
         # The wallet lock first, as every purchase takes it; then the subscription's row.
@@ -427,25 +683,37 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
         subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
         subscription.account = account  # read above; _end and the period need it
         if subscription.ended_at is not None or subscription.period_end > now:
-            return "not_due"
-        if not subscription.auto_renew:
-            return _end(subscription, reason="cancelled")
+            return "not_due", None
         # The plan and price this renewal buys: the scheduled downgrade, if any.
         renewal = subscription_renewal(subscription)
-        try:
-            parts = balance_purchase_split(
-                wallet=wallet,
-                price_nano=renewal.price_nano,
-                refusal=_("Your balance is too low to renew the plan."),
-            )
-        except ServiceError:
-            return _end(subscription, reason="renewal_failed")
+        if payment is not None:
+            paid_for = payment.reference == _renewal_payment_reference(subscription)
+            if not paid_for or payment.amount_nano != renewal.price_nano:
+                return "not_due", None  # paid for another period or price: not this one
+            parts = (0, 0)
+        elif not subscription.auto_renew:
+            return _end(subscription, reason="cancelled"), None
+        else:
+            card = _renewal_card(subscription)
+            if card == "card_pending":
+                return "card_pending", None
+            try:
+                parts = balance_purchase_split(
+                    wallet=wallet,
+                    price_nano=renewal.price_nano,
+                    refusal=_("Your balance is too low to renew the plan."),
+                )
+            except ServiceError:
+                if card is None:
+                    return _end(subscription, reason="renewal_failed"), None
+                return card, None
         changed = _renewal_change(subscription, renewal)
         start, end = _period_holding(subscription, now)
-        _paid_term(
+        term = _paid_term(
             subscription,
             wallet=wallet,
             parts=parts,
+            payment=payment,
             kind=PlanTerm.Kind.RENEWAL,
             starts=start,
             ends=end,
@@ -470,10 +738,11 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
             metadata={
                 "period_end": end.isoformat(),
                 "price_nano": subscription.price_nano,
+                "paid_by": "card" if payment else "balance",
                 **changed,
             },
         )
-    return "renewed"
+    return "renewed", term
 
 
 _RENEWAL_CHANGES = ("plan", "period", "price_nano", "next_plan", "next_period")
@@ -724,7 +993,7 @@ def plan_end_now(
                 share = unused_share(term, now)
                 if not share:
                     continue
-                balance_purchase_return(
+                purchase_return(
                     account=account,
                     wallet=wallet,
                     purchase=term.ledger_entry,
