@@ -12,12 +12,13 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.models import LedgerEntry, Wallet
+from billing.models import LedgerEntry, Payment, Wallet
 from billing.reconciliation import audit_all
 from console.models import AuditEvent
 from console.money import NANO_PER_UNIT
 from console.roles import Role
 from console.services import ServiceError
+from console.shared_state import shared_state
 from plans.models import Plan, PlanPrice, PlanTerm, Subscription
 from plans.quota import QuotaHold, QuotaRefused, quota_admit, quota_settle
 from plans.services import (
@@ -29,11 +30,13 @@ from plans.services import (
     plan_set_auto_renew,
     plan_subscribe,
     plan_upgrade,
+    plan_upgrade_by_card,
     plans_renew_due,
 )
 from tests.billing.factories import funded_account
 from tests.console.test_chinese_pages import leaks
 from tests.factories import add_member
+from tests.plans.test_card import add_card, confirm_pending
 
 pytestmark = pytest.mark.django_db
 
@@ -231,8 +234,6 @@ def test_the_windows_keep_their_counted_use_and_the_new_limits_apply_from_the_re
     held = quota_admit(account=account, model="glm-4.7", messages=ASK, token="l", now=after)
     assert isinstance(held, QuotaHold) and held.plan_code == "lite"
     assert held.windows[0].limit == 120_000  # Lite's 120 prompts per 5 hours
-    from console.shared_state import shared_state
-
     use = shared_state().quota_use(held.windows, now_ms=int(after.timestamp() * 1000))
     assert use[0].used == 4000  # Pro's three prompts still counted, and this one
 
@@ -429,3 +430,56 @@ def test_no_ledger_entry_is_written_by_scheduling_or_cancelling(client):
     client.post(reverse("plans:downgrade"), {"plan": "lite", "period": "month"})
     client.post(reverse("plans:downgrade_cancel"))
     assert LedgerEntry.objects.filter(account=account).count() == entries
+
+
+# --- Paid by card ----------------------------------------------------------------------------
+
+
+def lapsing_pro_with_a_card(card_number="4242 4242 4242 4242"):
+    """Pro bought from the balance 32 days ago with Lite scheduled, the balance empty since,
+    and a saved card: the renewal falls back to the card."""
+    account = funded_account(recharge_units=149, time_zone="Asia/Shanghai")
+    bought = timezone.now() - timedelta(days=32)
+    subscription = plan_subscribe(
+        account=account, plan=plan("pro"), period="month", actor=None, now=bought
+    )
+    plan_downgrade_schedule(account=account, plan=plan("lite"), actor=None, now=bought)
+    add_card(account, card_number)
+    return account, subscription
+
+
+def test_a_renewal_paid_by_card_charges_the_scheduled_plans_price_once():
+    account, subscription = lapsing_pro_with_a_card()
+    assert plans_renew_due() == {"renewed": 1}
+    assert plans_renew_due() == {}
+    payment = Payment.objects.get(account=account)
+    assert payment.amount_nano == 49 * UNIT and payment.purchase["plan"] == "lite"
+    subscription.refresh_from_db()
+    assert (subscription.plan.code, subscription.price_nano, subscription.next_plan) == (
+        "lite",
+        49 * UNIT,
+        None,
+    )
+    renewal = PlanTerm.objects.get(subscription=subscription, kind="renewal")
+    assert (renewal.plan.code, renewal.ledger_entry) == ("lite", payment.ledger_entry)
+    assert audit_all()[1] == []
+
+
+def test_a_pending_card_renewal_applies_the_change_when_confirmed(settings):
+    settings.SANDBOX_PENDING_SECONDS = 60
+    account, subscription = lapsing_pro_with_a_card("4000 0000 0000 3220")
+    assert plans_renew_due() == {"card_pending": 1}
+    assert Payment.objects.get(account=account).amount_nano == 49 * UNIT
+    confirm_pending(settings)
+    subscription.refresh_from_db()
+    assert (subscription.plan.code, subscription.next_plan) == ("lite", None)
+    assert subscription.period_end > timezone.now()
+    assert audit_all()[1] == []
+
+
+def test_an_upgrade_paid_by_card_clears_the_schedule_too():
+    account, subscription = subscribed(now=timezone.now())
+    plan_downgrade_schedule(account=account, plan=plan("lite"), actor=None)
+    plan_upgrade_by_card(account=account, plan=plan("max"), card=add_card(account), actor=None)
+    subscription.refresh_from_db()
+    assert (subscription.plan.code, subscription.next_plan) == ("max", None)
