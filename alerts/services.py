@@ -44,6 +44,7 @@ from console.services import audit_record
 from notifications.services import notify
 from plans.models import Subscription
 from plans.quota import quota_status
+from plans.selectors import subscription_renewal
 from usage.models import UsageDaily
 from usage.selectors import daily_fees, local_today
 
@@ -209,11 +210,27 @@ def _plan(account: Account, now: datetime) -> list[Condition]:
     if subscription.auto_renew:
         wallet = Wallet.objects.filter(account=account).first()
         spendable = (wallet.recharge_nano + wallet.bonus_nano) if wallet else 0
-        message = _("Your GLM Coding Plan renews on %(date)s for %(price)s from your balance.") % {
+        # The price of what will renew: a scheduled downgrade's plan at its price of that day.
+        renewal = subscription_renewal(subscription)
+        facts = {
             "date": _local(subscription.period_end, account),
-            "price": _money(subscription.price_nano, account),
+            "price": _money(renewal.price_nano, account),
+            "plan": renewal.plan.name,
         }
-        if spendable < subscription.price_nano:
+        if renewal.changes:
+            message = (
+                _(
+                    "Your GLM Coding Plan changes to %(plan)s on %(date)s and renews for "
+                    "%(price)s from your balance."
+                )
+                % facts
+            )
+        else:
+            message = (
+                _("Your GLM Coding Plan renews on %(date)s for %(price)s from your balance.")
+                % facts
+            )
+        if spendable < renewal.price_nano:
             card = default_payment_method(account=account)
             if card is not None and card_chargeable(card):
                 message += " " + _(
@@ -264,7 +281,8 @@ def _plan_ended(account: Account, now: datetime, link: str) -> list[Condition]:
         "cancelled": _("auto-renew was off"),
     }
     reason = reasons.get(ended.end_reason, _("its paid period ended")) % {
-        "price": _money(ended.price_nano, account)
+        # What the failed renewal asked for: a scheduled downgrade's price, if one was due.
+        "price": _money(subscription_renewal(ended).price_nano, account)
     }
     return [
         Condition(

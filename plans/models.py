@@ -177,6 +177,19 @@ class Subscription(models.Model):
     period_end = models.DateTimeField(_("period ends"))
     ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
     end_reason = models.CharField(_("why it ended"), max_length=32, blank=True)
+    # A downgrade the subscriber scheduled: the renewal at `period_end` moves to this plan
+    # and period, at its price of that day (plans.services.plan_schedule_change).
+    next_plan = models.ForeignKey(
+        Plan,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("changes to plan at renewal"),
+    )
+    next_period = models.CharField(
+        _("changes to period at renewal"), max_length=8, choices=Period.choices, blank=True
+    )
 
     class Meta:
         verbose_name = _("subscription")
@@ -190,6 +203,12 @@ class Subscription(models.Model):
             models.CheckConstraint(
                 condition=models.Q(period_end__gt=models.F("period_start")),
                 name="subscription_period_forward",
+            ),
+            # A scheduled change names both its plan and its period, or neither.
+            models.CheckConstraint(
+                condition=models.Q(next_plan__isnull=True, next_period="")
+                | (models.Q(next_plan__isnull=False) & ~models.Q(next_period="")),
+                name="subscription_next_change_whole",
             ),
         ]
 

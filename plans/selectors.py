@@ -53,6 +53,10 @@ class PeriodOffer:
     amount_nano: int
     saving_percent: int  # against paying monthly for as many months, rounded down
 
+    @property
+    def label(self) -> str:
+        return Period(self.period).label
+
 
 @dataclass(frozen=True)
 class PlanOffer:
@@ -125,12 +129,43 @@ def plan_payments_pending(*, account):
     ).order_by("created_at")
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """What a subscription's next renewal buys: its plan, period and price (nano)."""
+
+    plan: Plan
+    period: str
+    price_nano: int
+    changes: bool  # a scheduled downgrade takes effect at this renewal
+
+
+def subscription_renewal(subscription: Subscription) -> Renewal:
+    """What the renewal at the end of the paid period will charge. Without a scheduled change,
+    the price locked in (grandfathered: it belongs to the plan the subscriber bought). With one,
+    the scheduled plan is bought anew: its price for its period and the subscription's currency
+    in force on the renewal date (`period_end`), what a new buyer pays that day."""
+    if subscription.next_plan_id is not None:
+        price = plan_price(
+            plan=subscription.next_plan,
+            period=subscription.next_period,
+            currency=subscription.currency,
+            at=subscription.period_end,
+        )
+        if price is not None:
+            return Renewal(
+                subscription.next_plan, subscription.next_period, price.amount_nano, changes=True
+            )
+        # Not expected: scheduling checks the plan is on sale, and price rows are never
+        # deleted (a later row only replaces one). Renew as it is rather than for nothing.
+    return Renewal(subscription.plan, subscription.period, subscription.price_nano, changes=False)
+
+
 def subscription_current(*, account):
     """The account's plan that has not ended, or None. Its paid period may have run out
     (`period_end` past) while the renewal job has not yet renewed or ended it."""
     return (
         Subscription.objects.filter(account=account, ended_at__isnull=True)
-        .select_related("plan")
+        .select_related("plan", "next_plan")
         .first()
     )
 

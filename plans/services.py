@@ -30,7 +30,12 @@ from billing.services import (
 from console.models import Account, AuditEvent, User
 from console.services import ServiceError, audit_record
 from plans.models import PERIOD_MONTHS, Period, Plan, PlanTerm, Subscription
-from plans.selectors import plan_limits, plan_price, subscription_current
+from plans.selectors import (
+    plan_limits,
+    plan_price,
+    subscription_current,
+    subscription_renewal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,29 +53,43 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
+def _months_later(*, account: Account, start: datetime, months: int) -> datetime:
+    """`months` calendar months after `start` in the account's time zone."""
+    local = timezone.localtime(start, zoneinfo.ZoneInfo(account.time_zone))
+    return add_months(local, months).astimezone(start.tzinfo)
+
+
 def period_end(*, account: Account, start: datetime, period: str, count: int = 1) -> datetime:
     """Where `count` periods from `start` end: calendar months in the account's time zone,
     always counted from `start` (a plan bought on 31 January renews on 28 February, then 31
     March, not 28 March; a wall-clock time a DST change skipped does not shift later ones)."""
-    local = timezone.localtime(start, zoneinfo.ZoneInfo(account.time_zone))
-    return add_months(local, PERIOD_MONTHS[period] * count).astimezone(start.tzinfo)
+    return _months_later(account=account, start=start, months=PERIOD_MONTHS[period] * count)
+
+
+def _months_paid(subscription: Subscription) -> int:
+    """How many calendar months of the schedule (counted from `started_at`) the paid period
+    reaches: its end lies on that grid, whatever periods paid for it (a scheduled change can
+    switch monthly to yearly at a renewal; a staff extension moves both ends)."""
+    zone = zoneinfo.ZoneInfo(subscription.account.time_zone)
+    started = timezone.localtime(subscription.started_at, zone)
+    end = timezone.localtime(subscription.period_end, zone)
+    months = (end.year - started.year) * 12 + end.month - started.month
+    # The nearest month of the grid: a time a DST change skipped can put the end an hour off.
+    return min((months - 1, months, months + 1), key=lambda n: abs(add_months(started, n) - end))
 
 
 def _period_holding(subscription: Subscription, at: datetime) -> tuple[datetime, datetime]:
     """The period of `subscription`'s schedule (counted from its first purchase) that holds
-    `at`: where a renewal due at `at` starts and ends. After an outage of the renewal job
-    longer than a period, the periods that passed unpaid are skipped, not charged."""
-    account, period = subscription.account, subscription.period
+    `at`: where a renewal due at `at` starts and ends. The periods follow on from the paid
+    one in steps of the subscription's period, so a period changed at a renewal keeps the day
+    of the month the plan was bought on. After an outage of the renewal job longer than a
+    period, the periods that passed unpaid are skipped, not charged."""
+    account, started = subscription.account, subscription.started_at
+    paid, step = _months_paid(subscription), PERIOD_MONTHS[subscription.period]
     count = 1
-    while (
-        end := period_end(
-            account=account, start=subscription.started_at, period=period, count=count
-        )
-    ) <= at:
+    while (end := _months_later(account=account, start=started, months=paid + step * count)) <= at:
         count += 1
-    start = period_end(
-        account=account, start=subscription.started_at, period=period, count=count - 1
-    )
+    start = _months_later(account=account, start=started, months=paid + step * (count - 1))
     return max(start, subscription.period_end), end
 
 
@@ -398,9 +417,13 @@ def _apply_upgrade(
     payment: Payment | None = None,
 ) -> PlanTerm:
     before = subscription.plan
+    # A downgrade scheduled from the old plan no longer says what the subscriber wants: the
+    # upgrade is the newer choice, so it cancels the schedule.
+    cleared = subscription.next_plan.code if subscription.next_plan_id else None
     subscription.plan = plan
     subscription.price_nano = new_price
-    subscription.save(update_fields=["plan", "price_nano"])
+    subscription.next_plan, subscription.next_period = None, ""
+    subscription.save(update_fields=["plan", "price_nano", "next_plan", "next_period"])
     term = _paid_term(
         subscription,
         wallet=wallet,
@@ -424,6 +447,7 @@ def _apply_upgrade(
             "to": plan.code,
             "charge_nano": charge,
             "paid_by": "card" if payment else "balance",
+            **({"cleared_schedule": cleared} if cleared else {}),
         },
     )
     return term
@@ -516,6 +540,75 @@ def plan_set_auto_renew(*, account: Account, on: bool, actor: User | None) -> Su
     return subscription
 
 
+def plan_downgrade_schedule(
+    *,
+    account: Account,
+    plan: Plan,
+    period: str | None = None,
+    actor: User | None,
+    now: datetime | None = None,
+) -> Subscription:
+    """Schedule a move to the lower `plan` (and `period`: the current one when not given) at
+    the renewal that ends the paid period. Until then nothing changes; the renewal buys the
+    new plan at its price of that day, which is then locked in (plan_renew). Choosing again
+    replaces the schedule. Refused, changing nothing: no plan in force, the current plan, a
+    higher one (an upgrade, at once), a plan or period not on sale in the account's currency."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The subscription's row only: no money moves; the renewal takes the same row lock,
+        # so a schedule lands before a renewal reads it or after it renewed.
+        subscription = _locked_current(account)
+        if subscription is None or subscription.period_end <= now:
+            raise ServiceError(_("Your account has no coding plan in force to change."))
+        period = period or subscription.period
+        if period not in Period.values:
+            raise ServiceError(_("Choose monthly, quarterly or yearly."))
+        if plan.pk == subscription.plan_id:
+            raise ServiceError(_("You are on this plan already."))
+        if plan.rank > subscription.plan.rank:
+            raise ServiceError(_("A higher plan is an upgrade: it applies at once."))
+        if plan_price(plan=plan, period=period, currency=subscription.currency, at=now) is None:
+            raise ServiceError(_("This plan is not on sale in your account's currency."))
+        if (subscription.next_plan_id, subscription.next_period) == (plan.pk, period):
+            return subscription  # scheduled already: nothing to write
+        subscription.next_plan, subscription.next_period = plan, period
+        subscription.save(update_fields=["next_plan", "next_period"])
+        audit_record(
+            action="plans.downgrade_schedule",
+            account=account,
+            actor=actor,
+            target=subscription,
+            metadata={
+                "from": subscription.plan.code,
+                "to": plan.code,
+                "period": period,
+                "at": subscription.period_end.isoformat(),
+            },
+        )
+    return subscription
+
+
+def plan_downgrade_cancel(*, account: Account, actor: User | None) -> Subscription:
+    """Drop the scheduled change: the plan renews as it is, at the price locked in."""
+    with transaction.atomic():
+        subscription = _locked_current(account)
+        if subscription is None:
+            raise ServiceError(_("Your account has no coding plan."))
+        if subscription.next_plan_id is None:
+            raise ServiceError(_("No plan change is scheduled."))
+        dropped = subscription.next_plan.code
+        subscription.next_plan, subscription.next_period = None, ""
+        subscription.save(update_fields=["next_plan", "next_period"])
+        audit_record(
+            action="plans.downgrade_cancel",
+            account=account,
+            actor=actor,
+            target=subscription,
+            metadata={"to": dropped},
+        )
+    return subscription
+
+
 def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
     """Renew one subscription whose paid period has ended, or end it. Idempotent: a renewed
     subscription's period moves on, so a second run finds nothing due. Returns what it did:
@@ -524,8 +617,10 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
     or "not_due".
 
     Renewal pays the price locked in at the first purchase (grandfathered): from the
-    balance like any purchase, else from the account's default saved card. A plan that
-    cannot be renewed ends at its period's end, not at the job's run."""
+    balance like any purchase, else from the account's default saved card. A scheduled
+    downgrade is bought instead, at its price of the renewal date, which is then locked in
+    (`subscription_renewal`). A plan that cannot be renewed ends at its period's end, not at
+    the job's run."""
     now = now or timezone.now()
     outcome, _term = _renew(subscription_id, now=now)
     if not isinstance(outcome, PaymentMethod):
@@ -534,16 +629,17 @@ def plan_renew(*, subscription_id: int, now: datetime | None = None) -> str:
     # provider may take seconds). The payment's reference names the period, so a second
     # run of the job charges nothing: it finds this payment.
     subscription = Subscription.objects.select_related("account").get(pk=subscription_id)
+    renewal = subscription_renewal(subscription)  # a scheduled downgrade's plan and price
     try:
         payment = payment_start_purchase(
             account=subscription.account,
             card=outcome,
-            amount_nano=subscription.price_nano,
+            amount_nano=renewal.price_nano,
             purchase={
                 "kind": "renewal",
                 "subscription": subscription.pk,
-                "plan": subscription.plan.code,
-                "period": subscription.period,
+                "plan": renewal.plan.code,
+                "period": renewal.period,
             },
             actor=None,
             reference=_renewal_payment_reference(subscription),
@@ -590,9 +686,11 @@ def _renew(
         subscription.account = account  # read above; _end and the period need it
         if subscription.ended_at is not None or subscription.period_end > now:
             return "not_due", None
+        # The plan and price this renewal buys: the scheduled downgrade, if any.
+        renewal = subscription_renewal(subscription)
         if payment is not None:
             paid_for = payment.reference == _renewal_payment_reference(subscription)
-            if not paid_for or payment.amount_nano != subscription.price_nano:
+            if not paid_for or payment.amount_nano != renewal.price_nano:
                 return "not_due", None  # paid for another period or price: not this one
             parts = (0, 0)
         elif not subscription.auto_renew:
@@ -604,13 +702,14 @@ def _renew(
             try:
                 parts = balance_purchase_split(
                     wallet=wallet,
-                    price_nano=subscription.price_nano,
+                    price_nano=renewal.price_nano,
                     refusal=_("Your balance is too low to renew the plan."),
                 )
             except ServiceError:
                 if card is None:
                     return _end(subscription, reason="renewal_failed"), None
                 return card, None
+        changed = _renewal_change(subscription, renewal)
         start, end = _period_holding(subscription, now)
         term = _paid_term(
             subscription,
@@ -630,7 +729,9 @@ def _renew(
             },
         )
         subscription.period_start, subscription.period_end = start, end
-        subscription.save(update_fields=["period_start", "period_end"])
+        subscription.save(
+            update_fields=["period_start", "period_end", *(_RENEWAL_CHANGES if changed else ())]
+        )
         audit_record(
             action="plans.renew",
             account=account,
@@ -640,9 +741,31 @@ def _renew(
                 "period_end": end.isoformat(),
                 "price_nano": subscription.price_nano,
                 "paid_by": "card" if payment else "balance",
+                **changed,
             },
         )
     return "renewed", term
+
+
+_RENEWAL_CHANGES = ("plan", "period", "price_nano", "next_plan", "next_period")
+
+
+def _renewal_change(subscription: Subscription, renewal) -> dict:
+    """Move a renewing subscription to the scheduled plan and period, lock in the price it
+    paid, and clear the schedule. What changed, for the renewal's audit event (nothing
+    without a schedule)."""
+    if not renewal.changes:
+        return {}
+    changed = {
+        "from": subscription.plan.code,
+        "to": renewal.plan.code,
+        "from_period": subscription.period,
+        "period": renewal.period,
+    }
+    subscription.plan, subscription.period = renewal.plan, renewal.period
+    subscription.price_nano = renewal.price_nano
+    subscription.next_plan, subscription.next_period = None, ""
+    return changed
 
 
 def _end(subscription: Subscription, *, reason: str) -> str:
@@ -824,7 +947,9 @@ def plan_change(
         )
         subscription.plan = plan
         subscription.price_nano = price.amount_nano if price else subscription.price_nano
-        subscription.save(update_fields=["plan", "price_nano"])
+        # Staff chose the plan: a downgrade the subscriber scheduled from the old one is void.
+        subscription.next_plan, subscription.next_period = None, ""
+        subscription.save(update_fields=["plan", "price_nano", "next_plan", "next_period"])
         _staff_change(
             subscription,
             kind=PlanTerm.Kind.CHANGE,
@@ -895,7 +1020,9 @@ def plan_end_now(
                     )
                 )
         subscription.ended_at, subscription.end_reason = now, "ended_by_staff"
-        subscription.save(update_fields=["ended_at", "end_reason"])
+        # Ended before its renewal: the scheduled change never happens.
+        subscription.next_plan, subscription.next_period = None, ""
+        subscription.save(update_fields=["ended_at", "end_reason", "next_plan", "next_period"])
         audit_record(
             action="plans.end",
             account=account,

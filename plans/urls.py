@@ -9,4 +9,6 @@ urlpatterns = [
     path("subscribe/", views.subscribe, name="subscribe"),
     path("upgrade/", views.upgrade, name="upgrade"),
     path("auto-renew/", views.auto_renew, name="auto_renew"),
+    path("downgrade/", views.downgrade, name="downgrade"),
+    path("downgrade/cancel/", views.downgrade_cancel, name="downgrade_cancel"),
 ]

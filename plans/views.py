@@ -1,7 +1,8 @@
 """The subscription page (BigModel's "Subscription", beside API keys): the three plans in the
 account's currency with their periods and savings, and for a subscriber the plan, its
-renewal, the price locked in, cancel or resume, and each quota's use. Everyone who reads
-usage reads it; buying, upgrading, cancelling and resuming move money and need
+renewal, the price locked in, cancel or resume, a downgrade scheduled for the renewal, and
+each quota's use. Everyone who reads usage reads it; buying, upgrading, scheduling a
+downgrade, cancelling and resuming move money (now or at renewal) and need
 `billing.manage`."""
 
 from django import forms
@@ -23,8 +24,15 @@ from console.tenancy import account_view
 from plans.charts import plan_usage_chart
 from plans.models import Period, Plan
 from plans.quota import quota_status
-from plans.selectors import PLAN_USAGE_SPANS, plan_offers, plan_payments_pending
+from plans.selectors import (
+    PLAN_USAGE_SPANS,
+    plan_offers,
+    plan_payments_pending,
+    subscription_renewal,
+)
 from plans.services import (
+    plan_downgrade_cancel,
+    plan_downgrade_schedule,
     plan_set_auto_renew,
     plan_subscribe,
     plan_subscribe_by_card,
@@ -75,6 +83,11 @@ class UpgradeForm(PayForm):
     plan = forms.ModelChoiceField(queryset=Plan.objects.all(), to_field_name="code")
 
 
+class DowngradeForm(forms.Form):
+    plan = forms.ModelChoiceField(queryset=Plan.objects.all(), to_field_name="code")
+    period = forms.ChoiceField(choices=Period.choices)
+
+
 class AutoRenewForm(forms.Form):
     on = forms.TypedChoiceField(
         choices=[("1", "on"), ("0", "off")], coerce=lambda value: value == "1"
@@ -103,6 +116,8 @@ def subscription(request):
             "chart": chart,
             "offers": offers,
             "upgrades": _upgrade_quotes(status, offers),
+            "downgrades": _downgrade_choices(status, offers),
+            "renewal": subscription_renewal(status.subscription) if status else None,
             "balance": balance(account=account),
             "coding_base_url": request.build_absolute_uri(coding_path),
             "pay_form": PayForm(account=account),
@@ -187,6 +202,14 @@ def _upgrade_quotes(status, offers) -> dict[str, int]:
     return quotes
 
 
+def _downgrade_choices(status, offers) -> set[str]:
+    """The lower plans a plan in force can be scheduled to change to at renewal (codes)."""
+    if status is None or status.subscription.period_end <= timezone.now():
+        return set()
+    current = status.subscription.plan
+    return {offer.plan.code for offer in offers if offer.plan.rank < current.rank}
+
+
 @account_view("billing.manage")
 @require_POST
 def upgrade(request):
@@ -236,4 +259,45 @@ def auto_renew(request):
                 _("Auto-renew is off: your plan runs until %(end)s, then ends.")
                 % {"end": date_format(localtime(subscription.period_end), "DATETIME_FORMAT")},
             )
+    return redirect("plans:subscription")
+
+
+@account_view("billing.manage")
+@require_POST
+def downgrade(request):
+    form = DowngradeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose a plan and a period to change to."))
+        return redirect("plans:subscription")
+    plan = form.cleaned_data["plan"]
+    try:
+        subscription = plan_downgrade_schedule(
+            account=request.account,
+            plan=plan,
+            period=form.cleaned_data["period"],
+            actor=request.user,
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            _("Your plan changes to %(plan)s when it renews on %(date)s.")
+            % {
+                "plan": plan.name,
+                "date": date_format(localtime(subscription.period_end), "DATETIME_FORMAT"),
+            },
+        )
+    return redirect("plans:subscription")
+
+
+@account_view("billing.manage")
+@require_POST
+def downgrade_cancel(request):
+    try:
+        plan_downgrade_cancel(account=request.account, actor=request.user)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, _("The plan change is cancelled: your plan renews as it is."))
     return redirect("plans:subscription")

@@ -11,7 +11,7 @@ from alerts.services import alerts_evaluate, alerts_sweep
 from notifications.models import Notification
 from plans.models import Plan, PlanLimits, Subscription
 from plans.quota import QuotaHold, quota_admit, quota_settle
-from plans.services import plan_renew, plan_subscribe
+from plans.services import plan_downgrade_schedule, plan_renew, plan_subscribe
 from tests.billing.factories import funded_account
 from tests.plans.test_card import add_card
 
@@ -130,3 +130,28 @@ def test_the_sweep_finds_subscribers_without_usage_today():
     sent = alerts_sweep(now=subscription.period_end - timedelta(days=1))
     assert sent == 1
     assert fired(account, AlertFiring.Kind.PLAN_RENEWAL)
+
+
+def test_the_renewal_notice_names_the_scheduled_plan_and_its_price():
+    # On Pro with ¥100 left: the scheduled Lite (¥49) is covered, Pro (¥149) would not be.
+    account = funded_account(recharge_units=249)
+    subscription = plan_subscribe(
+        account=account, plan=Plan.objects.get(code="pro"), period="month", actor=None, now=T0
+    )
+    plan_downgrade_schedule(account=account, plan=Plan.objects.get(code="lite"), actor=None, now=T0)
+    [firing] = alerts_evaluate(account=account, now=subscription.period_end - timedelta(days=2))
+    assert "changes to Lite on 2027-01-01 10:00 and renews for ¥49.00" in firing.message
+    assert "does not cover it" not in firing.message
+
+
+def test_a_failed_renewal_names_the_price_of_the_plan_it_tried_to_buy():
+    account = funded_account(recharge_units=149 + 40)  # ¥40 left: Lite costs ¥49
+    subscription = plan_subscribe(
+        account=account, plan=Plan.objects.get(code="pro"), period="month", actor=None, now=T0
+    )
+    plan_downgrade_schedule(account=account, plan=Plan.objects.get(code="lite"), actor=None, now=T0)
+    assert (
+        plan_renew(subscription_id=subscription.pk, now=subscription.period_end) == "renewal_failed"
+    )
+    [firing] = alerts_evaluate(account=account, now=subscription.period_end + timedelta(minutes=5))
+    assert "neither the balance nor a saved card could pay ¥49.00" in firing.message

@@ -79,6 +79,8 @@ PERMISSION = {
     "plans:subscribe": "billing.manage",
     "plans:auto_renew": "billing.manage",
     "plans:upgrade": "billing.manage",
+    "plans:downgrade": "billing.manage",
+    "plans:downgrade_cancel": "billing.manage",
     "usage:csv": "usage.view",
     "usage:project_panel": "usage.view",
     "usage:key_panel": "usage.view",

@@ -208,6 +208,13 @@ EXPECTATIONS = {
         lambda w: {"on": "0"},
         {**_members_only(302), "developer_a": 403},
     ),
+    "plans:downgrade": (
+        "post",
+        None,
+        lambda w: {"plan": "lite", "period": "month"},
+        {**_members_only(302), "developer_a": 403},
+    ),
+    "plans:downgrade_cancel": ("post", None, None, {**_members_only(302), "developer_a": 403}),
     # Recharges, cards and billing settings: owner, admin and finance. B acts on its own
     # account (a new payment or card of B's), never on A's objects (404).
     "billing:recharge": ("get", None, None, {**_members_only(200), "developer_a": 403}),

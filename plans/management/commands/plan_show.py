@@ -5,12 +5,14 @@ from django.core.management.base import BaseCommand, CommandError
 from console.models import Account
 from console.money import format_amount
 from plans.quota import quota_status
+from plans.selectors import subscription_renewal
 
 
 class Command(BaseCommand):
     help = (
-        "Show an account's coding plan: the plan, its period and each quota's used / limit / "
-        "next reset (prompts per 5 hours, week and subscription month; MCP calls per month)."
+        "Show an account's coding plan: the plan, its period, a change scheduled for the renewal, "
+        "and each quota's used / limit / next reset (prompts per 5 hours, week and subscription "
+        "month; MCP calls per month)."
     )
 
     def add_arguments(self, parser):
@@ -26,6 +28,7 @@ class Command(BaseCommand):
             shown = {"account": account_obj.pk, "plan": None}
         else:
             subscription = status.subscription
+            renewal = subscription_renewal(subscription)
             shown = {
                 "account": account_obj.pk,
                 "plan": subscription.plan.code,
@@ -34,6 +37,15 @@ class Command(BaseCommand):
                 "price": format_amount(subscription.price_nano, subscription.currency, places=None),
                 "auto_renew": subscription.auto_renew,
                 "period_end": subscription.period_end.isoformat(),
+                # A downgrade taking effect at the renewal (at period_end), at that day's price.
+                "scheduled_change": {
+                    "plan": renewal.plan.code,
+                    "period": renewal.period,
+                    "price": format_amount(renewal.price_nano, subscription.currency, places=None),
+                    "at": subscription.period_end.isoformat(),
+                }
+                if renewal.changes
+                else None,
                 "quotas": [
                     {
                         "window": window.name,
@@ -55,6 +67,11 @@ class Command(BaseCommand):
             f"Account {account_obj.pk}: {shown['plan']} ({shown['period']}, {shown['price']}), "
             f"paid until {shown['period_end']}, auto-renew {'on' if shown['auto_renew'] else 'off'}"
         )
+        if change := shown["scheduled_change"]:
+            self.stdout.write(
+                f"  changes to {change['plan']} ({change['period']}, {change['price']}) "
+                f"at {change['at']}"
+            )
         for quota in shown["quotas"]:
             used = f"{quota['used']} / {quota['limit']}"
             reset = quota["next_reset"] or "-"
