@@ -455,3 +455,14 @@ def test_the_audit_command_fails_on_a_card_plan_without_its_payment():
         call_command("billing_audit", stderr=err, stdout=io.StringIO())
     assert exit_status.value.code == 1
     assert "payment pay_nowhere is not this account's" in err.getvalue()
+
+
+def test_a_receipt_dates_in_utc_as_it_says_whatever_the_accounts_zone(client, owner):
+    owner.time_zone = "Asia/Shanghai"  # 8 hours ahead: the page's zone is not the receipt's
+    owner.save(update_fields=["time_zone"])
+    payment_record_manual(account=owner, amount_nano=100 * UNIT, reference="paid")
+    plan_subscribe(account=owner, plan=plan("lite"), period="month", actor=None)
+    recharge = LedgerEntry.objects.get(account=owner, kind=LedgerEntry.Kind.RECHARGE)
+    for entry in (recharge, *plan_entries(owner)):
+        text = pdf_text(client.get(reverse("billing:receipt", args=[entry.pk])).content)
+        assert f"Date {entry.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in text
