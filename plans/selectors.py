@@ -2,15 +2,18 @@
 offers the subscription page shows, and which models a plan covers. And the plan's requests
 over time, which the subscription page's chart and the quota API's model usage both read."""
 
+import functools
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Exists, F, OuterRef, Subquery, Sum
+from django.db import connection
+from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
+from billing import writes
 from billing.models import Payment
 from plans.models import (
     PERIOD_MONTHS,
@@ -170,44 +173,109 @@ def subscription_current(*, account):
     )
 
 
-# The limits' fields admission reads, each as a subquery of the plan's limits in force.
+# The limits' fields admission reads, annotated `limit_<field>` (and `continuation_divisor`).
 _ADMISSION_LIMITS = ("prompts_5h", "prompts_week", "prompts_month", "concurrency")
+_ADMISSION_FACTS = (
+    *(f"limit_{name}" for name in _ADMISSION_LIMITS),
+    "continuation_divisor",
+    "term_id",
+    "model_known",
+    "model_weight",
+)
+
+
+@functools.cache
+def _admission_sql() -> str:
+    """`plan_admission`'s statement, built once from the models' names: the ORM compiling
+    its seven subqueries on every plan request made the coding endpoint's admission cost
+    more than the wallet's, whose statements are built once too (billing.selectors)."""
+    quote = connection.ops.quote_name
+
+    def columns(model, alias: str) -> str:
+        return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+    def column(model, name: str) -> str:
+        return quote(model._meta.get_field(name).column)
+
+    def table(model) -> str:
+        return quote(model._meta.db_table)
+
+    coding_models = Plan._meta.get_field("coding_models")
+    through = coding_models.remote_field.through
+    limits = ", ".join(f"l.{column(PlanLimits, name)}" for name in _ADMISSION_LIMITS)
+    effective_from = column(PlanLimits, "effective_from")
+    plan_id = column(Subscription, "plan")
+    model = column(CodingModel, "model")
+    # The limits in force are one row, joined on its `effective_from` (unique per plan):
+    # PostgreSQL and SQLite both run it, where a LATERAL join would need PostgreSQL.
+    return (
+        f"SELECT {columns(Subscription, 's')}, {columns(Plan, 'p')}, "  # noqa: S608 (names are ours)
+        f"{limits}, l.{column(PlanLimits, 'continuation_divisor')}, "
+        f"(SELECT t.{quote(PlanTerm._meta.pk.column)} FROM {table(PlanTerm)} t"
+        f" WHERE t.{column(PlanTerm, 'subscription')} = s.{quote(Subscription._meta.pk.column)}"
+        f" AND t.{column(PlanTerm, 'starts_at')} <= %s"
+        f" ORDER BY t.{column(PlanTerm, 'starts_at')} DESC LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {table(CodingModel)} WHERE {model} = %s), "
+        f"(SELECT c.{column(CodingModel, 'weight_milli')} FROM {table(CodingModel)} c"
+        f" JOIN {table(through)} pc"
+        f" ON pc.{quote(coding_models.m2m_reverse_name())} = c.{quote(CodingModel._meta.pk.column)}"
+        f" WHERE c.{model} = %s AND pc.{quote(coding_models.m2m_column_name())} = s.{plan_id}) "
+        f"FROM {table(Subscription)} s"
+        f" JOIN {table(Plan)} p ON p.{quote(Plan._meta.pk.column)} = s.{plan_id}"
+        f" LEFT JOIN {table(PlanLimits)} l ON l.{column(PlanLimits, 'plan')} = s.{plan_id}"
+        f" AND l.{effective_from} = (SELECT MAX(m.{effective_from}) FROM {table(PlanLimits)} m"
+        f" WHERE m.{column(PlanLimits, 'plan')} = s.{plan_id} AND m.{effective_from} <= %s)"
+        f" WHERE s.{column(Subscription, 'account')} = %s"
+        f" AND s.{column(Subscription, 'ended_at')} IS NULL"
+        f" ORDER BY s.{quote(Subscription._meta.pk.column)} LIMIT 1"
+    )
+
+
+@functools.cache
+def _row_converters(vendor: str) -> tuple[tuple, ...]:
+    """For each model column `_admission_sql` selects, what the ORM would apply to its raw
+    value (SQLite returns datetimes as naive text and booleans as 0/1; PostgreSQL needs
+    nothing). Per backend, once: the converters read settings, never the connection's state."""
+    converters = []
+    for model in (Subscription, Plan):
+        for model_field in model._meta.concrete_fields:
+            col = model_field.get_col(model._meta.db_table)
+            found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            converters.append((col, tuple(found)))
+    return tuple(converters)
 
 
 def plan_admission(*, account, model: str, at: datetime):
     """Everything the coding endpoint's admission reads about the account's plan, in one
-    query (it runs on every plan request): the subscription that has not ended with its plan,
-    its latest term, the plan's limits in force at `at` (annotated `limit_<field>`, and
-    `continuation_divisor`), whether `model` (normalised) is a coding model at all
-    (`model_known`) and its weight where the plan covers it (`model_weight`, None when not).
-    None without a subscription."""
-    limits = PlanLimits.objects.filter(plan=OuterRef("plan"), effective_from__lte=at).order_by(
-        "-effective_from"
-    )
+    prepared query (it runs on every plan request): the subscription that has not ended with
+    its plan, its latest term starting by `at` (`term_id`), the plan's limits in force at
+    `at` (annotated `limit_<field>`, and `continuation_divisor`), whether `model`
+    (normalised) is a coding model at all (`model_known`) and its weight where the plan
+    covers it (`model_weight`, None when not). None without a subscription."""
+    at_value = connection.ops.adapt_datetimefield_value(at)
     name = model_name(model)
-    annotations = {
-        f"limit_{field}": Subquery(limits.values(field)[:1]) for field in _ADMISSION_LIMITS
-    }
-    return (
-        Subscription.objects.filter(account=account, ended_at__isnull=True)
-        .select_related("plan")
-        .annotate(
-            **annotations,
-            continuation_divisor=Subquery(limits.values("continuation_divisor")[:1]),
-            term_id=Subquery(
-                PlanTerm.objects.filter(subscription=OuterRef("pk"), starts_at__lte=at)
-                .order_by("-starts_at")
-                .values("pk")[:1]
-            ),
-            model_known=Exists(CodingModel.objects.filter(model=name)),
-            model_weight=Subquery(
-                CodingModel.objects.filter(model=name, plans=OuterRef("plan")).values(
-                    "weight_milli"
-                )[:1]
-            ),
-        )
-        .first()
+    with writes.cursor() as cursor:
+        cursor.execute(_admission_sql(), [at_value, name, name, at_value, account.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    subscription_width = len(Subscription._meta.concrete_fields)
+    plan_width = len(Plan._meta.concrete_fields)
+    converters = _row_converters(connection.vendor)
+    values = []
+    for value, (col, found) in zip(row[: len(converters)], converters, strict=True):
+        for convert in found:
+            value = convert(value, col, connection)
+        values.append(value)
+    subscription = Subscription.from_db(connection.alias, None, values[:subscription_width])
+    subscription.plan = Plan.from_db(
+        connection.alias, None, values[subscription_width : subscription_width + plan_width]
     )
+    facts = dict(zip(_ADMISSION_FACTS, row[subscription_width + plan_width :], strict=True))
+    facts["model_known"] = bool(facts["model_known"])  # SQLite answers EXISTS with 0 or 1
+    for attribute, value in facts.items():
+        setattr(subscription, attribute, value)
+    return subscription
 
 
 # --- The plan's requests over time ------------------------------------------------------------

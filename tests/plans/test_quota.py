@@ -8,7 +8,7 @@ import pytest
 
 from console import api_errors
 from console.shared_state import quota_keys, shared_state
-from plans.models import Plan, PlanLimits
+from plans.models import Plan, PlanLimits, PlanTerm
 from plans.quota import (
     QuotaHold,
     QuotaRefused,
@@ -18,6 +18,7 @@ from plans.quota import (
     quota_settle,
     subscription_month,
 )
+from plans.selectors import plan_admission
 from plans.services import plan_subscribe
 from tests.billing.factories import funded_account
 from tests.threads import run_together
@@ -270,3 +271,68 @@ def test_admission_reads_the_plan_in_one_query(django_assert_num_queries):
     counted(lite, T0, token="warm-lite")
     with django_assert_num_queries(1):
         assert admit(lite, T0, model="glm-5", token="y").refusal == api_errors.PLAN_MODEL
+
+
+def test_admission_reads_the_limits_and_the_term_in_force_at_its_moment():
+    """Admission's one statement is written by hand (it runs on every plan request): the
+    limits row in force and the latest term are those of `at`, never a later row's, and the
+    subscription and its plan come back as the ORM would load them, on either database."""
+    account, subscription = subscribed("lite")
+    first_term = PlanTerm.objects.get(subscription=subscription)
+    bought = PlanLimits.objects.filter(plan=subscription.plan, effective_from__lte=T0).latest(
+        "effective_from"
+    )
+    changed = T0 + timedelta(days=1)
+    PlanLimits.objects.create(
+        plan=subscription.plan,
+        prompts_5h=7,
+        prompts_week=70,
+        prompts_month=700,
+        mcp_calls_month=5,
+        concurrency=2,
+        continuation_divisor=10,
+        effective_from=changed,
+    )
+    renewed = PlanTerm.objects.create(
+        subscription=subscription,
+        plan=subscription.plan,
+        kind=PlanTerm.Kind.RENEWAL,
+        starts_at=T0 + timedelta(days=2),
+        ends_at=T0 + timedelta(days=30),
+        amount_nano=0,
+        created_at=T0,
+    )
+
+    before = plan_admission(account=account, model=" GLM-4.7 ", at=changed - timedelta(seconds=1))
+    assert (before.limit_prompts_5h, before.limit_concurrency) == (
+        bought.prompts_5h,
+        bought.concurrency,
+    )
+    assert before.continuation_divisor == bought.continuation_divisor
+    assert before.term_id == first_term.pk
+    assert before.model_known is True and before.model_weight == 1000
+
+    after = plan_admission(account=account, model="glm-5", at=changed)
+    assert (after.limit_prompts_5h, after.limit_prompts_week, after.limit_prompts_month) == (
+        7,
+        70,
+        700,
+    )
+    assert (after.limit_concurrency, after.continuation_divisor) == (2, 10)
+    assert after.term_id == first_term.pk  # the renewal has not started yet
+    # Lite does not cover GLM-5: a model that exists, outside the plan.
+    assert after.model_known is True and after.model_weight is None
+
+    later = plan_admission(account=account, model="no-such-model", at=renewed.starts_at)
+    assert later.term_id == renewed.pk
+    assert later.model_known is False and later.model_weight is None
+    # Every field as the ORM loads it: aware datetimes and booleans on SQLite too.
+    assert later == subscription and later.plan == subscription.plan
+    for model_field in type(subscription)._meta.concrete_fields:
+        name = model_field.attname
+        assert getattr(later, name) == getattr(subscription, name), name
+    assert later.plan.code == "lite" and later.plan.name == subscription.plan.name
+    assert later.auto_renew is True and later.period_end.tzinfo is not None
+
+    without_a_plan = funded_account(recharge_units=1)
+    assert plan_admission(account=without_a_plan, model="glm-4.7", at=T0) is None
