@@ -7,6 +7,7 @@ class PlansConfig(AppConfig):
     verbose_name = _("GLM Coding Plan")
 
     def ready(self):
+        # Deferred to ready() (Django's app loading): plans.services needs the models ready.
         from billing.signals import purchase_paid
         from plans.services import plan_paid
 
