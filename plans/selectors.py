@@ -127,9 +127,13 @@ def plan_covers(*, plan: Plan, model: str) -> bool:
 
 def plan_payments_pending(*, account):
     """The account's card payments for a plan still awaiting the provider's answer."""
-    return Payment.objects.filter(
-        account=account, purpose=Payment.Purpose.PLAN, status=Payment.Status.PENDING
-    ).order_by("created_at")
+    return (
+        Payment.objects.filter(
+            account=account, purpose=Payment.Purpose.PLAN, status=Payment.Status.PENDING
+        )
+        .select_related("payment_method")  # the page names each payment's card
+        .order_by("created_at")
+    )
 
 
 @dataclass(frozen=True)

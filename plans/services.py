@@ -154,9 +154,9 @@ def _paid_term(
     reference: str,
     metadata: dict,
 ) -> PlanTerm:
-    """A paid term (a purchase, a renewal, an upgrade): the plan purchase ledger entry and
-    the term naming it. Paid by card (`payment`, settled) or from the balance (`parts`, none
-    written when they come to nothing)."""
+    """A term and the plan purchase ledger entry that paid it: by card (`payment`, settled)
+    or from the balance (`parts`). A term that cost nothing (a free upgrade, what staff
+    gave) has no entry."""
     amount = payment.amount_nano if payment else sum(parts)
     recorded = {
         "kind": LedgerEntry.Kind.PLAN_PURCHASE,
@@ -823,14 +823,15 @@ def _staff_change(
 ) -> None:
     """What staff gave, written down: a term (no charge, no ledger entry) and the staff audit
     event with the reason."""
-    PlanTerm.objects.create(
-        subscription=subscription,
-        plan=subscription.plan,
+    _paid_term(
+        subscription,
         kind=kind,
-        starts_at=starts,
-        ends_at=ends,
-        amount_nano=0,
-        created_at=now,
+        starts=starts,
+        ends=ends,
+        actor=actor,
+        now=now,
+        reference="",
+        metadata={},
     )
     audit_record(
         action=action,
