@@ -288,9 +288,7 @@ def payment_start_card(
     """Charge a saved card. Returns the payment as it stands once the provider answered:
     succeeded (credited), declined, or pending (settled later by a task or the sweep)."""
     check_recharge_amount(account=account, amount_nano=amount_nano)
-    if payment_method.account_id != account.pk or payment_method.removed_at is not None:
-        raise ServiceError(_("Choose one of this account's saved cards."))
-    _refuse_another_providers_card(payment_method)
+    _check_card(account, payment_method)
     payment = _new_card_payment(account, payment_method, amount_nano, actor=actor, auto=False)
     return _charge_and_settle(payment, payment_method)
 
@@ -311,25 +309,30 @@ def payment_start_purchase(
     pending: settled later, as a recharge's). `reference`, when given, makes the payment
     idempotent: a second start with it raises IntegrityError and charges nothing (a renewal
     job run twice)."""
+    _check_card(account, card)
+    if amount_nano <= 0:
+        raise ServiceError(_("The amount must be more than zero."))
+    payment = _new_payment(
+        account,
+        purpose=purpose,
+        purchase=purchase,
+        method=Payment.Method.CARD,
+        provider=card.provider,
+        reference=reference or f"pay_{secrets.token_hex(12)}",
+        amount_nano=amount_nano,
+        bonus_nano=0,
+        payment_method=card,
+        created_by=actor,
+    )
+    return _charge_and_settle(payment, card)
+
+
+def _check_card(account: Account, card: PaymentMethod) -> None:
+    """Refuse a card that is not one of the account's saved cards, or that the configured
+    provider cannot charge."""
     if card.account_id != account.pk or card.removed_at is not None:
         raise ServiceError(_("Choose one of this account's saved cards."))
     _refuse_another_providers_card(card)
-    if amount_nano <= 0:
-        raise ServiceError(_("The amount must be more than zero."))
-    with transaction.atomic():
-        payment = _new_payment(
-            account,
-            purpose=purpose,
-            purchase=purchase,
-            method=Payment.Method.CARD,
-            provider=card.provider,
-            reference=reference or f"pay_{secrets.token_hex(12)}",
-            amount_nano=amount_nano,
-            bonus_nano=0,
-            payment_method=card,
-            created_by=actor,
-        )
-    return _charge_and_settle(payment, card)
 
 
 def _new_card_payment(account, card, amount_nano, *, actor, auto) -> Payment:
