@@ -4,7 +4,7 @@ from django.utils.translation import gettext_lazy as _
 
 from console.admin_mixins import CatalogueAuditMixin
 from console.secrets_at_rest import encrypt_secret
-from gateway.models import UpstreamRoute
+from gateway.models import ModelAlias, UpstreamRoute
 
 
 class UpstreamRouteForm(forms.ModelForm):
@@ -18,7 +18,7 @@ class UpstreamRouteForm(forms.ModelForm):
 
     class Meta:
         model = UpstreamRoute
-        fields = ["model", "base_url", "upstream_model", "timeout_seconds", "enabled"]
+        fields = ["model", "base_url", "protocol", "upstream_model", "timeout_seconds", "enabled"]
 
     def save(self, commit=True):
         route = super().save(commit=False)
@@ -36,6 +36,7 @@ class UpstreamRouteAdmin(CatalogueAuditMixin, admin.ModelAdmin):
     list_display = [
         "model",
         "base_url",
+        "protocol",
         "upstream_model",
         "timeout_seconds",
         "enabled",
@@ -45,3 +46,12 @@ class UpstreamRouteAdmin(CatalogueAuditMixin, admin.ModelAdmin):
     @admin.display(boolean=True, description=_("secret stored"))
     def has_secret(self, route):
         return bool(route.secret_encrypted)
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(CatalogueAuditMixin, admin.ModelAdmin):
+    """The names coding tools ask for by default (Claude's), served as GLM models on the
+    Anthropic-compatible endpoint; the quickstart shows this table."""
+
+    list_display = ["pattern", "model"]
+    search_fields = ["pattern", "model"]

@@ -16,6 +16,14 @@ class UsageRecord(models.Model):
         API = "api", _("API")
         CONSOLE = "console", _("Console")
 
+    class Endpoint(models.TextChoices):
+        """The API the request called: each answers in its own protocol, and the coding
+        endpoint bills the plan. The console's playground calls as the OpenAI endpoint."""
+
+        OPENAI = "openai", _("OpenAI-compatible")
+        CODING = "coding", _("Coding plan (OpenAI-compatible)")
+        ANTHROPIC = "anthropic", _("Anthropic-compatible")
+
     account = models.ForeignKey("console.Account", on_delete=models.PROTECT, related_name="+")
     project = models.ForeignKey(
         "projects.Project", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -27,6 +35,12 @@ class UsageRecord(models.Model):
     client_request_id = models.CharField(_("client request id"), max_length=128, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
     model = models.CharField(_("model"), max_length=64, blank=True)
+    # The name the client asked for, when the gateway served it as another model (an alias
+    # such as claude-sonnet-4-5 served as glm-4.7); empty when it is `model`.
+    requested_model = models.CharField(_("requested model"), max_length=100, blank=True)
+    endpoint = models.CharField(
+        _("endpoint"), max_length=16, choices=Endpoint.choices, default=Endpoint.OPENAI
+    )
     stream = models.BooleanField(default=False)
     status = models.PositiveSmallIntegerField(_("HTTP status"))
     code = models.CharField(_("error code"), max_length=16, blank=True)
