@@ -440,6 +440,14 @@ INVOICE_TIME_ZONE = env("INVOICE_TIME_ZONE", default="Asia/Shanghai")
 # Upstream secrets are encrypted at rest with this (default: derived from SECRET_KEY).
 UPSTREAM_SECRET_KEY = env("UPSTREAM_SECRET_KEY", default="upstream-secrets:" + SECRET_KEY)
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# The Anthropic-compatible endpoint's own limit: coding tools send long contexts and images,
+# and Anthropic accepts up to 32 MB. Read by the view from the request stream, so Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE (the console's forms) stays small.
+GATEWAY_ANTHROPIC_MAX_BODY_BYTES = env.int(
+    "GATEWAY_ANTHROPIC_MAX_BODY_BYTES", default=32 * 1000 * 1000
+)
+# Seconds of upstream silence after which an Anthropic stream sends a `ping` event.
+GATEWAY_ANTHROPIC_PING_SECONDS = env.float("GATEWAY_ANTHROPIC_PING_SECONDS", default=10)
 # A crashed worker's reservations and concurrency slots expire after this long.
 GATEWAY_RESERVATION_TTL = env.int("GATEWAY_RESERVATION_TTL", default=600)
 # The API's wait for a pooled database connection: shorter than DATABASE_POOL_TIMEOUT, so

@@ -59,18 +59,18 @@ async def refuse(refused, *, request_id, body, client_request_id, stream):
 # --- Settlement ----------------------------------------------------------------------------
 
 
-def _outcome(started: float, *, status: int, code: str = "", **fields) -> services.Outcome:
+def outcome_since(started: float, *, status: int, code: str = "", **fields) -> services.Outcome:
     """What happened to a forwarded request, to settle it; its latency runs from `started`
     (a time.perf_counter reading taken before the upstream call)."""
     latency_ms = int((time.perf_counter() - started) * 1000)
     return services.Outcome(status=status, code=code, latency_ms=latency_ms, **fields)
 
 
-def _upstream_refusal(failure: upstream.UpstreamFailed) -> api_errors.Refusal:
+def upstream_refusal(failure: upstream.UpstreamFailed) -> api_errors.Refusal:
     return api_errors.UPSTREAM_TIMEOUT if failure.timeout else api_errors.UPSTREAM_ERROR
 
 
-def _billed_tokens(usage, admitted, *, counted_output: int) -> dict:
+def billed_tokens(usage, admitted, *, counted_output: int) -> dict:
     """The tokens to bill: as the upstream reported them, or where it reported none (or
     something that is not a count) the prompt's estimate as input and our own count of the
     output, marked estimated. The same rule for answers and streams."""
@@ -113,8 +113,8 @@ async def answer(admitted, body, client_request_id, headers) -> JsonResponse:
     try:
         result = await upstream.complete(admitted.route, upstream_body(body, admitted.route))
     except upstream.UpstreamFailed as failure:
-        refusal = _upstream_refusal(failure)
-        outcome = _outcome(started, status=refusal.status, code=refusal.code)
+        refusal = upstream_refusal(failure)
+        outcome = outcome_since(started, status=refusal.status, code=refusal.code)
         await finish(admitted, body, outcome, client_request_id, False)
         return api_errors.error_response(refusal, headers=headers)
     except BaseException:
@@ -122,10 +122,10 @@ async def answer(admitted, body, client_request_id, headers) -> JsonResponse:
         raise
     text, output = answer_output(result)
     counted = text_tokens(len(output))
-    outcome = _outcome(
+    outcome = outcome_since(
         started,
         status=200,
-        **_billed_tokens(result.get("usage"), admitted, counted_output=counted),
+        **billed_tokens(result.get("usage"), admitted, counted_output=counted),
         response_text=text,
     )
     await finish(admitted, body, outcome, client_request_id, False)
@@ -139,7 +139,7 @@ async def answer(admitted, body, client_request_id, headers) -> JsonResponse:
 
 
 @dataclass
-class _Delivered:
+class Delivered:
     """What a stream has passed on to its client so far, to bill it: the usage the upstream
     reported, or else the prompt's estimate as input and a token per output delta."""
 
@@ -153,20 +153,25 @@ class _Delivered:
     def note(self, chunk: dict) -> None:
         """Count the output of a chunk passed on to the client."""
         for text in chunk_output(chunk):
-            if text is not None:
-                self.parts.append(text)
-            self.output_deltas += 1
-            if self.first_token_ms is None:
-                self.first_token_ms = int((time.perf_counter() - self.started) * 1000)
+            self.note_output(text)
+
+    def note_output(self, text: str | None) -> None:
+        """Count one delta of output passed on to the client (None: output with no text,
+        such as a tool call's arguments)."""
+        if text is not None:
+            self.parts.append(text)
+        self.output_deltas += 1
+        if self.first_token_ms is None:
+            self.first_token_ms = int((time.perf_counter() - self.started) * 1000)
 
     def outcome(self, *, status: int, code: str = "", **fields) -> services.Outcome:
         """What was delivered, billed as the upstream reported it, or else counted and
         marked estimated."""
-        return _outcome(
+        return outcome_since(
             self.started,
             status=status,
             code=code,
-            **_billed_tokens(self.usage, self.admitted, counted_output=self.output_deltas),
+            **billed_tokens(self.usage, self.admitted, counted_output=self.output_deltas),
             response_text="".join(self.parts),
             first_token_ms=self.first_token_ms,
             **fields,
@@ -178,7 +183,7 @@ async def stream_events(admitted, body, client_request_id):
     settlement, then `[DONE]`. The API and the console's playground both stream with it.
     One request, one settlement: whichever path settles marks it first, so a settlement
     that fails is never followed by another."""
-    delivered = _Delivered(admitted)
+    delivered = Delivered(admitted)
     passes_usage = wants_usage(body)
     renewed_at = time.monotonic()
     settled = False
@@ -191,12 +196,12 @@ async def stream_events(admitted, body, client_request_id):
             delivered.note(chunk)
             chunk["model"] = body["model"]
             yield sse(chunk)
-            renewed_at = await _renewed_when_due(admitted, renewed_at)
+            renewed_at = await renewed_when_due(admitted, renewed_at)
         settled = True
         yield await _closing_event(admitted, body, delivered.outcome(status=200), client_request_id)
     except upstream.UpstreamFailed as failure:
         settled = True
-        outcome, event = _failure(delivered, _upstream_refusal(failure))
+        outcome, event = _failure(delivered, upstream_refusal(failure))
         yield await _closing_event(admitted, body, outcome, client_request_id, event)
     finally:
         if not settled:
@@ -206,7 +211,7 @@ async def stream_events(admitted, body, client_request_id):
             await finish(admitted, body, outcome, client_request_id, True)
 
 
-async def _renewed_when_due(admitted, renewed_at: float) -> float:
+async def renewed_when_due(admitted, renewed_at: float) -> float:
     """A stream may outlive GATEWAY_RESERVATION_TTL: keep its slot and holds, renewed every
     services.renewal_interval(). Returns when they were last renewed."""
     if time.monotonic() - renewed_at < services.renewal_interval():
@@ -216,13 +221,15 @@ async def _renewed_when_due(admitted, renewed_at: float) -> float:
     return renewed_at
 
 
-def _failure(delivered: _Delivered, refusal: api_errors.Refusal) -> tuple[services.Outcome, str]:
+def _failure(delivered: Delivered, refusal: api_errors.Refusal) -> tuple[services.Outcome, str]:
     """The outcome and the last event of a stream whose upstream failed."""
     if delivered.output_deltas:
         # Part of the answer reached the client: billed as for a client that left.
         outcome = delivered.outcome(status=refusal.status, code=refusal.code, partial=True)
         return outcome, sse_error(refusal, PARTIAL_MESSAGE)
-    return _outcome(delivered.started, status=refusal.status, code=refusal.code), sse_error(refusal)
+    return outcome_since(delivered.started, status=refusal.status, code=refusal.code), sse_error(
+        refusal
+    )
 
 
 async def _closing_event(admitted, body, outcome, client_request_id, event=SSE_DONE) -> str:

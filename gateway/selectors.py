@@ -1,12 +1,14 @@
 """Reads about calling the API: the models one can call, with their prices."""
 
+import fnmatch
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.utils import timezone
 
 from billing.models import ModelPrice
-from gateway.models import SIMULATOR, UpstreamRoute
+from gateway.models import SIMULATOR, ModelAlias, UpstreamRoute
+from plans.models import model_name
 
 
 def enabled_models() -> list[str]:
@@ -18,6 +20,31 @@ def enabled_models() -> list[str]:
         .order_by("model")
         .values_list("model", flat=True)
     )
+
+
+def served_model(requested: str) -> str | None:
+    """The model the gateway serves for a requested name, or None: a model with an enabled
+    route (any case), else the alias table's (ModelAlias: an exact name before a pattern,
+    a longer pattern before a shorter)."""
+    name = model_name(requested)
+    if UpstreamRoute.objects.filter(model=name, enabled=True).exists():
+        return name
+    return alias_target(name, ModelAlias.objects.values_list("pattern", "model"))
+
+
+def alias_target(name: str, aliases) -> str | None:
+    """The model `name` (lower-case) is an alias of, among (pattern, model) pairs."""
+    matches = [
+        (pattern != name, -len(pattern), pattern, model)
+        for pattern, model in aliases
+        if pattern == name or ("*" in pattern and fnmatch.fnmatchcase(name, pattern))
+    ]
+    return min(matches)[3] if matches else None
+
+
+def model_aliases() -> list[ModelAlias]:
+    """The alias table, as the quickstart shows it."""
+    return list(ModelAlias.objects.order_by("pattern"))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ from console.shared_state import (
     reservation_keys,
     shared_state,
 )
+from gateway import anthropic
 from gateway.models import UpstreamRoute
+from gateway.selectors import served_model
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_from_header
 from plans.models import model_name
@@ -104,6 +106,13 @@ class Admitted:
     # the plan's concurrency, instead of money; settlement says whether they count.
     plan: QuotaHold | None = None
     plan_counts: bool = False
+    # Which API was called (UsageRecord.Endpoint), and the model name the client asked for
+    # when it is served as another (an alias), for the usage record.
+    endpoint: str = UsageRecord.Endpoint.OPENAI
+    requested_model: str = ""
+    # The Anthropic endpoint's request in the OpenAI-compatible form it is admitted, logged
+    # and (to an OpenAI-protocol upstream) forwarded as.
+    chat_body: dict | None = None
 
     @property
     def account(self):
@@ -175,9 +184,10 @@ def _rate_window(auth: Authenticated) -> tuple[Refused | None, dict]:
 
 def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
     """Everything between a valid key and the upstream call. On success a concurrency slot
-    is held and the estimate reserved: `release` must follow on every path."""
+    is held and the estimate reserved: `release` must follow on every path. The model is
+    matched whatever its case; the request goes on under its canonical (lower-case) name."""
     account = auth.account
-    model = body["model"]
+    model = body["model"] = model_name(body["model"])
     # The window first: a request past the limit costs no database read.
     try:
         limited, headers = _rate_window(auth)
@@ -228,17 +238,24 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
     return Admitted(auth, route, estimate, request_id, reserved, headers, pack_keys=pack_keys)
 
 
-def admit_plan(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+def admit_plan(
+    *, auth: Authenticated, body: dict, request_id: str, prompt_messages=None
+) -> Admitted | Refused:
     """Admission on the coding endpoint (issue 22): billed to the account's coding plan,
     never to the balance or packs, and limited by the plan's concurrency and quota windows,
     not by the tier's rate and concurrency. The model is matched whatever its case; the
-    request goes on under its canonical (lower-case) name."""
+    request goes on under its canonical (lower-case) name. `prompt_messages`: the messages
+    as the client sent them, when they were translated (an Anthropic tool_result turn is a
+    continuation whatever text sits beside it)."""
     model = model_name(body["model"])
     # The route first: nothing may fail between counting the prompts and handing them over.
     route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     try:
         held = quota_admit(
-            account=auth.account, model=model, messages=body["messages"], token=request_id
+            account=auth.account,
+            model=model,
+            messages=body["messages"] if prompt_messages is None else prompt_messages,
+            token=request_id,
         )
     except DatabaseError:
         raise
@@ -262,6 +279,43 @@ def admit_plan(*, auth: Authenticated, body: dict, request_id: str) -> Admitted 
     return Admitted(auth, route, estimate, request_id, 0, plan=held)
 
 
+def admit_messages(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+    """Admission on the Anthropic-compatible endpoint (issue 23): the requested name served
+    as one of the gateway's models (itself, any case, or an alias), the request translated
+    to the OpenAI-compatible form, then the coding plan's admission when the account has a
+    plan in force (a model outside it is refused, never billed to the balance), else
+    pay-as-you-go's."""
+    requested = body["model"]
+    model = served_model(requested)
+    if model is None:
+        return Refused(
+            errors.UNKNOWN_MODEL,
+            auth,
+            f"The model {requested!r} does not exist: use a served model or a name in the "
+            "console's alias table (Quickstart).",
+        )
+    chat_body = anthropic.openai_body(body, model)
+    admitted = admit_plan(
+        auth=auth, body=chat_body, request_id=request_id, prompt_messages=body["messages"]
+    )
+    if isinstance(admitted, Refused) and admitted.refusal in (
+        errors.PLAN_REQUIRED,
+        errors.PLAN_EXPIRED,
+    ):
+        admitted = admit(auth=auth, body=chat_body, request_id=request_id)
+    if isinstance(admitted, Admitted):
+        admitted.chat_body = chat_body
+        admitted.requested_model = requested if model_name(requested) != model else ""
+    return admitted
+
+
+ADMISSIONS = {
+    UsageRecord.Endpoint.OPENAI: admit,
+    UsageRecord.Endpoint.CODING: admit_plan,
+    UsageRecord.Endpoint.ANTHROPIC: admit_messages,
+}
+
+
 @with_short_database_wait
 def admit_request(
     *,
@@ -271,12 +325,12 @@ def admit_request(
     request_id: str,
     client_request_id: str,
     stream: bool,
-    plan: bool = False,
+    endpoint: str = UsageRecord.Endpoint.OPENAI,
 ) -> Admitted | Refused:
     """The API's way in, in one thread call from the async view (each call is a thread hop
     that showed in the gateway's profile): the key, the body's check (`invalid`, done by
-    the view), admission (the coding plan's with `plan`), and the usage record of a refusal
-    that passed authentication."""
+    the view), the endpoint's admission, and the usage record of a refusal that passed
+    authentication (with the status the endpoint answers it with)."""
     auth = authenticate(header)
     if isinstance(auth, Refused):
         refused = auth
@@ -289,10 +343,13 @@ def admit_request(
             refused, headers = None, {}
         refused = refused or Refused(invalid[0], auth, invalid[1], headers)
     else:
-        refused = (admit_plan if plan else admit)(auth=auth, body=body, request_id=request_id)
+        refused = ADMISSIONS[endpoint](auth=auth, body=body, request_id=request_id)
         if isinstance(refused, Admitted):
+            refused.endpoint = endpoint
             return refused
-    if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
+    if endpoint == UsageRecord.Endpoint.ANTHROPIC:
+        refused.refusal = anthropic.refusal_for(refused.refusal)
+    if refused.refusal.code == errors.FREQUENCY.code and not _first_rate_refusal(refused.auth):
         # Of the 1303 refusals only the first of each minute is recorded: a client that
         # keeps sending past its limit must not cost a write per request.
         return refused
@@ -302,8 +359,34 @@ def admit_request(
         body=body if isinstance(body, dict) else None,
         client_request_id=client_request_id,
         stream=stream,
+        endpoint=endpoint,
     )
     return refused
+
+
+@with_short_database_wait
+def count_tokens(*, header: str | None, body, invalid: str | None) -> int | Refused:
+    """POST /api/anthropic/v1/messages/count_tokens: the request's input tokens as
+    admission estimates them. Free, and not a prompt: it counts in the account's per-minute
+    window, and writes no usage record and no history."""
+    auth = authenticate(header)
+    if isinstance(auth, Refused):
+        return auth
+    try:
+        limited, headers = _rate_window(auth)
+    except Exception as error:
+        logger.warning("gateway: shared state unavailable: %s", error)
+        return Refused(anthropic.refusal_for(errors.STATE_UNAVAILABLE), auth)
+    if limited is not None:
+        return limited
+    if invalid is not None:
+        return Refused(errors.INVALID_PARAMETERS, auth, invalid, headers)
+    model = served_model(body["model"])
+    if model is None:
+        message = f"The model {body['model']!r} does not exist."
+        return Refused(anthropic.refusal_for(errors.UNKNOWN_MODEL), auth, message, headers)
+    chat_body = anthropic.openai_body({"max_tokens": 1, **body}, model)
+    return prompt_tokens_of(chat_body)
 
 
 def _hold_packs(*, account, estimate: Estimate, facts, state, ttl: int, token: str):
@@ -470,7 +553,13 @@ def _first_rate_refusal(auth: Authenticated) -> bool:
 
 
 def record_refusal(
-    *, refused: Refused, request_id: str, body: dict | None, client_request_id: str, stream: bool
+    *,
+    refused: Refused,
+    request_id: str,
+    body: dict | None,
+    client_request_id: str,
+    stream: bool,
+    endpoint: str = UsageRecord.Endpoint.OPENAI,
 ) -> None:
     """A refused request that passed authentication: a usage record costing nothing."""
     if refused.auth is None:
@@ -483,6 +572,7 @@ def record_refusal(
         request_id=request_id,
         client_request_id=client_request_id,
         model=str((body or {}).get("model", ""))[:64],
+        endpoint=endpoint,
         stream=stream,
         status=refused.refusal.status,
         code=refused.refusal.code,

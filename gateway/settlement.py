@@ -69,6 +69,8 @@ def settle(
         "request_id": admitted.request_id,
         "client_request_id": client_request_id,
         "model": body["model"],
+        "requested_model": admitted.requested_model,
+        "endpoint": admitted.endpoint,
         "stream": stream,
         "status": outcome.status,
         "code": outcome.code,

@@ -8,6 +8,14 @@ per request, from a `simulator` object in the body: {"first_token_ms": 50, "chun
 "output_tokens": 200}. Faults a real upstream shows now and then, on demand:
 "fail_after_tokens": 5 (a stream breaks off after that many tokens) and "omit_usage": true
 (the answer carries no `usage`).
+
+Tool use, so the suite and the demo exercise it: when the request offers tools and its last
+user turn names one of them (and is not already answering a tool call), the simulator calls
+that tool, with arguments filled from its schema; once the tool's result comes back it
+answers in text. Stop sequences cut the text where one appears. It speaks both protocols:
+OpenAI's chat completions (`complete`, `stream`) and Anthropic's Messages API
+(`messages_complete`, `messages_stream`, built natively rather than through the gateway's
+translation, so the translation is checked against an independent answer).
 """
 
 import asyncio
@@ -19,7 +27,8 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from billing.selectors import prompt_tokens_of
+from billing.selectors import prompt_tokens_of, text_tokens
+from gateway import anthropic
 
 WORDS = (
     "智谱 GLM model answers your question with care 清晰 简洁 the console meters every "
@@ -51,6 +60,52 @@ class Failed(Exception):
     """The stream broke off (the `fail_after_tokens` fault)."""
 
 
+def _example(schema) -> object:
+    """A value that fits a JSON schema's type, for a simulated tool call's arguments."""
+    schema = schema if isinstance(schema, dict) else {}
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or isinstance(schema.get("properties"), dict):
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = schema.get("required") if isinstance(schema.get("required"), list) else None
+        names = [name for name in properties if required is None or name in required]
+        return {name: _example(properties[name]) for name in names}
+    return {"integer": 1, "number": 1, "boolean": True, "array": [], "null": None}.get(kind, "glm")
+
+
+def _tool_call(messages: list, tools) -> tuple[str, dict] | None:
+    """The tool to call and its arguments, if the request offers tools and the user's last
+    turn names one; None once a tool's result is back (the turn ends in text)."""
+    functions = [
+        tool["function"]
+        for tool in tools or []
+        if isinstance(tool, dict)
+        and isinstance(tool.get("function"), dict)
+        and isinstance(tool["function"].get("name"), str)
+    ]
+    if not functions:
+        return None
+    since_assistant = []
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") == "assistant":
+            break
+        since_assistant.append(message)
+    if any(message.get("role") == "tool" for message in since_assistant):
+        return None
+    asked = " ".join(
+        message["content"]
+        if isinstance(message.get("content"), str)
+        else json.dumps(message.get("content"), ensure_ascii=False)
+        for message in since_assistant
+        if message.get("role") == "user"
+    ).lower()
+    for function in functions:
+        if function["name"].lower() in asked:
+            return function["name"], _example(function.get("parameters"))
+    return None
+
+
 class Plan:
     """What the simulator will answer for one request (deterministic in its input)."""
 
@@ -66,6 +121,7 @@ class Plan:
             _knob(knobs, "output_tokens", MAX_OUTPUT_TOKENS) or settings.SIMULATOR_OUTPUT_TOKENS
         )
         self.completion_tokens = max(1, min(wanted, int(max_tokens)))
+        self.finish_reason = "length" if wanted > self.completion_tokens else "stop"
         # Whole milliseconds (timings, not money).
         self.first_token_ms = _knob(
             knobs, "first_token_ms", MAX_DELAY_MS, default=settings.SIMULATOR_FIRST_TOKEN_MS
@@ -75,6 +131,30 @@ class Plan:
         self.omit_usage = knobs.get("omit_usage") is True
         seed = json.dumps(self.messages, ensure_ascii=False, sort_keys=True) + self.model
         self.tokens = _words(seed, self.completion_tokens)
+        self.stop_sequence = None
+        stops = body.get("stop")
+        for stop in [stops] if isinstance(stops, str) else stops if isinstance(stops, list) else []:
+            cut = next(
+                (
+                    i
+                    for i, token in enumerate(self.tokens)
+                    if isinstance(stop, str) and stop and stop in token
+                ),
+                None,
+            )
+            if cut is not None and (self.stop_sequence is None or cut < len(self.tokens)):
+                self.tokens, self.stop_sequence, self.finish_reason = (
+                    self.tokens[:cut],
+                    stop,
+                    "stop",
+                )
+        self.call = _tool_call(self.messages, body.get("tools"))
+        if self.call is not None:
+            self.arguments = json.dumps(self.call[1], ensure_ascii=False)
+            self.tokens, self.finish_reason = [], "tool_calls"
+            self.completion_tokens = max(1, text_tokens(len(self.call[0] + self.arguments)))
+        elif self.stop_sequence is not None:
+            self.completion_tokens = max(1, len(self.tokens))
         self.id = "chatcmpl-sim-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
         self.created = int(time.time())
 
@@ -93,23 +173,31 @@ class Plan:
 async def complete(body: dict) -> dict:
     plan = Plan(body)
     await asyncio.sleep((plan.first_token_ms + plan.chunk_ms * plan.completion_tokens) / 1000)
+    message = {"role": "assistant", "content": plan.text}
+    if plan.call is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": [_openai_call(plan)]}
     answer = {
         "id": plan.id,
         "object": "chat.completion",
         "created": plan.created,
         "model": plan.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": plan.text},
-                "finish_reason": "stop" if plan.completion_tokens < 10**9 else "length",
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason}],
         "usage": plan.usage(),
     }
     if plan.omit_usage:
         del answer["usage"]
     return answer
+
+
+def _openai_call(plan: Plan, arguments: str | None = None) -> dict:
+    return {
+        "id": "call_" + plan.id[-24:],
+        "type": "function",
+        "function": {
+            "name": plan.call[0],
+            "arguments": plan.arguments if arguments is None else arguments,
+        },
+    }
 
 
 def _chunk(plan: Plan, delta: dict, finish_reason=None, usage=None) -> dict:
@@ -132,12 +220,123 @@ async def stream(body: dict) -> AsyncIterator[dict]:
     options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
     await asyncio.sleep(plan.first_token_ms / 1000)
     yield _chunk(plan, {"role": "assistant", "content": ""})
+    if plan.call is not None:
+        # The call's name first, then its arguments in two pieces, as real upstreams send.
+        half = len(plan.arguments) // 2
+        yield _chunk(plan, {"tool_calls": [{"index": 0, **_openai_call(plan, "")}]})
+        for piece in (plan.arguments[:half], plan.arguments[half:]):
+            yield _chunk(plan, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
     for index, token in enumerate(plan.tokens):
         if index == plan.fail_after_tokens:
             raise Failed(f"the stream broke off after {index} tokens (simulated)")
         if plan.chunk_ms:
             await asyncio.sleep(plan.chunk_ms / 1000)
         yield _chunk(plan, {"content": token if index == 0 else " " + token})
-    yield _chunk(plan, {}, finish_reason="stop")
+    yield _chunk(plan, {}, finish_reason=plan.finish_reason)
     if options.get("include_usage") and not plan.omit_usage:
         yield _chunk(plan, {}, usage=plan.usage())
+
+
+# --- Anthropic's Messages API ----------------------------------------------------------------
+
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _anthropic_plan(body: dict) -> Plan:
+    """The answer to a Messages request: the same plan as for its OpenAI form (so the same
+    prompt count admission estimates), answered in Anthropic's shapes."""
+    plan = Plan(
+        {
+            **anthropic.openai_body(body, str(body.get("model", ""))),
+            "simulator": body.get("simulator"),
+        }
+    )
+    plan.id = "msg_sim_" + plan.id[-24:]
+    return plan
+
+
+def _stop(plan: Plan) -> tuple[str, str | None]:
+    if plan.stop_sequence is not None and plan.call is None:
+        return "stop_sequence", plan.stop_sequence
+    return _STOP_REASONS[plan.finish_reason], None
+
+
+def _tool_use(plan: Plan) -> dict:
+    return {
+        "type": "tool_use",
+        "id": "toolu_" + plan.id[-24:],
+        "name": plan.call[0],
+        "input": plan.call[1],
+    }
+
+
+def _message_usage(plan: Plan, output_tokens: int) -> dict:
+    usage = {"input_tokens": plan.prompt_tokens, "output_tokens": output_tokens}
+    return {} if plan.omit_usage else usage
+
+
+async def messages_complete(body: dict) -> dict:
+    plan = _anthropic_plan(body)
+    await asyncio.sleep((plan.first_token_ms + plan.chunk_ms * plan.completion_tokens) / 1000)
+    stop_reason, stop_sequence = _stop(plan)
+    content = [_tool_use(plan)] if plan.call is not None else [{"type": "text", "text": plan.text}]
+    answer = {
+        "id": plan.id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": _message_usage(plan, plan.completion_tokens),
+    }
+    if plan.omit_usage:
+        del answer["usage"]
+    return answer
+
+
+async def messages_stream(body: dict) -> AsyncIterator[dict]:
+    """Anthropic's stream events as dicts (the caller encodes them), in its order, with a
+    ping after message_start as Anthropic sends one."""
+    plan = _anthropic_plan(body)
+    start = {
+        "id": plan.id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _message_usage(plan, 1),
+    }
+    yield {"type": "message_start", "message": start}
+    yield {"type": "ping"}
+    await asyncio.sleep(plan.first_token_ms / 1000)
+    if plan.call is not None:
+        block = {**_tool_use(plan), "input": {}}
+        yield {"type": "content_block_start", "index": 0, "content_block": block}
+        half = len(plan.arguments) // 2
+        for piece in (plan.arguments[:half], plan.arguments[half:]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield {"type": "content_block_delta", "index": 0, "delta": delta}
+    else:
+        yield {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        }
+        for index, token in enumerate(plan.tokens):
+            if index == plan.fail_after_tokens:
+                raise Failed(f"the stream broke off after {index} tokens (simulated)")
+            if plan.chunk_ms:
+                await asyncio.sleep(plan.chunk_ms / 1000)
+            delta = {"type": "text_delta", "text": token if index == 0 else " " + token}
+            yield {"type": "content_block_delta", "index": 0, "delta": delta}
+    yield {"type": "content_block_stop", "index": 0}
+    stop_reason, stop_sequence = _stop(plan)
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        "usage": {} if plan.omit_usage else {"output_tokens": plan.completion_tokens},
+    }
+    yield {"type": "message_stop"}

@@ -1,5 +1,6 @@
-"""Reaching a model's upstream: the built-in simulator in-process, or an OpenAI-compatible
-base URL over one pooled HTTP client per process."""
+"""Reaching a model's upstream: the built-in simulator in-process, or a base URL over one
+pooled HTTP client per process, speaking OpenAI's chat completions (`complete`, `stream`) or
+Anthropic's Messages API (`messages_complete`, `messages_stream`), as the route says."""
 
 import json
 from collections.abc import AsyncIterator
@@ -39,14 +40,36 @@ def _request(route: UpstreamRoute, body: dict) -> tuple[str, dict, dict]:
     return route.base_url.rstrip("/") + "/chat/completions", payload, headers
 
 
+def _messages_request(route: UpstreamRoute, body: dict, beta: str) -> tuple[str, dict, dict]:
+    """An Anthropic-protocol upstream (BigModel's /api/anthropic): its key in x-api-key, and
+    the client's beta features passed on as it named them."""
+    headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    if beta:
+        headers["anthropic-beta"] = beta
+    secret = decrypt_secret(route.secret_encrypted)
+    if secret:
+        headers["x-api-key"] = secret
+    return route.base_url.rstrip("/") + "/v1/messages", body, headers
+
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
 async def complete(route: UpstreamRoute, body: dict) -> dict:
     if route.is_simulator:
         return await simulator.complete(body)
-    url, payload, headers = _request(route, body)
+    return await _post(*_request(route, body), timeout=route.timeout_seconds)
+
+
+async def messages_complete(route: UpstreamRoute, body: dict, *, beta: str = "") -> dict:
+    if route.is_simulator:
+        return await simulator.messages_complete(body)
+    return await _post(*_messages_request(route, body, beta), timeout=route.timeout_seconds)
+
+
+async def _post(url: str, payload: dict, headers: dict, *, timeout: float) -> dict:
     try:
-        response = await client().post(
-            url, json=payload, headers=headers, timeout=route.timeout_seconds
-        )
+        response = await client().post(url, json=payload, headers=headers, timeout=timeout)
     except httpx.TimeoutException as error:
         raise UpstreamFailed(True, str(error)) from error
     except httpx.HTTPError as error:
@@ -70,10 +93,36 @@ async def stream(route: UpstreamRoute, body: dict) -> AsyncIterator[dict]:
         except simulator.Failed as error:
             raise UpstreamFailed(False, str(error)) from error
         return
-    url, payload, headers = _request(route, body)
+    async for chunk in _events(*_request(route, body), timeout=route.timeout_seconds):
+        yield chunk
+
+
+async def messages_stream(
+    route: UpstreamRoute, body: dict, *, beta: str = ""
+) -> AsyncIterator[dict]:
+    """An Anthropic-protocol upstream's stream events as dicts (each names its `type`; the
+    SSE event line repeats it, so only the data lines are read)."""
+    if route.is_simulator:
+        try:
+            async for event in simulator.messages_stream(body):
+                yield event
+        except simulator.Failed as error:
+            raise UpstreamFailed(False, str(error)) from error
+        return
+    request = _messages_request(route, body, beta)
+    async for event in _events(*request, timeout=route.timeout_seconds):
+        if event.get("type") == "error":
+            detail = event.get("error") if isinstance(event.get("error"), dict) else {}
+            raise UpstreamFailed(False, f"upstream stream error: {detail.get('type', '')}")
+        yield event
+
+
+async def _events(url: str, payload: dict, headers: dict, *, timeout: float) -> AsyncIterator[dict]:
+    """The JSON objects of a server-sent event stream's data lines, until `[DONE]` or the
+    end of the stream."""
     try:
         async with client().stream(
-            "POST", url, json=payload, headers=headers, timeout=route.timeout_seconds
+            "POST", url, json=payload, headers=headers, timeout=timeout
         ) as response:
             if response.status_code >= 400:
                 raise UpstreamFailed(False, f"upstream answered {response.status_code}")

@@ -12,6 +12,14 @@ urlpatterns = [
         name="gateway_coding_chat",
     ),
     path("api/coding/paas/v4/models", views.coding_models, name="gateway_coding_models"),
+    # The Anthropic-compatible Messages API (issue 23): Claude Code and the anthropic SDK.
+    path("api/anthropic/v1/messages", views.anthropic_messages, name="gateway_messages"),
+    path(
+        "api/anthropic/v1/messages/count_tokens",
+        views.anthropic_count_tokens,
+        name="gateway_count_tokens",
+    ),
+    path("simulator/v1/messages", views.simulator_messages, name="simulator_messages"),
     path("simulator/v1/chat/completions", views.simulator_chat, name="simulator_chat"),
     # Console pages about calling the API.
     path("pricing/", pages.pricing, name="pricing"),

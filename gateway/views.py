@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: POST chat/completions (stream and non-stream) and GET models.
+"""The OpenAI-compatible API: POST chat/completions (stream and non-stream) and GET models;
+the Anthropic-compatible Messages API (issue 23): POST v1/messages and its count_tokens.
 
 Async views: the rules run in a thread (gateway.services), the upstream call is awaited with
 no transaction open (gateway.relay), and streams pass chunks through as they arrive. The
@@ -15,7 +16,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from console import api_errors
-from gateway import relay, services, simulator
+from gateway import anthropic, messages, relay, services, simulator
 from gateway.protocol import (
     SSE_DONE,
     InvalidBody,
@@ -31,23 +32,43 @@ from gateway.selectors import enabled_models
 logger = logging.getLogger(__name__)
 
 
-def answers_database_outage(view):
+def _database_outage_answered(respond):
     """The database unreachable (stopped, restarting, the pool's wait for a connection over):
-    BigModel's error body with 503 / 1241 and the request's id, not a 500 page. Whatever
-    failed ran in a transaction that rolled back, and admission gives back what it took."""
+    the API's error body (`respond(refusal, request_id)`) with 1241 and the request's id, not
+    a 500 page. Whatever failed ran in a transaction that rolled back, and admission gives
+    back what it took."""
 
-    @functools.wraps(view)
-    async def wrapper(request, *args, **kwargs):
-        request_id = services.new_request_id()
-        try:
-            return await view(request, request_id, *args, **kwargs)
-        except DatabaseError as error:
-            logger.warning("gateway: database unavailable, request %s: %s", request_id, error)
-            return api_errors.error_response(
-                api_errors.DATABASE_UNAVAILABLE, headers=response_headers(request_id)
-            )
+    def decorator(view):
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            request_id = services.new_request_id()
+            try:
+                return await view(request, request_id, *args, **kwargs)
+            except DatabaseError as error:
+                logger.warning("gateway: database unavailable, request %s: %s", request_id, error)
+                return respond(api_errors.DATABASE_UNAVAILABLE, request_id)
 
-    return wrapper
+        return wrapper
+
+    return decorator
+
+
+# BigModel's body with 503 / 1241; Anthropic's shape with 529 overloaded_error.
+answers_database_outage = _database_outage_answered(
+    lambda refusal, request_id: api_errors.error_response(
+        refusal, headers=response_headers(request_id)
+    )
+)
+answers_database_outage_anthropic = _database_outage_answered(
+    lambda refusal, request_id: messages.error_response(
+        refusal, request_id=request_id, headers=_anthropic_headers(request_id)
+    )
+)
+
+
+def _anthropic_headers(request_id: str, extra: dict | None = None) -> dict:
+    # Anthropic's clients read `request-id` (the SDK's `_request_id`); ours is x-request-id.
+    return response_headers(request_id, {"request-id": request_id, **(extra or {})})
 
 
 def gateway_fast_path(view):
@@ -61,7 +82,9 @@ def gateway_fast_path(view):
 @answers_database_outage
 async def chat_completions(request, request_id):
     """Pay-as-you-go: billed to the wallet (packs first)."""
-    return await _chat_completions(request, request_id, plan=False)
+    return await _chat_completions(
+        request, request_id, endpoint=services.UsageRecord.Endpoint.OPENAI
+    )
 
 
 @gateway_fast_path
@@ -70,10 +93,12 @@ async def chat_completions(request, request_id):
 async def coding_chat_completions(request, request_id):
     """The coding endpoint (issue 22): the same API and key, billed to the account's coding
     plan and limited by its quota windows, never by the balance."""
-    return await _chat_completions(request, request_id, plan=True)
+    return await _chat_completions(
+        request, request_id, endpoint=services.UsageRecord.Endpoint.CODING
+    )
 
 
-async def _chat_completions(request, request_id, *, plan: bool):
+async def _chat_completions(request, request_id, *, endpoint: str):
     if request.method != "POST":
         return api_errors.error_response(api_errors.METHOD, headers=response_headers(request_id))
     length = request.headers.get("Content-Length", "")
@@ -105,7 +130,7 @@ async def _chat_completions(request, request_id, *, plan: bool):
         request_id=request_id,
         client_request_id=client_request_id,
         stream=stream,
-        plan=plan,
+        endpoint=endpoint,
     )
     if isinstance(admitted, services.Refused):
         return relay.refusal_response(admitted, request_id=request_id)
@@ -145,6 +170,129 @@ async def coding_models(request, request_id):
     if isinstance(names, services.Refused):
         return relay.refusal_response(names, request_id=request_id)
     return JsonResponse(model_list(names), headers=response_headers(request_id))
+
+
+def _key_header(request) -> str | None:
+    """The key as the Authorization header carries it: Anthropic's clients send x-api-key
+    (the SDK), or Authorization: Bearer (Claude Code with ANTHROPIC_AUTH_TOKEN)."""
+    key = request.headers.get("x-api-key")
+    return f"Bearer {key}" if key else request.headers.get("Authorization")
+
+
+def _read_limited(request) -> bytes | None:
+    """The body, or None when it is over GATEWAY_ANTHROPIC_MAX_BODY_BYTES. Read from the
+    stream: the endpoint's limit is its own, not the console's DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    limit = settings.GATEWAY_ANTHROPIC_MAX_BODY_BYTES
+    length = request.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    raw = request.read(limit + 1)
+    return None if len(raw) > limit else raw
+
+
+def _messages_body(raw: bytes, check) -> tuple[object, str | None]:
+    """The parsed body and what is malformed in it (`check`), or (None, the reason)."""
+    try:
+        body = parse_body(raw)
+    except InvalidBody as error:
+        return None, str(error)
+    return body, check(body)
+
+
+@gateway_fast_path
+@csrf_exempt
+@answers_database_outage_anthropic
+async def anthropic_messages(request, request_id):
+    """POST /api/anthropic/v1/messages: billed to the account's coding plan when it has one
+    in force, else pay-as-you-go (gateway.services.admit_messages)."""
+    headers = _anthropic_headers(request_id)
+    if request.method != "POST":
+        return messages.error_response(api_errors.METHOD, request_id=request_id, headers=headers)
+    raw = _read_limited(request)
+    if raw is None:
+        return messages.error_response(
+            api_errors.BODY_TOO_LARGE, request_id=request_id, headers=headers
+        )
+    body, invalid = _messages_body(raw, anthropic.validate)
+    stream = bool(isinstance(body, dict) and body.get("stream") is True)
+    admitted = await sync_to_async(services.admit_request)(
+        header=_key_header(request),
+        body=body,
+        invalid=(api_errors.INVALID_PARAMETERS, invalid) if invalid else None,
+        request_id=request_id,
+        client_request_id="",
+        stream=stream,
+        endpoint=services.UsageRecord.Endpoint.ANTHROPIC,
+    )
+    if isinstance(admitted, services.Refused):
+        return messages.error_response(
+            admitted.refusal,
+            request_id=request_id,
+            message=admitted.message,
+            headers=_anthropic_headers(request_id, admitted.rate_headers),
+        )
+    headers = _anthropic_headers(request_id, admitted.rate_headers)
+    beta = request.headers.get("anthropic-beta", "")
+    if stream:
+        return StreamingHttpResponse(
+            messages.stream_events(admitted, body, beta=beta),
+            content_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    return await messages.answer(admitted, body, headers, beta=beta)
+
+
+@gateway_fast_path
+@csrf_exempt
+@answers_database_outage_anthropic
+async def anthropic_count_tokens(request, request_id):
+    """POST /api/anthropic/v1/messages/count_tokens: free, no usage record, not a prompt."""
+    headers = _anthropic_headers(request_id)
+    if request.method != "POST":
+        return messages.error_response(api_errors.METHOD, request_id=request_id, headers=headers)
+    raw = _read_limited(request)
+    if raw is None:
+        return messages.error_response(
+            api_errors.BODY_TOO_LARGE, request_id=request_id, headers=headers
+        )
+    body, invalid = _messages_body(raw, anthropic.count_request_problem)
+    counted = await sync_to_async(services.count_tokens)(
+        header=_key_header(request), body=body, invalid=invalid
+    )
+    if isinstance(counted, services.Refused):
+        return messages.error_response(
+            counted.refusal,
+            request_id=request_id,
+            message=counted.message,
+            headers=_anthropic_headers(request_id, counted.rate_headers),
+        )
+    return JsonResponse({"input_tokens": counted}, headers=headers)
+
+
+@csrf_exempt
+async def simulator_messages(request):
+    """The simulator's Anthropic Messages API over HTTP (no key, no accounting): for routes
+    of the Anthropic protocol that reach it through the real upstream path."""
+    try:
+        body = parse_body(request.body)
+    except InvalidBody:
+        return JsonResponse(
+            {"type": "error", "error": {"type": "invalid_request_error"}}, status=400
+        )
+    if request.method != "POST" or anthropic.validate(body) is not None:
+        return JsonResponse(
+            {"type": "error", "error": {"type": "invalid_request_error"}}, status=400
+        )
+    if body.get("stream"):
+
+        async def events():
+            async for event in simulator.messages_stream(body):
+                yield anthropic.sse_event(event)
+
+        return StreamingHttpResponse(events(), content_type="text/event-stream")
+    return JsonResponse(
+        await simulator.messages_complete(body), json_dumps_params={"ensure_ascii": False}
+    )
 
 
 @csrf_exempt

@@ -109,6 +109,9 @@ def _reseed_after_flush(request):
         importlib.import_module("billing.migrations.0006_seed_promotions").seed(apps, None)
         importlib.import_module("plans.migrations.0002_load_catalogue").load(apps, None)
         importlib.import_module("gateway.migrations.0003_coding_model_routes").routes(apps, None)
+        importlib.import_module("gateway.migrations.0004_anthropic_protocol_and_aliases").aliases(
+            apps, None
+        )
         importlib.import_module("console.migrations.0008_staff_groups").groups(apps, None)
 
 

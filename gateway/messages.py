@@ -1,0 +1,210 @@
+"""The Anthropic-compatible endpoint's answers (issue 23): an admitted Messages request
+forwarded to its route's upstream (as it is to an Anthropic-protocol upstream, translated
+both ways for an OpenAI-protocol one: gateway/anthropic.py), settled through gateway.relay's
+settlement and release, and answered as a `message` object or as Anthropic's stream events.
+
+A stream's events go out as they arrive; `ping` events fill the silences while the upstream
+thinks (GATEWAY_ANTHROPIC_PING_SECONDS); the settlement commits before `message_stop`; an
+upstream failure after the stream began ends it with an `error` event."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import JsonResponse
+
+from billing.selectors import text_tokens
+from console import api_errors
+from gateway import anthropic, relay, services, upstream
+from gateway.models import Protocol
+from gateway.protocol import upstream_body as openai_upstream_body
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(refusal, *, request_id: str, message=None, headers=None) -> JsonResponse:
+    """A refusal in Anthropic's error shape, with the status this endpoint answers it with."""
+    refusal = anthropic.refusal_for(refusal)
+    response = JsonResponse(
+        anthropic.error_body(refusal, message, request_id=request_id),
+        status=refusal.status,
+        headers=headers or {},
+    )
+    if refusal.status in (503, 529):
+        response._has_been_logged = True  # as api_errors.error_response: logged once already
+    return response
+
+
+def _message_id(admitted) -> str:
+    return "msg_" + admitted.request_id
+
+
+def _forwards_as_is(admitted) -> bool:
+    return admitted.route.protocol == Protocol.ANTHROPIC
+
+
+# --- A message -----------------------------------------------------------------------------
+
+
+async def answer(admitted, body: dict, headers: dict, *, beta: str = "") -> JsonResponse:
+    """Forward a request that is not a stream and answer with the message, once the
+    settlement committed. The message names the model as the client asked for it."""
+    chat = admitted.chat_body
+    route = admitted.route
+    started = time.perf_counter()
+    try:
+        if _forwards_as_is(admitted):
+            forwarded = anthropic.upstream_body(body, route, chat["model"])
+            message = await upstream.messages_complete(route, forwarded, beta=beta)
+            usage = anthropic.reported_usage(message.get("usage"))
+        else:
+            result = await upstream.complete(route, openai_upstream_body(chat, route))
+            usage = result.get("usage")
+            message = anthropic.message_from_openai(
+                result,
+                message_id=_message_id(admitted),
+                model=body["model"],
+                input_estimate=admitted.estimate.input_tokens,
+            )
+    except upstream.UpstreamFailed as failure:
+        refusal = anthropic.refusal_for(relay.upstream_refusal(failure))
+        outcome = relay.outcome_since(started, status=refusal.status, code=refusal.code)
+        await relay.finish(admitted, chat, outcome, "", False)
+        return error_response(refusal, request_id=admitted.request_id, headers=headers)
+    except BaseException:
+        await sync_to_async(services.release)(admitted)
+        raise
+    text, output = anthropic.message_text(message)
+    billed = relay.billed_tokens(usage, admitted, counted_output=text_tokens(len(output)))
+    outcome = relay.outcome_since(started, status=200, **billed, response_text=text)
+    await relay.finish(admitted, chat, outcome, "", False)
+    message["model"] = body["model"]
+    return JsonResponse(message, headers=headers, json_dumps_params={"ensure_ascii": False})
+
+
+# --- A stream ------------------------------------------------------------------------------
+
+
+async def _upstream_events(admitted, body: dict, delivered, beta: str) -> AsyncIterator[dict]:
+    """The upstream's answer as Anthropic's stream events, noting in `delivered` the usage
+    it reports (as the OpenAI usage object the bill is read from)."""
+    chat, route = admitted.chat_body, admitted.route
+    if _forwards_as_is(admitted):
+        forwarded = anthropic.upstream_body(body, route, chat["model"])
+        started_usage = None
+        async for event in upstream.messages_stream(route, forwarded, beta=beta):
+            if event.get("type") == "message_start":
+                started_usage = (event.get("message") or {}).get("usage")
+                delivered.usage = anthropic.reported_usage(started_usage) or None
+            elif event.get("type") == "message_delta":
+                delivered.usage = anthropic.reported_usage(started_usage, event.get("usage"))
+            yield event
+        return
+    translator = anthropic.StreamTranslator(
+        message_id=_message_id(admitted),
+        model=body["model"],
+        input_estimate=admitted.estimate.input_tokens,
+    )
+    yield translator.opening_event()
+    async for chunk in upstream.stream(route, openai_upstream_body(chat, route)):
+        for event in translator.events_of(chunk):
+            yield event
+        delivered.usage = translator.usage
+    for event in translator.closing_events(output_estimate=delivered.output_deltas):
+        yield event
+
+
+async def _with_pings(events: AsyncIterator[dict], interval: float) -> AsyncIterator[dict | None]:
+    """`events`, with None whenever `interval` seconds pass without one (a ping is due). The
+    upstream is read in one task of its own, so a silence never interrupts its reading."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+    done = object()
+
+    async def produce():
+        try:
+            async for event in events:
+                await queue.put(event)
+        except BaseException as error:  # handed to the reader, which raises it
+            await queue.put(error)
+        else:
+            await queue.put(done)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=interval)
+            except TimeoutError:
+                yield None
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        producer.cancel()
+
+
+async def stream_events(admitted, body: dict, *, beta: str = "") -> AsyncIterator[str]:
+    """An admitted stream as Anthropic's server-sent events: the upstream's events as they
+    arrive (the message named as the client asked), pings in the silences, then the
+    settlement, then `message_stop`. One request, one settlement, as in gateway.relay."""
+    chat = admitted.chat_body
+    delivered = relay.Delivered(admitted)
+    renewed_at = time.monotonic()
+    settled = False
+    interval = settings.GATEWAY_ANTHROPIC_PING_SECONDS
+    try:
+        async for event in _with_pings(_upstream_events(admitted, body, delivered, beta), interval):
+            if event is None:
+                yield anthropic.PING
+                continue
+            kind = event.get("type")
+            if kind == "message_stop":
+                break
+            if kind == "message_start" and isinstance(event.get("message"), dict):
+                event["message"]["model"] = body["model"]
+            text, output = anthropic.delta_text(event)
+            if output:
+                delivered.note_output(text)
+            yield anthropic.sse_event(event)
+            renewed_at = await relay.renewed_when_due(admitted, renewed_at)
+        settled = True
+        outcome = delivered.outcome(status=200)
+        yield await _closing_event(admitted, chat, outcome, {"type": "message_stop"})
+    except upstream.UpstreamFailed as failure:
+        settled = True
+        refusal = anthropic.refusal_for(relay.upstream_refusal(failure))
+        if delivered.output_deltas:
+            # Part of the answer reached the client: billed as for a client that left.
+            outcome = delivered.outcome(status=refusal.status, code=refusal.code, partial=True)
+            message = relay.PARTIAL_MESSAGE
+        else:
+            outcome = relay.outcome_since(
+                delivered.started, status=refusal.status, code=refusal.code
+            )
+            message = None
+        error = anthropic.error_body(refusal, message, request_id=admitted.request_id)
+        yield await _closing_event(admitted, chat, outcome, error)
+    finally:
+        if not settled:
+            # The client left mid-stream: billed as gateway.relay bills it.
+            outcome = delivered.outcome(status=200, code="client_closed")
+            await relay.finish(admitted, chat, outcome, "", True)
+
+
+async def _closing_event(admitted, chat: dict, outcome, event: dict) -> str:
+    """Settle, then the stream's last event; the database's error event instead when the
+    settlement could not commit (nothing is charged)."""
+    try:
+        await relay.finish(admitted, chat, outcome, "", True)
+    except DatabaseError as error:
+        logger.warning("gateway: database unavailable, request %s: %s", admitted.request_id, error)
+        refusal = anthropic.refusal_for(api_errors.DATABASE_UNAVAILABLE)
+        event = anthropic.error_body(refusal, request_id=admitted.request_id)
+    return anthropic.sse_event(event)
