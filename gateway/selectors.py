@@ -1,4 +1,5 @@
-"""Reads about calling the API: the models one can call, with their prices."""
+"""Reads about calling the API: the models one can call, with their prices, and the Claude
+names the Anthropic-compatible endpoint serves as them."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -6,7 +7,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from billing.models import ModelPrice
-from gateway.models import SIMULATOR, UpstreamRoute
+from gateway.models import SIMULATOR, ModelAlias, UpstreamRoute
 
 
 def enabled_models() -> list[str]:
@@ -18,6 +19,12 @@ def enabled_models() -> list[str]:
         .order_by("model")
         .values_list("model", flat=True)
     )
+
+
+def model_alias_list() -> list[ModelAlias]:
+    """The alias table as staff left it (requested name or pattern → served model), by
+    pattern: what the quickstart shows Claude Code users."""
+    return list(ModelAlias.objects.order_by("pattern"))
 
 
 @dataclass(frozen=True)
