@@ -1,4 +1,5 @@
-"""Reads about calling the API: the models one can call, with their prices."""
+"""Reads about calling the API: the models one can call, with their prices, and the Claude
+names the Anthropic-compatible endpoint serves as them."""
 
 import fnmatch
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ def alias_target(name: str, aliases) -> str | None:
     return min(matches)[3] if matches else None
 
 
-def model_aliases() -> list[ModelAlias]:
-    """The alias table, as the quickstart shows it."""
+def model_alias_list() -> list[ModelAlias]:
+    """The alias table as staff left it (requested name or pattern → served model), by
+    pattern: what the quickstart shows Claude Code users."""
     return list(ModelAlias.objects.order_by("pattern"))
 
 

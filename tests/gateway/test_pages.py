@@ -8,12 +8,12 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 
 from billing.models import ModelPrice
 from console.money import NANO_PER_UNIT
-from gateway.models import UpstreamRoute
+from gateway.models import ModelAlias, UpstreamRoute
 from gateway.selectors import price_list
 from keys.services import api_key_create
 from tests.conftest import requires_postgres
@@ -34,6 +34,16 @@ def _row(page: str, model: str) -> str:
         if f"<code>{model}</code>" in row:
             return row
     raise AssertionError(f"no row for {model}")
+
+
+def _aliases(page: str) -> str:
+    """The quickstart's alias table (Claude names to served models)."""
+    match = re.search(r'<table id="aliases">.*?</table>', page, flags=re.S)
+    return match.group(0) if match else ""
+
+
+def _without_aliases(page: str) -> str:
+    return page.replace(_aliases(page), "")
 
 
 def _page(client, user, name: str) -> str:
@@ -164,7 +174,9 @@ def test_it_gives_the_absolute_base_url_and_a_callable_model(client, world):
 def test_it_names_another_model_when_the_default_one_cannot_be_called(client, world):
     UpstreamRoute.objects.filter(model="glm-4.7").update(enabled=False)
     page = _page(client, world.owner_a, "quickstart")
-    assert 'model="glm-4.5"' in page and "glm-4.7" not in page
+    # Only the alias table, which shows staff's aliases as they are, still names it.
+    assert 'model="glm-4.5"' in page and "glm-4.7" not in _without_aliases(page)
+    assert "ANTHROPIC_DEFAULT_OPUS_MODEL=glm-4.5\n" in page
 
 
 def test_it_never_shows_a_key_of_the_account(client, world):
@@ -190,12 +202,66 @@ def test_it_offers_to_create_a_key_only_to_roles_that_may(client, world):
 
 def test_it_gives_every_snippet_a_copy_button_and_no_inline_code(client, world):
     page = _page(client, world.owner_a, "quickstart")
-    for snippet in ("curl", "curl-stream", "python", "python-stream", "node", "node-stream"):
+    snippets = ("curl", "curl-stream", "python", "python-stream", "node", "node-stream")
+    claude_code = ("claude-code-sh", "claude-code-ps", "anthropic-python")
+    for snippet in snippets + claude_code:
         assert f'<code id="snippet-{snippet}">' in page
         assert f'data-copy="#snippet-{snippet}"' in page
     # The CSP allows only our own script file and stylesheet.
     assert "<script>" not in page and "style=" not in page
     assert "1113" in page and "1302" in page and "1303" in page and "1122" in page
+
+
+def test_it_points_claude_code_at_the_anthropic_endpoint_of_this_site(client, world):
+    page = _page(client, world.developer_a.user, "quickstart")
+    assert 'value="http://testserver/api/anthropic"' in page
+    assert "export ANTHROPIC_BASE_URL=http://testserver/api/anthropic\n" in page
+    assert '$env:ANTHROPIC_BASE_URL = "http://testserver/api/anthropic"' in page
+    assert 'base_url="http://testserver/api/anthropic",' in page
+    assert 'export ANTHROPIC_AUTH_TOKEN="&lt;your API key&gt;"' in page
+    assert '$env:ANTHROPIC_AUTH_TOKEN = "&lt;your API key&gt;"' in page
+    assert "export API_TIMEOUT_MS=3000000" in page and '$env:API_TIMEOUT_MS = "3000000"' in page
+    # The optional tier variables name what the default aliases serve, as the vendor's guide.
+    assert "export ANTHROPIC_DEFAULT_OPUS_MODEL=glm-4.7\n" in page
+    assert "export ANTHROPIC_DEFAULT_SONNET_MODEL=glm-4.7\n" in page
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=glm-4.5-air\n" in page
+    assert '$env:ANTHROPIC_DEFAULT_HAIKU_MODEL = "glm-4.5-air"' in page
+
+
+def test_it_says_who_pays_for_claude_code_requests(client, world):
+    page = _page(client, world.viewer_a.user, "quickstart")
+    assert "counts as a prompt in the plan's windows and the balance is untouched" in page
+    assert "it is billed from the balance" in page
+
+
+def test_it_shows_the_alias_table_as_staff_left_it(client, world):
+    ModelAlias.objects.create(pattern="claude-3-5-sonnet-20241022", model="glm-4.5")
+    ModelAlias.objects.filter(pattern="claude-*opus*").update(model="glm-4.5")
+    table = _aliases(_page(client, world.owner_a, "quickstart"))
+    rows = re.findall(r"<tr><td><code>(.*?)</code></td><td><code>(.*?)</code>", table)
+    assert rows == [
+        ("claude-*haiku*", "glm-4.5-air"),
+        ("claude-*opus*", "glm-4.5"),
+        ("claude-*sonnet*", "glm-4.7"),
+        ("claude-3-5-sonnet-20241022", "glm-4.5"),
+    ]
+
+
+def test_it_marks_an_alias_whose_model_cannot_be_called(client, world):
+    UpstreamRoute.objects.filter(model="glm-4.5-air").update(enabled=False)
+    page = _page(client, world.owner_a, "quickstart")
+    haiku = re.search(r"<tr><td><code>claude-\*haiku\*</code>.*?</tr>", _aliases(page)).group(0)
+    assert "not served at the moment" in haiku
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=glm-4.7\n" in page
+
+
+def test_it_says_so_when_staff_removed_every_alias(client, world):
+    ModelAlias.objects.all().delete()
+    page = _page(client, world.owner_a, "quickstart")
+    assert _aliases(page) == ""
+    assert "No Claude names are mapped to a model" in page
+    # The tier variables then name a model one can call, so Claude Code still works.
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=glm-4.7\n" in page
 
 
 @pytest.mark.parametrize("name", ["pricing", "quickstart"])
@@ -234,3 +300,27 @@ def test_it_gives_snippets_that_work_as_copied(uvicorn_site, funded, client, cap
             output = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
             assert '"choices"' in output and '"error"' not in output
         assert "data: [DONE]" in output
+
+
+def _anthropic_endpoint_routed() -> bool:
+    try:
+        resolve("/api/anthropic/v1/messages")
+    except Resolver404:
+        return False
+    return True
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    not _anthropic_endpoint_routed(), reason="the Anthropic-compatible endpoint is not routed yet"
+)
+def test_it_gives_an_anthropic_snippet_that_works_as_copied(uvicorn_site, funded, client, capfd):
+    """The anthropic SDK snippet, run as a reader copies it, against the real server."""
+    account, raw, _key = funded
+    client.force_login(account.memberships.get().user)
+    host = urlsplit(uvicorn_site).netloc
+    page = client.get(reverse("quickstart"), HTTP_HOST=host).content.decode()
+    assert f'base_url="{uvicorn_site}/api/anthropic",' in page
+    exec(_snippet(page, "anthropic-python", raw), {})  # our own page's snippet
+    assert capfd.readouterr().out.strip()
