@@ -5,6 +5,9 @@ second it serves, stream and non-stream, at concurrency 1, 16 and 64, against
 - **coding**: our coding-plan endpoint (issue 22) with the same key: the plan's concurrency
   slot and the request's prompts in its three quota windows (one Redis script), the upstream
   over HTTP, then the usage record naming the plan term, roll-ups and prompt log — no charge;
+- **anthropic**: our Anthropic-compatible endpoint (issue 23) with the same key and the same
+  body (a valid Messages request too): billed to the same plan as **coding**, plus the
+  translation to the OpenAI-compatible upstream and back;
 - **gateway**: our gateway with full accounting (key, rate window, concurrency slot and
   reservation in Redis, the upstream over HTTP, then charge, usage record, roll-ups and prompt
   log committed before the response ends), 2 uvicorn workers, all traffic on one account;
@@ -281,6 +284,7 @@ def main() -> None:
         "direct": (upstream_base + "/chat/completions", ""),
         "gateway": (f"http://127.0.0.1:{gw_port}/api/paas/v4/chat/completions", key),
         "coding": (f"http://127.0.0.1:{gw_port}/api/coding/paas/v4/chat/completions", key),
+        "anthropic": (f"http://127.0.0.1:{gw_port}/api/anthropic/v1/messages", key),
         "litellm": (f"http://127.0.0.1:{ll_port}/v1/chat/completions", LITELLM_KEY),
     }
     cells = []
@@ -339,17 +343,19 @@ def main() -> None:
     print(
         f"{'mode':<7}{'conc':>5} {'direct p50':>10}{'p99':>7}{'rps':>7}  "
         f"{'gateway +p50':>12}{'+p99':>7}{'rps':>6}  {'coding +p50':>11}{'+p99':>7}{'rps':>6}  "
-        f"{'litellm +p50':>12}{'+p99':>7}{'rps':>6}"
+        f"{'anthropic +p50':>14}{'+p99':>7}{'rps':>6}  {'litellm +p50':>12}{'+p99':>7}{'rps':>6}"
     )
     for cell in cells:
         d, g, c, ll = cell["direct"], cell["gateway"], cell["coding"], cell["litellm"]
-        for proxy in (g, c, ll):
+        a = cell["anthropic"]
+        for proxy in (g, c, a, ll):
             proxy["added_p50_ms"] = proxy["p50_ms"] - d["p50_ms"]
             proxy["added_p99_ms"] = proxy["p99_ms"] - d["p99_ms"]
         print(
             f"{cell['mode']:<7}{cell['concurrency']:>5} {d['p50_ms']:>10.2f}{d['p99_ms']:>7.1f}"
             f"{d['rps']:>7.0f}  {g['added_p50_ms']:>12.2f}{g['added_p99_ms']:>7.1f}{g['rps']:>6.0f}"
             f"  {c['added_p50_ms']:>11.2f}{c['added_p99_ms']:>7.1f}{c['rps']:>6.0f}"
+            f"  {a['added_p50_ms']:>14.2f}{a['added_p99_ms']:>7.1f}{a['rps']:>6.0f}"
             f"  {ll['added_p50_ms']:>12.2f}{ll['added_p99_ms']:>7.1f}{ll['rps']:>6.0f}"
         )
     print(
@@ -386,6 +392,16 @@ def main() -> None:
                 at_most=True,
             )
         )
+        # Issue 23: the Anthropic endpoint (the same plan, plus the translation both ways)
+        # must cost no more than the coding endpoint it bills like.
+        goals.append(
+            common.goal(
+                f"{mode}: Anthropic endpoint's added p50 ÷ the coding endpoint's at concurrency 1",
+                one["anthropic"]["added_p50_ms"] / one["coding"]["added_p50_ms"],
+                1.0,
+                at_most=True,
+            )
+        )
     one, sixteen = by[("json", 1)], by[("json", 16)]
     common.report(
         "gateway",
@@ -403,7 +419,9 @@ def main() -> None:
         f"(LiteLLM {sixteen['litellm']['rps']:.0f}: {goals[1]['value']:.2f}x), non-stream; "
         f"the coding endpoint adds {one['coding']['added_p50_ms']:.1f} ms p50 "
         f"({goals[2]['value']:.2f}x pay-as-you-go's) and serves "
-        f"{sixteen['coding']['rps']:.0f} req/s at 16",
+        f"{sixteen['coding']['rps']:.0f} req/s at 16; the Anthropic endpoint adds "
+        f"{one['anthropic']['added_p50_ms']:.1f} ms ({goals[3]['value']:.2f}x the coding "
+        f"endpoint's) and serves {sixteen['anthropic']['rps']:.0f} req/s at 16",
     )
 
 

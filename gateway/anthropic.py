@@ -88,7 +88,8 @@ def _messages_problem(messages) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "messages: a non-empty list of {role, content} is required"
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:  # a list or an object: unhashable
             return f"messages.{index}: role must be user or assistant"
         content = message.get("content")
         if isinstance(content, str):
@@ -325,6 +326,15 @@ def _arguments(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _stop_reason(finish_reason) -> str:
+    """An upstream's finish_reason as a stop_reason (whatever an odd upstream sends there)."""
+    return (
+        STOP_REASONS.get(finish_reason, "end_turn")
+        if isinstance(finish_reason, str)
+        else "end_turn"
+    )
+
+
 def usage_of(openai_usage, *, input_estimate: int = 0) -> dict:
     """An OpenAI usage object as Anthropic's (input, output)."""
     usage = _dict(openai_usage)
@@ -358,7 +368,7 @@ def message_from_openai(answer: dict, *, message_id: str, model: str, input_esti
                 "input": _arguments(function.get("arguments")),
             }
         )
-    stop_reason = STOP_REASONS.get(choice.get("finish_reason"), "end_turn")
+    stop_reason = _stop_reason(choice.get("finish_reason"))
     if stop_reason == "end_turn" and message.get("tool_calls"):
         stop_reason = "tool_use"
     return {
@@ -460,7 +470,7 @@ class StreamTranslator:
                         )
                     )
             if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+                self.stop_reason = _stop_reason(choice["finish_reason"])
         return events
 
     def closing_events(self, *, output_estimate: int = 0) -> list[dict]:

@@ -98,7 +98,8 @@ async def _upstream_events(admitted, body: dict, delivered, beta: str) -> AsyncI
         started_usage = None
         async for event in upstream.messages_stream(route, forwarded, beta=beta):
             if event.get("type") == "message_start":
-                started_usage = (event.get("message") or {}).get("usage")
+                message = event.get("message")
+                started_usage = message.get("usage") if isinstance(message, dict) else None
                 delivered.usage = anthropic.reported_usage(started_usage) or None
             elif event.get("type") == "message_delta":
                 delivered.usage = anthropic.reported_usage(started_usage, event.get("usage"))

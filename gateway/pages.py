@@ -17,7 +17,7 @@ QUICKSTART_MODEL = "glm-4.7"
 
 # The Anthropic-compatible endpoint's base URL for clients: the anthropic SDKs and Claude
 # Code append /v1/messages themselves, so it ends without a slash.
-ANTHROPIC_BASE_PATH = "/api/anthropic"
+ANTHROPIC_MESSAGES_SUFFIX = "/v1/messages"
 
 
 @account_view("overview.view")
@@ -61,7 +61,9 @@ def quickstart(request):
             # Claude Code's recipe (issue 23): the Anthropic-compatible endpoint, the alias
             # table, and for the optional tier variables the model each tier's default alias
             # serves (else the page's model), as the vendor's guide sets them.
-            "anthropic_base_url": request.build_absolute_uri(ANTHROPIC_BASE_PATH),
+            "anthropic_base_url": request.build_absolute_uri(
+                reverse("gateway_messages").removesuffix(ANTHROPIC_MESSAGES_SUFFIX)
+            ),
             "aliases": aliases,
             "callable_models": callable_models,
             "opus_model": served_as.get("claude-*opus*", model),

@@ -321,6 +321,7 @@ def test_an_upstream_secret_is_never_shown_back(superuser_client):
     data = {
         "model": route.model,
         "base_url": "https://upstream.example/v1",
+        "protocol": "openai",
         "upstream_model": "",
         "timeout_seconds": 30,
         "enabled": "on",
@@ -342,3 +343,20 @@ def test_the_groups_are_reseeded_after_a_flush():
     names = set(Group.objects.values_list("name", flat=True))
     assert {STAFF_GROUPS.SUPPORT, STAFF_GROUPS.FINANCE_STAFF} <= names
     assert staff_member(STAFF_GROUPS.FINANCE_STAFF).has_perm("console.staff_grant_bonus")
+
+
+def test_staff_edit_the_model_alias_table_with_checks_and_an_audit_line(superuser_client):
+    from gateway.models import ModelAlias
+
+    url = admin_url(ModelAlias, "add")
+    bad_pattern = superuser_client.post(url, {"pattern": "claude sonnet <b>", "model": "glm-4.7"})
+    assert bad_pattern.status_code == 200 and b"errorlist" in bad_pattern.content
+    unserved = superuser_client.post(url, {"pattern": "claude-next-*", "model": "gpt-9"})
+    assert unserved.status_code == 200 and b"No upstream route serves" in unserved.content
+    assert not ModelAlias.objects.filter(pattern="claude-next-*").exists()
+    response = superuser_client.post(url, {"pattern": " Claude-Next-* ", "model": "GLM-4.7"})
+    assert response.status_code == 302
+    alias = ModelAlias.objects.get(pattern="claude-next-*")
+    assert alias.model == "glm-4.7"
+    event = AuditEvent.objects.get(action="catalogue.modelalias_add")
+    assert event.actor_kind == AuditEvent.ActorKind.STAFF and event.target_id == str(alias.pk)

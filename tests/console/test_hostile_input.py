@@ -686,6 +686,78 @@ def test_a_hostile_authorization_header_is_a_401(header, keyed):
     assert client.get(reverse("gateway_models")).status_code == 401
 
 
+# --- The Anthropic-compatible endpoint (issue 23): the same bodies, with max_tokens --------
+
+MESSAGES_URL = "/api/anthropic/v1/messages"
+# Fields the Anthropic API does not know, so the endpoint accepts them (never 400 for a new
+# field); what the OpenAI endpoint refuses them for never reaches a header or the upstream.
+ANTHROPIC_ACCEPTS = {
+    "CR/LF in request_id",
+    "CR/LF in request_id, streamed",
+    "a request_id that is an object",
+    "stream_options as a list",
+}
+# Well-formed here (Anthropic's model names run to 100 characters), and served by nobody.
+ANTHROPIC_NOT_FOUND = {"a model of 65 characters"}
+
+
+def _with_max_tokens(body):
+    """The body with max_tokens first (a later, hostile max_tokens wins, as JSON's last key)."""
+    if isinstance(body, bytes):
+        return body.replace(b"{", b'{"max_tokens": 5, ', 1) if body.startswith(b"{") else body
+    return body.replace("{", '{"max_tokens": 5, ', 1) if body.startswith('{"') else body
+
+
+def _messages(raw, body):
+    client = Client(HTTP_X_API_KEY=raw) if raw else Client()
+    response = client.post(MESSAGES_URL, _with_max_tokens(body), content_type="application/json")
+    content = b"".join(response) if response.streaming else response.content
+    return response, content
+
+
+@pytest.mark.parametrize("case", sorted(set(GATEWAY_REFUSES) - ANTHROPIC_ACCEPTS))
+def test_the_anthropic_endpoint_refuses_a_hostile_body_in_its_shape(case, keyed):
+    account, raw, state = keyed
+    for key in (raw, None):
+        before = _charged()
+        response, content = _messages(key, GATEWAY_REFUSES[case])
+        status, expected = (
+            (401, "authentication_error")
+            if not key
+            else (404, "not_found_error")
+            if case in ANTHROPIC_NOT_FOUND
+            else (400, "invalid_request_error")
+        )
+        assert response.status_code == status, (case, content[:200])
+        body = json.loads(content)
+        assert body["type"] == "error" and body["request_id"] == response["request-id"]
+        assert body["error"]["type"] == expected and body["error"]["message"]
+        after = _charged(before[0])
+        assert (after[1], after[3]) == (before[1], before[3])
+        assert sum(UsageRecord.objects.values_list("fee_nano", flat=True)) == 0
+        assert not PromptLog.objects.filter(account=account).exists()
+        assert _nothing_held(account, state)
+
+
+@pytest.mark.parametrize("case", sorted(ANTHROPIC_ACCEPTS))
+def test_the_anthropic_endpoint_accepts_fields_it_does_not_know(case, keyed):
+    account, raw, state = keyed
+    response, content = _messages(raw, GATEWAY_REFUSES[case])
+    assert response.status_code == 200, (case, content[:200])
+    assert b"Injected" not in b"".join(f"{k}{v}".encode() for k, v in response.items())
+    assert b'"type":"error"' not in content and b'"type": "error"' not in content
+    assert _nothing_held(account, state)
+
+
+@pytest.mark.parametrize("header", ["a\x00b", "1.\x00", "x" * 20_000, "🤖.🔑", "", "Bearer 1.x"])
+def test_a_hostile_x_api_key_is_a_401(header, keyed):
+    response = Client(HTTP_X_API_KEY=header).post(
+        MESSAGES_URL, _with_max_tokens(_body()), content_type="application/json"
+    )
+    assert response.status_code == 401
+    assert json.loads(response.content)["error"]["type"] == "authentication_error"
+
+
 @pytest.mark.parametrize(
     "case", ["an array 10,000 deep", "NUL in a message", "NaN", "an unpaired surrogate"]
 )

@@ -8,7 +8,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import ModelPrice
@@ -302,19 +302,8 @@ def test_it_gives_snippets_that_work_as_copied(uvicorn_site, funded, client, cap
         assert "data: [DONE]" in output
 
 
-def _anthropic_endpoint_routed() -> bool:
-    try:
-        resolve("/api/anthropic/v1/messages")
-    except Resolver404:
-        return False
-    return True
-
-
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(
-    not _anthropic_endpoint_routed(), reason="the Anthropic-compatible endpoint is not routed yet"
-)
 def test_it_gives_an_anthropic_snippet_that_works_as_copied(uvicorn_site, funded, client, capfd):
     """The anthropic SDK snippet, run as a reader copies it, against the real server."""
     account, raw, _key = funded

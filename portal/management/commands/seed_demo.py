@@ -30,6 +30,7 @@ from keys.services import api_key_create, api_key_revoke
 from portal.services import user_signup
 from projects.models import Project
 from projects.services import account_set_budget, project_create, project_set_cap
+from usage.models import UsageRecord
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAMMATE = "finance@example.com"
@@ -101,6 +102,11 @@ def _seed_money(*, account, project, key, spare) -> None:
                 request_id=f"demo-{day}-{call}",
                 reserved_nano=0,
             )
+            if call == 1 and model == "glm-4.7":
+                # Some of it from Claude Code, through the Anthropic-compatible endpoint under
+                # a Claude name (the usage page's endpoint dimension has something to show).
+                admitted.endpoint = UsageRecord.Endpoint.ANTHROPIC
+                admitted.requested_model = "claude-sonnet-4-5-20250929"
             output_tokens = randomness.randint(5_000, 120_000)
             settle(
                 admitted=admitted,
