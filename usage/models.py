@@ -82,6 +82,14 @@ class UsageRecord(models.Model):
         return f"{self.request_id} {self.model} {self.status}"
 
     @property
+    def model_display(self) -> str:
+        """The model as people read it: "claude-sonnet-4-5 → glm-4.7" when an alias was
+        served, else the model."""
+        if self.requested_model and self.requested_model != self.model:
+            return f"{self.requested_model} → {self.model}"
+        return self.model
+
+    @property
     def quota_prompts(self) -> Decimal:
         """The coding-plan prompts the request counted, exactly (1, 0.067, 3)."""
         return Decimal(self.quota_milli) / 1000

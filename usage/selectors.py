@@ -375,11 +375,27 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
     )
 
 
-def usage_csv_rows(report: UsageReport) -> list[list]:
-    """One row per bucket and group that had usage; money as exact decimal strings."""
+def usage_csv_rows(*, account: Account, query: UsageQuery) -> list[list]:
+    """One row per bucket, group and endpoint that had usage; money as exact decimal
+    strings. Always split by endpoint (its value, as the API names it), so a spreadsheet
+    can pivot on it whatever the page's grouping."""
+    column = GROUP_COLUMNS.get(query.group_by)
+    group_by = tuple(dict.fromkeys(c for c in (column, "endpoint") if c))
+    rows = rollup_sums(
+        account=account,
+        bucket=query.bucket,
+        start=query.start,
+        end=query.end + timedelta(days=1),
+        group_by=group_by,
+        project_id=query.project_id,
+        api_key_id=query.api_key_id,
+        endpoints=(query.endpoint,) if query.endpoint else (),
+    )
+    by_endpoint = query.group_by == "endpoint"
     header = [
         "period",
-        report.query.group_by or "group",
+        *([] if by_endpoint else [query.group_by or "group"]),
+        "endpoint",
         "requests",
         "refused",
         "upstream_errors",
@@ -391,13 +407,17 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
         "bonus_part",
         "arrears",
     ]
-    labels = {group.id: group.label for group in report.groups}
-    rows = [header]
-    for (moment, group_id), m in sorted(report.cells.items(), key=lambda item: str(item[0])):
-        rows.append(
+    group_ids = {values[0] if column else "" for _moment, values, _m in rows}
+    labels = _labels(account, query.group_by, group_ids)
+    lines = []
+    for moment, values, m in rows:
+        group_id = values[0] if column else ""
+        endpoint = values[-1]
+        lines.append(
             [
-                moment.strftime("%Y-%m") if report.query.bucket == "month" else moment.isoformat(),
-                csv_cell(labels.get(group_id, group_id)),
+                moment.strftime("%Y-%m") if query.bucket == "month" else moment.isoformat(),
+                *([] if by_endpoint else [csv_cell(labels[group_id])]),
+                endpoint,
                 m.requests,
                 m.refused,
                 m.upstream_errors,
@@ -410,7 +430,7 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
                 decimal_string(m.arrears_nano),
             ]
         )
-    return rows
+    return [header, *sorted(lines, key=lambda line: [str(cell) for cell in line[:3]])]
 
 
 def request_usage(*, account: Account, request_id: str) -> UsageRecord | None:
