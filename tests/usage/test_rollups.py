@@ -4,8 +4,10 @@ reconciled, exact beside concurrent writers."""
 import zoneinfo
 from collections import Counter, defaultdict
 from datetime import UTC, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db.models import F
 from django.utils import timezone
 
@@ -19,8 +21,10 @@ from tests.conftest import requires_postgres
 from tests.threads import run_together
 from usage.models import UsageDaily, UsageHourly, UsageRecord
 from usage.rollups import (
+    GROUP,
     METRICS,
     UPSTREAM_ERROR_CODES,
+    rollup_writes,
     rollups_disagreeing,
     rollups_rebuild,
     rollups_reconcile,
@@ -285,17 +289,26 @@ def test_each_endpoint_has_rows_of_its_own(busy_account):
         assert set(by_endpoint) == {"openai", "coding", "anthropic"}
 
 
-def test_the_upsert_conflict_target_is_the_unique_constraint():
-    """The upsert's ON CONFLICT names exactly the columns of each table's unique constraint:
-    a group column added to one and not the other fails every write."""
-    from usage.rollups import GROUP, _upsert_sql
-
-    for model, bucket in ((UsageHourly, "hour"), (UsageDaily, "day")):
+def test_the_upsert_conflict_target_is_the_unique_constraint(busy_account):
+    """The live upsert's ON CONFLICT names exactly the columns of each table's unique
+    constraint, and it writes the record's endpoint: a group column added to one and not
+    the other fails every write."""
+    account, keys, _made = busy_account
+    record = UsageRecord(
+        account=account,
+        api_key=keys[0],
+        endpoint="anthropic",
+        status=200,
+        created_at=timezone.now(),
+    )
+    hourly, daily = rollup_writes(record=record, time_zone=account.time_zone)
+    for model, bucket, write in ((UsageHourly, "hour", hourly), (UsageDaily, "day", daily)):
         (constraint,) = model._meta.constraints
-        fields = [model._meta.get_field(name).column for name in constraint.fields]
-        assert sorted(fields) == sorted(("account_id", bucket, *GROUP[1:]))
-        sql = _upsert_sql("postgresql", model._meta.db_table, bucket, 1)
-        assert '"endpoint"' in sql.split("ON CONFLICT")[1]
+        columns = {model._meta.get_field(name).column for name in constraint.fields}
+        assert columns == {"account_id", bucket, *GROUP[1:]}
+        target = write.sql.split("ON CONFLICT (")[1].split(")")[0]
+        assert {name.strip('" ') for name in target.split(",")} == columns
+        assert "anthropic" in write.params
 
 
 def test_a_request_added_to_the_wrong_endpoint_is_found_and_repaired(busy_account):
@@ -358,3 +371,19 @@ def test_the_upgrade_splits_the_roll_ups_of_accounts_with_other_endpoints(busy_a
     for model, bucket in ((UsageHourly, "hour"), (UsageDaily, "day")):
         for each in (account, calm):
             assert stored(model, each, bucket) == live[(model, each.pk)]
+
+
+def test_the_rebuild_command_gives_the_rows_live_writes_gave(busy_account):
+    """`manage.py rebuild_rollups` from nothing: every group of every endpoint comes back
+    exactly as the live upserts wrote it."""
+    account, _keys, _made = busy_account
+    live_hourly = stored(UsageHourly, account, "hour")
+    live_daily = stored(UsageDaily, account, "day")
+    UsageHourly.objects.filter(account=account).delete()
+    UsageDaily.objects.filter(account=account).delete()
+    out = StringIO()
+    call_command("rebuild_rollups", account=account.pk, stdout=out)
+    assert f"Rebuilt {len(live_hourly)} hourly and {len(live_daily)} daily rows" in out.getvalue()
+    assert stored(UsageHourly, account, "hour") == live_hourly
+    assert stored(UsageDaily, account, "day") == live_daily
+    assert {key[-1] for key in live_daily} == {"openai", "coding", "anthropic"}
