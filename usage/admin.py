@@ -14,7 +14,8 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "account",
-        "model",
+        "endpoint",
+        "model_shown",
         "status",
         "input_tokens",
         "output_tokens",
@@ -22,10 +23,20 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "key",
         "request_id",
     ]
-    list_filter = ["source", "status", "model", "estimated"]
-    search_fields = ["request_id", "client_request_id", "account__id", "account__name"]
+    list_filter = ["source", "endpoint", "status", "model", "estimated"]
+    search_fields = [
+        "request_id",
+        "client_request_id",
+        "account__id",
+        "account__name",
+        "requested_model",
+    ]
     date_hierarchy = "created_at"
     list_select_related = ["account", "api_key"]
+
+    @admin.display(description=_("model"), ordering="model")
+    def model_shown(self, record):
+        return record.model_display
 
     @admin.display(description=_("fee"))
     def fee(self, record):
@@ -42,7 +53,7 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_filter = ["source", "model"]
+    list_filter = ["source", "endpoint", "model"]
     search_fields = ["account__id", "account__name", "model"]
     list_select_related = ["account"]
 
@@ -53,11 +64,11 @@ class UsageRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(UsageDaily)
 class UsageDailyAdmin(UsageRollupAdmin):
-    list_display = ["day", "account", "model", "source", "requests", "fees"]
+    list_display = ["day", "account", "model", "source", "endpoint", "requests", "fees"]
     date_hierarchy = "day"
 
 
 @admin.register(UsageHourly)
 class UsageHourlyAdmin(UsageRollupAdmin):
-    list_display = ["hour", "account", "model", "source", "requests", "fees"]
+    list_display = ["hour", "account", "model", "source", "endpoint", "requests", "fees"]
     date_hierarchy = "hour"

@@ -1,6 +1,7 @@
 """The usage and cost API (like OpenAI's and Anthropic's admin usage APIs):
 `GET /api/console/v1/usage` and `GET /api/console/v1/costs`, bucketed by hour (UTC) or day
-(the account's time zone), grouped by model, project or key. Read from the roll-ups only.
+(the account's time zone), grouped by model, project, key or endpoint. Read from the
+roll-ups only.
 
 Authenticated by an `admin-read` API key (`Authorization: Bearer …`) or a signed-in
 member's session. Unknown or malformed parameters fall back to their defaults, and each one
@@ -20,7 +21,7 @@ from console.tenancy import current_membership
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_from_header
 from keys.services import api_key_mark_used
-from usage.selectors import Metrics, day_start, local_today, parse_id, rollup_sums
+from usage.selectors import ENDPOINTS, Metrics, day_start, local_today, parse_id, rollup_sums
 
 # Accepted spellings of the bucket width and of the group-by dimensions.
 WIDTHS = {"1h": "hour", "hour": "hour", "1d": "day", "day": "day"}
@@ -30,6 +31,7 @@ GROUPS = {
     "project": "project_id",
     "api_key_id": "api_key_id",
     "key": "api_key_id",
+    "endpoint": "endpoint",
 }
 # Buckets per page: (default, maximum).
 PAGE_SIZES = {"hour": (24, 168), "day": (7, 31)}
@@ -41,6 +43,7 @@ PARAMETERS = {
     "project_ids",
     "api_key_ids",
     "models",
+    "endpoints",
     "limit",
     "page",
 }
@@ -72,6 +75,7 @@ class ApiQuery:
     project_ids: tuple[int, ...]
     api_key_ids: tuple[int, ...]
     models: tuple[str, ...]
+    endpoints: tuple[str, ...]
     limit: int
 
 
@@ -140,7 +144,9 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     for name in _list(params, "group_by"):
         column = GROUPS.get(name)
         if column is None:
-            warnings.append(f"group_by {name!r} is not model, project_id or api_key_id: ignored")
+            warnings.append(
+                f"group_by {name[:64]!r} is not model, project_id, api_key_id or endpoint: ignored"
+            )
         elif column not in group_by:
             group_by.append(column)
     ids = {}
@@ -154,6 +160,10 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
     if len(models) != len(_list(params, "models")):
         # PostgreSQL refuses NUL in a query, and no model's name has one.
         warnings.append("models must not contain NUL characters: those were ignored")
+    endpoints = tuple(dict.fromkeys(v for v in _list(params, "endpoints") if v in ENDPOINTS))
+    if len(set(endpoints)) != len(set(_list(params, "endpoints"))):
+        # Not a filter of nothing: an unknown name is dropped, like a malformed id.
+        warnings.append(f"endpoints must be {', '.join(ENDPOINTS)}: the others were ignored")
     query = ApiQuery(
         width=width,
         start=_floor(start, width, account),
@@ -162,6 +172,7 @@ def _parse(params, *, account, now: datetime) -> tuple[ApiQuery, list[str]]:
         project_ids=ids["project_ids"],
         api_key_ids=ids["api_key_ids"],
         models=models,
+        endpoints=endpoints,
         limit=limit,
     )
     return query, warnings
@@ -197,6 +208,7 @@ def _page(request, render_result):
         project_ids=query.project_ids,
         api_key_ids=query.api_key_ids,
         models=query.models,
+        endpoints=query.endpoints,
     )
     by_bucket: dict[object, list] = {}
     for bucket, values, metrics in rows:
@@ -236,6 +248,7 @@ def _group_fields(group: dict) -> dict:
         # 0 is the console's playground, which calls without a key.
         "api_key_id": group.get("api_key_id") or None,
         "model": group.get("model"),
+        "endpoint": group.get("endpoint"),
     }
 
 

@@ -82,6 +82,14 @@ class UsageRecord(models.Model):
         return f"{self.request_id} {self.model} {self.status}"
 
     @property
+    def model_display(self) -> str:
+        """The model as people read it: "claude-sonnet-4-5 → glm-4.7" when an alias was
+        served, else the model."""
+        if self.requested_model and self.requested_model != self.model:
+            return f"{self.requested_model} → {self.model}"
+        return self.model
+
+    @property
     def quota_prompts(self) -> Decimal:
         """The coding-plan prompts the request counted, exactly (1, 0.067, 3)."""
         return Decimal(self.quota_milli) / 1000
@@ -103,6 +111,16 @@ class UsageRollup(models.Model):
     api_key_id = models.BigIntegerField(default=0)
     model = models.CharField(_("model"), max_length=64, blank=True)
     source = models.CharField(max_length=8)
+    # The API the requests called (UsageRecord.Endpoint), a group like the source: never
+    # null, for the same reason as the project and key. The database default lets an
+    # insert written before issue 23 (billing 0009's backfill) still add rows.
+    endpoint = models.CharField(
+        _("endpoint"),
+        max_length=16,
+        choices=UsageRecord.Endpoint.choices,
+        default=UsageRecord.Endpoint.OPENAI,
+        db_default=UsageRecord.Endpoint.OPENAI,
+    )
     requests = models.BigIntegerField(default=0)
     # Refused at admission (authentication passed): cost nothing.
     refused = models.BigIntegerField(default=0)
@@ -131,7 +149,15 @@ class UsageHourly(UsageRollup):
             # One row per group and hour (the upsert's conflict target); also serves the
             # usage API's hourly buckets: an account's rows in a time range.
             models.UniqueConstraint(
-                fields=["account", "hour", "project_id", "api_key_id", "model", "source"],
+                fields=[
+                    "account",
+                    "hour",
+                    "project_id",
+                    "api_key_id",
+                    "model",
+                    "source",
+                    "endpoint",
+                ],
                 name="usage_hourly_group_unique",
             ),
         ]
@@ -151,7 +177,15 @@ class UsageDaily(UsageRollup):
             # One row per group and day (the upsert's conflict target); also serves the
             # usage page, the overview and the daily API buckets: an account's days in a range.
             models.UniqueConstraint(
-                fields=["account", "day", "project_id", "api_key_id", "model", "source"],
+                fields=[
+                    "account",
+                    "day",
+                    "project_id",
+                    "api_key_id",
+                    "model",
+                    "source",
+                    "endpoint",
+                ],
                 name="usage_daily_group_unique",
             ),
         ]

@@ -1,5 +1,6 @@
-"""Usage roll-ups: hourly and daily sums of the usage records per account, project, key, model
-and source. Pages, the overview and the usage API read these rows; the records are the truth.
+"""Usage roll-ups: hourly and daily sums of the usage records per account, project, key, model,
+source and endpoint. Pages, the overview and the usage API read these rows; the records are
+the truth.
 
 Kept current incrementally: a record is inserted in the same transaction as the upserts
 adding it to its hourly and daily rows (`usage_record_writes`: `usage_record_write` runs
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 # every other non-200 record was refused at admission.
 UPSTREAM_ERROR_CODES = (UPSTREAM_ERROR.code, UPSTREAM_TIMEOUT.code)
 
-GROUP = ("account_id", "project_id", "api_key_id", "model", "source")
+# The group columns, in the order of the upsert's values (and of its conflict target after
+# the account and the bucket, which is the unique constraints' order).
+GROUP = ("account_id", "project_id", "api_key_id", "model", "source", "endpoint")
 METRICS = (
     "requests",
     "refused",
@@ -125,6 +128,7 @@ def rollup_writes(*, record: UsageRecord, time_zone: str) -> list[writes.Write]:
         record.api_key_id or 0,
         record.model,
         record.source,
+        record.endpoint,
     )
     metrics = _metrics(record)
     hour = connection.ops.adapt_datetimefield_value(hour_of(record.created_at))
@@ -204,7 +208,7 @@ def _metric_values(row: dict) -> tuple[int, ...]:
 def _aggregate(records, bucket_expression) -> list[tuple]:
     rows = (
         records.annotate(bucket=bucket_expression)
-        .values("bucket", "project_id", "api_key_id", "model", "source")
+        .values("bucket", *GROUP[1:])
         .annotate(**_metric_sums())
         .order_by()
     )
@@ -213,8 +217,7 @@ def _aggregate(records, bucket_expression) -> list[tuple]:
             None,  # the account id, filled in by the caller
             row["project_id"] or 0,
             row["api_key_id"] or 0,
-            row["model"],
-            row["source"],
+            *(row[column] for column in GROUP[3:]),
             row["bucket"],
             *_metric_values(row),
         )
@@ -272,21 +275,26 @@ def rollups_rebuild(
 
 
 def _record_sums(records, bucket_expression) -> dict[tuple, tuple]:
-    """{(account id, bucket): every metric} summed from usage records."""
+    """{(account id, bucket, endpoint): every metric} summed from usage records. By
+    endpoint too: a row added to the wrong endpoint's group is a difference."""
     rows = (
         records.annotate(bucket=bucket_expression)
-        .values("account_id", "bucket")
+        .values("account_id", "bucket", "endpoint")
         .annotate(**_metric_sums())
         .order_by()
     )
-    return {(row["account_id"], row["bucket"]): _metric_values(row) for row in rows}
+    return {
+        (row["account_id"], row["bucket"], row["endpoint"]): _metric_values(row) for row in rows
+    }
 
 
 def _rollup_sums(rows, bucket: str) -> dict[tuple, tuple]:
-    """{(account id, bucket): every metric} summed from roll-up rows."""
+    """{(account id, bucket, endpoint): every metric} summed from roll-up rows."""
     return {
-        (row["account_id"], row[bucket]): tuple(row[f"sum_{name}"] or 0 for name in METRICS)
-        for row in rows.values("account_id", bucket)
+        (row["account_id"], row[bucket], row["endpoint"]): tuple(
+            row[f"sum_{name}"] or 0 for name in METRICS
+        )
+        for row in rows.values("account_id", bucket, "endpoint")
         .annotate(**{f"sum_{name}": Sum(name) for name in METRICS})
         .order_by()
     }

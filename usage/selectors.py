@@ -23,7 +23,14 @@ from projects.models import Project
 from usage.models import UsageDaily, UsageHourly, UsageRecord
 
 # The dimensions one can group by: the name people use → the roll-up column.
-GROUP_COLUMNS = {"model": "model", "project": "project_id", "key": "api_key_id"}
+GROUP_COLUMNS = {
+    "model": "model",
+    "project": "project_id",
+    "key": "api_key_id",
+    "endpoint": "endpoint",
+}
+# The endpoints a filter may name (UsageRecord.Endpoint's values).
+ENDPOINTS = tuple(UsageRecord.Endpoint.values)
 PAGE_BUCKETS = ("day", "month")
 DEFAULT_DAYS = 30
 # The widest range a page or the API reads at once (a year of days, plus today).
@@ -111,6 +118,7 @@ class UsageQuery:
     bucket: str = "day"  # "day" or "month"
     project_id: int | None = None
     api_key_id: int | None = None
+    endpoint: str = ""  # one of ENDPOINTS, or "" for every endpoint
 
     def as_params(self, **changes) -> dict:
         """The query string that reproduces this query (links, CSV export)."""
@@ -121,6 +129,7 @@ class UsageQuery:
             "bucket": self.bucket,
             "project": self.project_id or "",
             "key": self.api_key_id or "",
+            "endpoint": self.endpoint,
         }
         values.update(changes)
         return {name: value for name, value in values.items() if value not in ("", None)}
@@ -130,7 +139,7 @@ class UsageQuery:
         return urlencode(self.as_params())
 
 
-PAGE_PARAMETERS = {"start", "end", "group", "bucket", "project", "key"}
+PAGE_PARAMETERS = {"start", "end", "group", "bucket", "project", "key", "endpoint"}
 
 
 # Dates outside these are not usage anyone has: they fall back like malformed ones (and keep
@@ -206,6 +215,10 @@ def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[Usage
         if api_key_id is None or not keys.exists():
             notes.append(_("No such API key: showing every key."))
             api_key_id = None
+    endpoint = params.get("endpoint", "")
+    if endpoint and endpoint not in ENDPOINTS:
+        notes.append(_("No such endpoint: showing every endpoint."))
+        endpoint = ""
     query = UsageQuery(
         start=start,
         end=end,
@@ -213,6 +226,7 @@ def usage_query_parse(params, *, account: Account, now: datetime) -> tuple[Usage
         bucket=bucket,
         project_id=project_id,
         api_key_id=api_key_id,
+        endpoint=endpoint,
     )
     return query, notes
 
@@ -232,6 +246,7 @@ def rollup_sums(
     project_ids: tuple[int, ...] = (),
     api_key_ids: tuple[int, ...] = (),
     models: tuple[str, ...] = (),
+    endpoints: tuple[str, ...] = (),
 ) -> list[tuple[object, tuple, Metrics]]:
     """(bucket start, group values, sums) for `account` over [start, end): hours (UTC
     datetimes, hourly rows), days or months (local dates, daily rows). `group_by` names
@@ -252,6 +267,8 @@ def rollup_sums(
         rows = rows.filter(api_key_id__in=api_key_ids)
     if models:
         rows = rows.filter(model__in=models)
+    if endpoints:
+        rows = rows.filter(endpoint__in=endpoints)
     rows = (
         rows.annotate(bucket=bucket_expression)
         .values("bucket", *group_by)
@@ -282,7 +299,7 @@ def bucket_starts(*, start: date, end: date, bucket: str) -> list[date]:
 
 @dataclass(frozen=True)
 class Group:
-    id: object  # the model name, the project id or the key id ("" without grouping)
+    id: object  # the model name, project id, key id or endpoint ("" without grouping)
     label: str
 
 
@@ -315,6 +332,9 @@ def _labels(account: Account, group_by: str, ids: set) -> dict[object, str]:
         return {pk: keys.get(pk, _("Playground (no key)")) for pk in ids}
     if group_by == "model":
         return {name: name or _("(no model)") for name in ids}
+    if group_by == "endpoint":
+        names = dict(UsageRecord.Endpoint.choices)
+        return {value: str(names.get(value, value)) for value in ids}
     return {pk: _("All usage") for pk in ids}
 
 
@@ -328,6 +348,7 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
         group_by=(column,) if column else (),
         project_id=query.project_id,
         api_key_id=query.api_key_id,
+        endpoints=(query.endpoint,) if query.endpoint else (),
     )
     buckets = bucket_starts(start=query.start, end=query.end, bucket=query.bucket)
     cells: dict[tuple[date, object], Metrics] = {}
@@ -354,11 +375,27 @@ def usage_report(*, account: Account, query: UsageQuery) -> UsageReport:
     )
 
 
-def usage_csv_rows(report: UsageReport) -> list[list]:
-    """One row per bucket and group that had usage; money as exact decimal strings."""
+def usage_csv_rows(*, account: Account, query: UsageQuery) -> list[list]:
+    """One row per bucket, group and endpoint that had usage; money as exact decimal
+    strings. Always split by endpoint (its value, as the API names it), so a spreadsheet
+    can pivot on it whatever the page's grouping."""
+    column = GROUP_COLUMNS.get(query.group_by)
+    group_by = tuple(dict.fromkeys(c for c in (column, "endpoint") if c))
+    rows = rollup_sums(
+        account=account,
+        bucket=query.bucket,
+        start=query.start,
+        end=query.end + timedelta(days=1),
+        group_by=group_by,
+        project_id=query.project_id,
+        api_key_id=query.api_key_id,
+        endpoints=(query.endpoint,) if query.endpoint else (),
+    )
+    by_endpoint = query.group_by == "endpoint"
     header = [
         "period",
-        report.query.group_by or "group",
+        *([] if by_endpoint else [query.group_by or "group"]),
+        "endpoint",
         "requests",
         "refused",
         "upstream_errors",
@@ -370,13 +407,17 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
         "bonus_part",
         "arrears",
     ]
-    labels = {group.id: group.label for group in report.groups}
-    rows = [header]
-    for (moment, group_id), m in sorted(report.cells.items(), key=lambda item: str(item[0])):
-        rows.append(
+    group_ids = {values[0] if column else "" for _moment, values, _m in rows}
+    labels = _labels(account, query.group_by, group_ids)
+    lines = []
+    for moment, values, m in rows:
+        group_id = values[0] if column else ""
+        endpoint = values[-1]
+        lines.append(
             [
-                moment.strftime("%Y-%m") if report.query.bucket == "month" else moment.isoformat(),
-                csv_cell(labels.get(group_id, group_id)),
+                moment.strftime("%Y-%m") if query.bucket == "month" else moment.isoformat(),
+                *([] if by_endpoint else [csv_cell(labels[group_id])]),
+                endpoint,
                 m.requests,
                 m.refused,
                 m.upstream_errors,
@@ -389,7 +430,7 @@ def usage_csv_rows(report: UsageReport) -> list[list]:
                 decimal_string(m.arrears_nano),
             ]
         )
-    return rows
+    return [header, *sorted(lines, key=lambda line: [str(cell) for cell in line[:3]])]
 
 
 def request_usage(*, account: Account, request_id: str) -> UsageRecord | None:

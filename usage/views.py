@@ -1,8 +1,8 @@
-"""The usage page and its CSV export: roll-ups by day or month, grouped by model, project or
-key, with plotly charts. Malformed filters fall back to defaults with a message. And the
-panels of the last 30 days that the project and key pages load from here, and the cost of
-one request that its prompt-history page loads (htmx partials: projects, keys and history
-sit below usage and cannot import it)."""
+"""The usage page and its CSV export: roll-ups by day or month, grouped by model, project,
+key or endpoint, with plotly charts. Malformed filters fall back to defaults with a
+message. And the panels of the last 30 days that the project and key pages load from here,
+and the cost of one request that its prompt-history page loads (htmx partials: projects,
+keys and history sit below usage and cannot import it)."""
 
 import csv
 
@@ -16,6 +16,7 @@ from history.models import PromptLog
 from keys.models import ApiKey
 from projects.models import Project
 from usage.charts import usage_figures, usage_panel
+from usage.models import UsageRecord
 from usage.selectors import request_usage, usage_csv_rows, usage_query_parse, usage_report
 
 
@@ -33,6 +34,7 @@ def usage_index(request):
         "figures": usage_figures(report, currency=account.currency),
         "projects": Project.objects.filter(account=account).order_by("name"),
         "keys": ApiKey.objects.filter(account=account).order_by("label", "pk"),
+        "endpoints": UsageRecord.Endpoint.choices,
     }
     template = "usage/usage.html#report" if request.htmx else "usage/usage.html"
     return render(request, template, context)
@@ -43,13 +45,12 @@ def usage_index(request):
 def usage_csv(request):
     account = request.account
     query, _notes = usage_query_parse(request.GET, account=account, now=timezone.now())
-    report = usage_report(account=account, query=query)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="usage-{query.start:%Y%m%d}-{query.end:%Y%m%d}.csv"'
     )
     writer = csv.writer(response)
-    writer.writerows(usage_csv_rows(report))
+    writer.writerows(usage_csv_rows(account=account, query=query))
     return response
 
 

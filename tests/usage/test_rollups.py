@@ -4,8 +4,10 @@ reconciled, exact beside concurrent writers."""
 import zoneinfo
 from collections import Counter, defaultdict
 from datetime import UTC, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db.models import F
 from django.utils import timezone
 
@@ -14,13 +16,15 @@ from keys.services import api_key_create
 from portal.services import account_update
 from projects.services import project_create
 from tests.billing.factories import funded_account
-from tests.billing.traffic import mixed_traffic, settle_one
+from tests.billing.traffic import endpoint_one, endpoint_traffic, mixed_traffic, settle_one
 from tests.conftest import requires_postgres
 from tests.threads import run_together
 from usage.models import UsageDaily, UsageHourly, UsageRecord
 from usage.rollups import (
+    GROUP,
     METRICS,
     UPSTREAM_ERROR_CODES,
+    rollup_writes,
     rollups_disagreeing,
     rollups_rebuild,
     rollups_reconcile,
@@ -40,6 +44,7 @@ def expected_from_records(account, bucket):
             record.api_key_id or 0,
             record.model,
             record.source,
+            record.endpoint,
         )
         failed = record.status != 200 and record.code in UPSTREAM_ERROR_CODES
         sums[key].update(
@@ -55,9 +60,14 @@ def expected_from_records(account, bucket):
 
 def stored(model, account, bucket_field):
     return {
-        (getattr(row, bucket_field), row.project_id, row.api_key_id, row.model, row.source): tuple(
-            getattr(row, name) for name in METRICS
-        )
+        (
+            getattr(row, bucket_field),
+            row.project_id,
+            row.api_key_id,
+            row.model,
+            row.source,
+            row.endpoint,
+        ): tuple(getattr(row, name) for name in METRICS)
         for row in model.objects.filter(account=account)
     }
 
@@ -85,6 +95,7 @@ def busy_account():
         )
     ]
     made = mixed_traffic(keys, days=12)
+    made += endpoint_traffic(keys, days=12)
     return account, keys, made
 
 
@@ -96,7 +107,13 @@ def test_it_keeps_hourly_and_daily_rows_equal_to_the_records(busy_account):
     assert stored(UsageDaily, account, "day") == expected_from_records(account, day_bucket(zone))
     totals = UsageDaily.objects.filter(account=account)
     assert sum(row.requests for row in totals) == made
-    assert sum(row.refused for row in totals) == 3  # one refusal per key
+    assert (
+        sum(row.refused for row in totals)
+        == UsageRecord.objects.filter(account=account)
+        .exclude(status=200)
+        .exclude(code__in=UPSTREAM_ERROR_CODES)
+        .count()
+    )
     assert sum(row.fee_nano for row in totals) == sum(
         r.fee_nano for r in UsageRecord.objects.filter(account=account)
     )
@@ -234,6 +251,9 @@ def test_the_upgrade_backfills_roll_ups_for_records_written_before_them(busy_acc
     from django.db.migrations.loader import MigrationLoader
 
     account, _keys, _made = busy_account
+    # Records of that time were all on the OpenAI-compatible endpoint (the others came later).
+    UsageRecord.objects.filter(account=account).exclude(endpoint="openai").delete()
+    rollups_rebuild(account=account)
     hourly = stored(UsageHourly, account, "hour")
     daily = stored(UsageDaily, account, "day")
     # Hourly rows all missing (records from before roll-ups); daily ones partly there
@@ -252,3 +272,118 @@ def test_the_upgrade_backfills_roll_ups_for_records_written_before_them(busy_acc
     migration.backfill(apps, connection.schema_editor())  # a second run changes nothing
     assert stored(UsageHourly, account, "hour") == hourly
     assert stored(UsageDaily, account, "day") == daily
+
+
+def test_each_endpoint_has_rows_of_its_own(busy_account):
+    """Coding and Anthropic requests share keys, models and hours with OpenAI ones: without
+    the endpoint as a group they would be added to the same rows."""
+    account, _keys, _made = busy_account
+    for model in (UsageHourly, UsageDaily):
+        by_endpoint = Counter()
+        for row in model.objects.filter(account=account):
+            by_endpoint[row.endpoint] += row.requests
+        records = Counter(
+            UsageRecord.objects.filter(account=account).values_list("endpoint", flat=True)
+        )
+        assert by_endpoint == records
+        assert set(by_endpoint) == {"openai", "coding", "anthropic"}
+
+
+def test_the_upsert_conflict_target_is_the_unique_constraint(busy_account):
+    """The live upsert's ON CONFLICT names exactly the columns of each table's unique
+    constraint, and it writes the record's endpoint: a group column added to one and not
+    the other fails every write."""
+    account, keys, _made = busy_account
+    record = UsageRecord(
+        account=account,
+        api_key=keys[0],
+        endpoint="anthropic",
+        status=200,
+        created_at=timezone.now(),
+    )
+    hourly, daily = rollup_writes(record=record, time_zone=account.time_zone)
+    for model, bucket, write in ((UsageHourly, "hour", hourly), (UsageDaily, "day", daily)):
+        (constraint,) = model._meta.constraints
+        columns = {model._meta.get_field(name).column for name in constraint.fields}
+        assert columns == {"account_id", bucket, *GROUP[1:]}
+        target = write.sql.split("ON CONFLICT (")[1].split(")")[0]
+        assert {name.strip('" ') for name in target.split(",")} == columns
+        assert "anthropic" in write.params
+
+
+def test_a_request_added_to_the_wrong_endpoint_is_found_and_repaired(busy_account):
+    account, keys, _made = busy_account
+    since = timezone.now() - timedelta(days=2)
+    assert rollups_disagreeing(since=since) == []
+    record = endpoint_one(keys[0], endpoint="anthropic")
+    # Its rows moved to the coding endpoint: the sums per hour and day are unchanged.
+    for model in (UsageHourly, UsageDaily):
+        row = model.objects.filter(account=account, endpoint="anthropic").latest("pk")
+        row.endpoint = "coding"
+        model.objects.filter(
+            account=account,
+            endpoint="coding",
+            project_id=row.project_id,
+            api_key_id=row.api_key_id,
+            model=row.model,
+            source=row.source,
+            **({"hour": row.hour} if model is UsageHourly else {"day": row.day}),
+        ).delete()
+        row.save()
+    assert rollups_disagreeing(since=since) == [account.pk]
+    assert rollups_reconcile(since=since) == [account.pk]
+    zone = zoneinfo.ZoneInfo(account.time_zone)
+    assert stored(UsageHourly, account, "hour") == expected_from_records(account, hour_bucket)
+    assert stored(UsageDaily, account, "day") == expected_from_records(account, day_bucket(zone))
+    assert record.endpoint == "anthropic"
+
+
+def test_the_upgrade_splits_the_roll_ups_of_accounts_with_other_endpoints(busy_account):
+    """Migration usage 0004: roll-ups from before it are one row per group whatever the
+    endpoint (all "openai"); it rebuilds those of accounts with records of other endpoints
+    from the records, the same as live writes made them. Backwards it merges them again."""
+    import importlib
+
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    account, _keys, _made = busy_account
+    calm = funded_account(recharge_units=10)
+    calm_key = api_key_create(
+        account=calm, project=calm.projects.get(is_default=True), label="c", actor=None
+    ).key
+    mixed_traffic([calm_key], days=3)
+    live = {
+        (model, each.pk): stored(model, each, bucket)
+        for model, bucket in ((UsageHourly, "hour"), (UsageDaily, "day"))
+        for each in (account, calm)
+    }
+    migration = importlib.import_module("usage.migrations.0004_rollup_endpoint")
+    apps = MigrationLoader(connection).project_state(("usage", "0004_rollup_endpoint")).apps
+    migration.merge_endpoints(apps, connection.schema_editor())
+    assert set(UsageDaily.objects.filter(account=account).values_list("endpoint", flat=True)) == {
+        "openai"
+    }
+    assert sum(UsageDaily.objects.filter(account=account).values_list("requests", flat=True)) == (
+        UsageRecord.objects.filter(account=account).count()
+    )
+    migration.split_by_endpoint(apps, connection.schema_editor())
+    for model, bucket in ((UsageHourly, "hour"), (UsageDaily, "day")):
+        for each in (account, calm):
+            assert stored(model, each, bucket) == live[(model, each.pk)]
+
+
+def test_the_rebuild_command_gives_the_rows_live_writes_gave(busy_account):
+    """`manage.py rebuild_rollups` from nothing: every group of every endpoint comes back
+    exactly as the live upserts wrote it."""
+    account, _keys, _made = busy_account
+    live_hourly = stored(UsageHourly, account, "hour")
+    live_daily = stored(UsageDaily, account, "day")
+    UsageHourly.objects.filter(account=account).delete()
+    UsageDaily.objects.filter(account=account).delete()
+    out = StringIO()
+    call_command("rebuild_rollups", account=account.pk, stdout=out)
+    assert f"Rebuilt {len(live_hourly)} hourly and {len(live_daily)} daily rows" in out.getvalue()
+    assert stored(UsageHourly, account, "hour") == live_hourly
+    assert stored(UsageDaily, account, "day") == live_daily
+    assert {key[-1] for key in live_daily} == {"openai", "coding", "anthropic"}
