@@ -422,3 +422,20 @@ async def test_a_tool_result_turn_counts_as_a_continuation_on_the_plan(key_for):
     assert first.quota_milli == 1000
     assert 0 < second.quota_milli < 1000  # the agent's own turn, not a new prompt
     assert first.fee_nano == second.fee_nano == 0
+
+
+@run_async
+async def test_usage_analytics_sees_the_endpoint(funded):
+    from usage.models import UsageDaily, UsageHourly
+
+    account, raw, _key = funded
+    await post(raw)
+    await AsyncClient().post(
+        "/api/paas/v4/chat/completions",
+        json.dumps({"model": "glm-4.7", "messages": [{"role": "user", "content": "hi"}]}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
+    for model in (UsageHourly, UsageDaily):
+        rows = model.objects.filter(account=account).order_by("endpoint")
+        assert [(r.endpoint, r.requests) async for r in rows] == [("anthropic", 1), ("openai", 1)]
