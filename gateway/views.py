@@ -179,24 +179,42 @@ def _key_header(request) -> str | None:
     return f"Bearer {key}" if key else request.headers.get("Authorization")
 
 
-def _read_limited(request) -> bytes | None:
-    """The body, or None when it is over GATEWAY_ANTHROPIC_MAX_BODY_BYTES. Read from the
+class _Answered(Exception):
+    """A request refused before its body is read: the answer to give."""
+
+    def __init__(self, response):
+        self.response = response
+
+
+def _messages_body(request, request_id: str, check) -> tuple[object, str | None]:
+    """The body, parsed, and what is malformed in it (`check`) or None; raises _Answered for
+    a method other than POST, or a body over GATEWAY_ANTHROPIC_MAX_BODY_BYTES. Read from the
     stream: the endpoint's limit is its own, not the console's DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    refusal = api_errors.METHOD if request.method != "POST" else None
     limit = settings.GATEWAY_ANTHROPIC_MAX_BODY_BYTES
     length = request.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > limit:
-        return None
-    raw = request.read(limit + 1)
-    return None if len(raw) > limit else raw
-
-
-def _messages_body(raw: bytes, check) -> tuple[object, str | None]:
-    """The parsed body and what is malformed in it (`check`), or (None, the reason)."""
+    if refusal is None and length.isdigit() and int(length) > limit:
+        refusal = api_errors.BODY_TOO_LARGE
+    raw = request.read(limit + 1) if refusal is None else b""
+    if len(raw) > limit:
+        refusal = api_errors.BODY_TOO_LARGE
+    if refusal is not None:
+        headers = _anthropic_headers(request_id)
+        raise _Answered(messages.error_response(refusal, request_id=request_id, headers=headers))
     try:
         body = parse_body(raw)
     except InvalidBody as error:
         return None, str(error)
     return body, check(body)
+
+
+def _refused(refused: services.Refused, request_id: str):
+    return messages.error_response(
+        refused.refusal,
+        request_id=request_id,
+        message=refused.message,
+        headers=_anthropic_headers(request_id, refused.rate_headers),
+    )
 
 
 @gateway_fast_path
@@ -205,15 +223,10 @@ def _messages_body(raw: bytes, check) -> tuple[object, str | None]:
 async def anthropic_messages(request, request_id):
     """POST /api/anthropic/v1/messages: billed to the account's coding plan when it has one
     in force, else pay-as-you-go (gateway.services.admit_messages)."""
-    headers = _anthropic_headers(request_id)
-    if request.method != "POST":
-        return messages.error_response(api_errors.METHOD, request_id=request_id, headers=headers)
-    raw = _read_limited(request)
-    if raw is None:
-        return messages.error_response(
-            api_errors.BODY_TOO_LARGE, request_id=request_id, headers=headers
-        )
-    body, invalid = _messages_body(raw, anthropic.validate)
+    try:
+        body, invalid = _messages_body(request, request_id, anthropic.validate)
+    except _Answered as answered:
+        return answered.response
     stream = bool(isinstance(body, dict) and body.get("stream") is True)
     admitted = await sync_to_async(services.admit_request)(
         header=_key_header(request),
@@ -225,12 +238,7 @@ async def anthropic_messages(request, request_id):
         endpoint=services.UsageRecord.Endpoint.ANTHROPIC,
     )
     if isinstance(admitted, services.Refused):
-        return messages.error_response(
-            admitted.refusal,
-            request_id=request_id,
-            message=admitted.message,
-            headers=_anthropic_headers(request_id, admitted.rate_headers),
-        )
+        return _refused(admitted, request_id)
     headers = _anthropic_headers(request_id, admitted.rate_headers)
     beta = request.headers.get("anthropic-beta", "")
     if stream:
@@ -247,26 +255,16 @@ async def anthropic_messages(request, request_id):
 @answers_database_outage_anthropic
 async def anthropic_count_tokens(request, request_id):
     """POST /api/anthropic/v1/messages/count_tokens: free, no usage record, not a prompt."""
-    headers = _anthropic_headers(request_id)
-    if request.method != "POST":
-        return messages.error_response(api_errors.METHOD, request_id=request_id, headers=headers)
-    raw = _read_limited(request)
-    if raw is None:
-        return messages.error_response(
-            api_errors.BODY_TOO_LARGE, request_id=request_id, headers=headers
-        )
-    body, invalid = _messages_body(raw, anthropic.count_request_problem)
+    try:
+        body, invalid = _messages_body(request, request_id, anthropic.count_request_problem)
+    except _Answered as answered:
+        return answered.response
     counted = await sync_to_async(services.count_tokens)(
         header=_key_header(request), body=body, invalid=invalid
     )
     if isinstance(counted, services.Refused):
-        return messages.error_response(
-            counted.refusal,
-            request_id=request_id,
-            message=counted.message,
-            headers=_anthropic_headers(request_id, counted.rate_headers),
-        )
-    return JsonResponse({"input_tokens": counted}, headers=headers)
+        return _refused(counted, request_id)
+    return JsonResponse({"input_tokens": counted}, headers=_anthropic_headers(request_id))
 
 
 @csrf_exempt

@@ -5,9 +5,7 @@ speaks Anthropic's protocol (forwarded as it is, a real HTTP server on loopback 
 it got), the recorded Claude Code request, count_tokens' rate window, and the agent-loop
 prompt rule with tool_result blocks on a coding plan."""
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from console.shared_state import shared_state
 from gateway.models import ModelAlias, Protocol, UpstreamRoute
 from history.models import PromptLog
 from tests.asynchronous import run_async
+from tests.gateway.test_odd_upstreams import OddUpstream
 from tests.gateway.test_outages import nothing_held
 from usage.models import UsageRecord
 
@@ -192,35 +191,9 @@ async def test_no_key_a_wrong_key_and_a_wrong_method(funded):
     assert (get.status_code, error_of(get)["type"]) == (405, "invalid_request_error")
 
 
-class RecordingUpstream:
-    """An Anthropic-protocol upstream on loopback: it keeps what it was sent and answers
-    `self.answer` (JSON, or events)."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, dict, dict]] = []
-        self.answer, self.content_type = b"{}", "application/json"
-        upstream = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                upstream.requests.append((self.path, dict(self.headers), body))
-                self.send_response(200)
-                self.send_header("Content-Type", upstream.content_type)
-                self.send_header("Content-Length", str(len(upstream.answer)))
-                self.end_headers()
-                self.wfile.write(upstream.answer)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def anthropic_upstream(funded):
-    upstream = RecordingUpstream()
+    upstream = OddUpstream()
     UpstreamRoute.objects.filter(model="glm-4.7").update(
         base_url=f"http://127.0.0.1:{upstream.server.server_port}/api/anthropic",
         protocol=Protocol.ANTHROPIC,
@@ -247,7 +220,7 @@ async def test_an_anthropic_upstream_gets_the_request_as_sent_and_bills_its_usag
         "stop_sequence": "END",
         "usage": {"input_tokens": 7, "cache_read_input_tokens": 100, "output_tokens": 9},
     }
-    anthropic_upstream.answer = json.dumps(message).encode()
+    anthropic_upstream.answers_json(message)
     body = {
         **BODY,
         "model": "claude-sonnet-4-5",
@@ -260,6 +233,7 @@ async def test_an_anthropic_upstream_gets_the_request_as_sent_and_bills_its_usag
     answer = json.loads(response.content)
     assert answer["model"] == "claude-sonnet-4-5" and answer["stop_reason"] == "stop_sequence"
     path, headers, forwarded = anthropic_upstream.requests[0]
+    forwarded = json.loads(forwarded)
     assert path == "/api/anthropic/v1/messages"
     assert forwarded == {**body, "model": "glm-4.7-upstream"}  # unknown fields kept
     assert headers["x-api-key"] == "sk-upstream" and raw not in json.dumps(headers)

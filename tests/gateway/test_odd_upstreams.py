@@ -26,16 +26,19 @@ TOOL_CALL = {
 
 
 class OddUpstream:
-    """An upstream that answers every POST with `self.answer` (bytes), as given."""
+    """An upstream that answers every POST with `self.answer` (bytes), as given, and keeps
+    what it was sent in `self.requests`: (path, headers, body bytes)."""
 
     def __init__(self):
         self.answer = b"{}"
         self.content_type = "application/json"
+        self.requests: list[tuple[str, dict, bytes]] = []
         upstream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream.requests.append((self.path, dict(self.headers), body))
                 self.send_response(200)
                 self.send_header("Content-Type", upstream.content_type)
                 self.send_header("Content-Length", str(len(upstream.answer)))
