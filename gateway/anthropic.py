@@ -398,6 +398,7 @@ class StreamTranslator:
         self.stop_reason: str | None = None
         self.index = -1  # the open block's index
         self.open_kind: str | None = None  # thinking, text, or tool:<openai index>
+        self.output_deltas = 0  # deltas carrying output: the count where none is reported
 
     def opening_event(self) -> dict:
         return {
@@ -429,6 +430,7 @@ class StreamTranslator:
         return [{"type": "content_block_stop", "index": self.index}]
 
     def _delta(self, delta: dict) -> dict:
+        self.output_deltas += 1
         return {"type": "content_block_delta", "index": self.index, "delta": delta}
 
     def events_of(self, chunk: dict) -> list[dict]:
@@ -473,15 +475,16 @@ class StreamTranslator:
                 self.stop_reason = _stop_reason(choice["finish_reason"])
         return events
 
-    def closing_events(self, *, output_estimate: int = 0) -> list[dict]:
+    def closing_events(self) -> list[dict]:
         """The last open block's stop, message_delta and message_stop. Where the upstream
-        reported no usage, the counts are the gateway's estimates (as it bills them)."""
+        reported no usage, the counts are the gateway's (as gateway.relay bills them: the
+        input estimate, a token per output delta)."""
         stop_reason = self.stop_reason or "end_turn"
         if stop_reason == "end_turn" and self.open_kind and self.open_kind.startswith("tool:"):
             stop_reason = "tool_use"
         usage = usage_of(self.usage, input_estimate=self.input_estimate)
         if not isinstance(_dict(self.usage).get("completion_tokens"), int):
-            usage["output_tokens"] = output_estimate
+            usage["output_tokens"] = self.output_deltas
         return [
             *self._close(),
             {

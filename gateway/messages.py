@@ -8,6 +8,7 @@ thinks (GATEWAY_ANTHROPIC_PING_SECONDS); the settlement commits before `message_
 upstream failure after the stream began ends it with an `error` event."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -115,7 +116,7 @@ async def _upstream_events(admitted, body: dict, delivered, beta: str) -> AsyncI
         for event in translator.events_of(chunk):
             yield event
         delivered.usage = translator.usage
-    for event in translator.closing_events(output_estimate=delivered.output_deltas):
+    for event in translator.closing_events():
         yield event
 
 
@@ -129,7 +130,9 @@ async def _with_pings(events: AsyncIterator[dict], interval: float) -> AsyncIter
         try:
             async for event in events:
                 await queue.put(event)
-        except BaseException as error:  # handed to the reader, which raises it
+        except asyncio.CancelledError:
+            raise  # the reader is gone: nobody to hand anything to
+        except Exception as error:  # handed to the reader, which raises it
             await queue.put(error)
         else:
             await queue.put(done)
@@ -161,20 +164,24 @@ async def stream_events(admitted, body: dict, *, beta: str = "") -> AsyncIterato
     settled = False
     interval = settings.GATEWAY_ANTHROPIC_PING_SECONDS
     try:
-        async for event in _with_pings(_upstream_events(admitted, body, delivered, beta), interval):
-            if event is None:
-                yield anthropic.PING
-                continue
-            kind = event.get("type")
-            if kind == "message_stop":
-                break
-            if kind == "message_start" and isinstance(event.get("message"), dict):
-                event["message"]["model"] = body["model"]
-            text, output = anthropic.delta_text(event)
-            if output:
-                delivered.note_output(text)
-            yield anthropic.sse_event(event)
-            renewed_at = await relay.renewed_when_due(admitted, renewed_at)
+        # Closed as soon as the stream ends or the client leaves: the upstream's reading
+        # stops then, not when the garbage collector gets to it.
+        upstream_events = _with_pings(_upstream_events(admitted, body, delivered, beta), interval)
+        async with contextlib.aclosing(upstream_events):
+            async for event in upstream_events:
+                if event is None:
+                    yield anthropic.PING
+                    continue
+                kind = event.get("type")
+                if kind == "message_stop":
+                    break
+                if kind == "message_start" and isinstance(event.get("message"), dict):
+                    event["message"]["model"] = body["model"]
+                text, output = anthropic.delta_text(event)
+                if output:
+                    delivered.note_output(text)
+                yield anthropic.sse_event(event)
+                renewed_at = await relay.renewed_when_due(admitted, renewed_at)
         settled = True
         outcome = delivered.outcome(status=200)
         yield await _closing_event(admitted, chat, outcome, {"type": "message_stop"})

@@ -9,6 +9,7 @@ import time
 import anthropic
 import httpx
 import pytest
+from django.urls import reverse
 
 from billing.models import LedgerEntry, Wallet
 from billing.reconciliation import audit_all
@@ -54,7 +55,7 @@ def expected_fee(record) -> int:
     )
 
 
-def test_create_and_stream_are_charged_like_the_openai_endpoint_and_recorded(base, funded):
+def test_create_and_stream_are_charged_like_the_openai_endpoint_and_recorded(base, funded, client):
     account, raw, _key = funded
     client = client_for(base, raw)
     message = client.messages.create(
@@ -89,7 +90,11 @@ def test_create_and_stream_are_charged_like_the_openai_endpoint_and_recorded(bas
     assert log.response_text == streamed
     first = PromptLog.objects.get(request_id=records[False].request_id)
     assert first.messages[0] == {"role": "system", "content": "You are terse."}
-    assert "快速排序" in first.search_text
+    # History search finds an Anthropic-format prompt like any other.
+    client.force_login(account.memberships.get().user)
+    found = client.get(reverse("history:search"), {"q": "快速排序"}).content.decode()
+    assert f"/history/{first.pk}/" in found
+    assert f"/history/{log.pk}/" not in found
     assert audit_all()[1] == []
 
 

@@ -69,8 +69,10 @@ def test_a_stream_translates_to_the_recorded_events_in_anthropics_order():
 
 def test_a_stream_without_usage_closes_with_the_estimates():
     translator = anthropic.StreamTranslator(message_id="m", model="glm-4.7", input_estimate=9)
-    translator.events_of({"choices": [{"delta": {"content": "hi"}, "finish_reason": "length"}]})
-    closing = translator.closing_events(output_estimate=4)
+    for text in ("a", "b", "c"):
+        translator.events_of({"choices": [{"delta": {"content": text}}]})
+    translator.events_of({"choices": [{"delta": {"content": "d"}, "finish_reason": "length"}]})
+    closing = translator.closing_events()
     assert closing[1]["usage"] == {"input_tokens": 9, "output_tokens": 4}
     assert closing[1]["delta"]["stop_reason"] == "max_tokens"
 
