@@ -23,14 +23,17 @@ def enabled_models() -> list[str]:
     )
 
 
-def served_model(requested: str) -> str | None:
-    """The model the gateway serves for a requested name, or None: a model with an enabled
-    route (any case), else the alias table's (ModelAlias: an exact name before a pattern,
-    a longer pattern before a shorter)."""
+def served_route(requested: str) -> UpstreamRoute | None:
+    """The enabled route that serves a requested model name, or None: the model's own (any
+    case), else the alias table's model's (ModelAlias: an exact name before a pattern, a
+    longer pattern before a shorter)."""
     name = model_name(requested)
-    if UpstreamRoute.objects.filter(model=name, enabled=True).exists():
-        return name
-    return alias_target(name, ModelAlias.objects.values_list("pattern", "model"))
+    route = UpstreamRoute.objects.filter(model=name, enabled=True).first()
+    if route is None:
+        target = alias_target(name, ModelAlias.objects.values_list("pattern", "model"))
+        if target is not None:
+            route = UpstreamRoute.objects.filter(model=target, enabled=True).first()
+    return route
 
 
 def alias_target(name: str, aliases) -> str | None:

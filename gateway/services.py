@@ -46,7 +46,7 @@ from console.shared_state import (
 )
 from gateway import anthropic
 from gateway.models import UpstreamRoute
-from gateway.selectors import served_model
+from gateway.selectors import served_route
 from keys.models import Scope
 from keys.selectors import Authenticated, api_key_from_header
 from plans.models import model_name
@@ -182,10 +182,13 @@ def _rate_window(auth: Authenticated) -> tuple[Refused | None, dict]:
     return None, headers
 
 
-def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Refused:
+def admit(
+    *, auth: Authenticated, body: dict, request_id: str, route: UpstreamRoute | None = None
+) -> Admitted | Refused:
     """Everything between a valid key and the upstream call. On success a concurrency slot
     is held and the estimate reserved: `release` must follow on every path. The model is
-    matched whatever its case; the request goes on under its canonical (lower-case) name."""
+    matched whatever its case; the request goes on under its canonical (lower-case) name.
+    `route`: the model's, when the caller looked it up already."""
     account = auth.account
     model = body["model"] = model_name(body["model"])
     # The window first: a request past the limit costs no database read.
@@ -196,7 +199,8 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
         return Refused(errors.STATE_UNAVAILABLE, auth)
     if limited is not None:
         return limited
-    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
+    if route is None:
+        route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     estimate = estimate_request(
         account=account,
         model=model,
@@ -239,7 +243,12 @@ def admit(*, auth: Authenticated, body: dict, request_id: str) -> Admitted | Ref
 
 
 def admit_plan(
-    *, auth: Authenticated, body: dict, request_id: str, prompt_messages=None
+    *,
+    auth: Authenticated,
+    body: dict,
+    request_id: str,
+    prompt_messages=None,
+    route: UpstreamRoute | None = None,
 ) -> Admitted | Refused:
     """Admission on the coding endpoint (issue 22): billed to the account's coding plan,
     never to the balance or packs, and limited by the plan's concurrency and quota windows,
@@ -249,7 +258,8 @@ def admit_plan(
     continuation whatever text sits beside it)."""
     model = model_name(body["model"])
     # The route first: nothing may fail between counting the prompts and handing them over.
-    route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
+    if route is None:
+        route = UpstreamRoute.objects.filter(model=model, enabled=True).first()
     try:
         held = quota_admit(
             account=auth.account,
@@ -286,26 +296,30 @@ def admit_messages(*, auth: Authenticated, body: dict, request_id: str) -> Admit
     plan in force (a model outside it is refused, never billed to the balance), else
     pay-as-you-go's."""
     requested = body["model"]
-    model = served_model(requested)
-    if model is None:
+    route = served_route(requested)
+    if route is None:
         return Refused(
             errors.UNKNOWN_MODEL,
             auth,
             f"The model {requested!r} does not exist: use a served model or a name in the "
             "console's alias table (Quickstart).",
         )
-    chat_body = anthropic.openai_body(body, model)
+    chat_body = anthropic.openai_body(body, route.model)
     admitted = admit_plan(
-        auth=auth, body=chat_body, request_id=request_id, prompt_messages=body["messages"]
+        auth=auth,
+        body=chat_body,
+        request_id=request_id,
+        prompt_messages=body["messages"],
+        route=route,
     )
     if isinstance(admitted, Refused) and admitted.refusal in (
         errors.PLAN_REQUIRED,
         errors.PLAN_EXPIRED,
     ):
-        admitted = admit(auth=auth, body=chat_body, request_id=request_id)
+        admitted = admit(auth=auth, body=chat_body, request_id=request_id, route=route)
     if isinstance(admitted, Admitted):
         admitted.chat_body = chat_body
-        admitted.requested_model = requested if model_name(requested) != model else ""
+        admitted.requested_model = requested if model_name(requested) != route.model else ""
     return admitted
 
 
@@ -381,11 +395,11 @@ def count_tokens(*, header: str | None, body, invalid: str | None) -> int | Refu
         return limited
     if invalid is not None:
         return Refused(errors.INVALID_PARAMETERS, auth, invalid, headers)
-    model = served_model(body["model"])
-    if model is None:
+    route = served_route(body["model"])
+    if route is None:
         message = f"The model {body['model']!r} does not exist."
         return Refused(anthropic.refusal_for(errors.UNKNOWN_MODEL), auth, message, headers)
-    chat_body = anthropic.openai_body({"max_tokens": 1, **body}, model)
+    chat_body = anthropic.openai_body({"max_tokens": 1, **body}, route.model)
     return prompt_tokens_of(chat_body)
 
 
