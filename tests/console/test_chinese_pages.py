@@ -78,6 +78,11 @@ ALLOWED = {
         "Pro",
         "Max",
         "Claude",
+        # Operating systems and shells, named in the quickstart's recipes (issue 23).
+        "macOS",
+        "Linux",
+        "Windows",
+        "PowerShell",
         "Code",
         "Cline",
         "Cursor",

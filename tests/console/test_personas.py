@@ -416,6 +416,9 @@ EXPECTATIONS = {
     # The coding plan's endpoint (issue 22): a key, never a session.
     "gateway_coding_chat": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     "gateway_coding_models": ("get", None, None, _all(401)),
+    # The Anthropic-compatible endpoint (issue 23): a key (x-api-key or Bearer), never a session.
+    "gateway_messages": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
+    "gateway_count_tokens": ("post", None, lambda w: {"model": "glm-4.7"}, _all(401)),
     # The quota API answers as the vendor does: HTTP 200 with the failure in the body (code
     # 1001 without a key; tests/plans/test_quota_api.py reads the bodies). A session is not a
     # key: no persona reads anything.
@@ -424,6 +427,7 @@ EXPECTATIONS = {
     "plans_api:tool_usage": ("get", None, None, _all(200)),
     # The simulator takes no key and holds no data; a form post is not its JSON.
     "simulator_chat": ("post", None, None, _all(400)),
+    "simulator_messages": ("post", None, None, _all(400)),
     # The playground: owner, admin and developer. Its chat takes JSON, so the form post here
     # is a 400 for members (B posting A's project is a 404: tests/gateway/test_playground.py).
     "playground": ("get", None, None, {**_members_only(200), "finance_a": 403}),
