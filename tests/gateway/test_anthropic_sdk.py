@@ -57,8 +57,8 @@ def expected_fee(record) -> int:
 
 def test_create_and_stream_are_charged_like_the_openai_endpoint_and_recorded(base, funded, client):
     account, raw, _key = funded
-    client = client_for(base, raw)
-    message = client.messages.create(
+    sdk = client_for(base, raw)
+    message = sdk.messages.create(
         model="GLM-4.7",
         max_tokens=40,
         system="You are terse.",
@@ -68,7 +68,7 @@ def test_create_and_stream_are_charged_like_the_openai_endpoint_and_recorded(bas
     assert message.model == "GLM-4.7"  # named as the client asked
     assert message.content[0].type == "text" and message.content[0].text
     assert message.stop_reason in ("end_turn", "max_tokens")
-    with client.messages.stream(
+    with sdk.messages.stream(
         model="glm-4.7", max_tokens=30, messages=[{"role": "user", "content": "Stream please"}]
     ) as stream:
         streamed = "".join(stream.text_stream)
