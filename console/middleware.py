@@ -25,7 +25,7 @@ class UserLanguageMiddleware:
 
 # The gateway's API views (gateway/views.py marks them): JSON for programs, no session,
 # cookie, CSRF token, language or page around them.
-GATEWAY_PREFIXES = ("/api/paas/", "/api/coding/")
+GATEWAY_PREFIXES = ("/api/paas/", "/api/coding/", "/api/anthropic/")
 
 
 def _gateway_view(request):

@@ -140,11 +140,14 @@ async def _with_pings(events: AsyncIterator[dict], interval: float) -> AsyncIter
     producer = asyncio.ensure_future(produce())
     try:
         while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=interval)
-            except TimeoutError:
-                yield None
-                continue
+            if queue.empty():
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=interval)
+                except TimeoutError:
+                    yield None
+                    continue
+            else:
+                item = queue.get_nowait()  # no timer to set while events are waiting
             if item is done:
                 return
             if isinstance(item, BaseException):
