@@ -125,6 +125,10 @@ class Refused:
     auth: Authenticated | None = None
     message: str | None = None
     rate_headers: dict = field(default_factory=dict)
+    # The model that would have served an alias the client asked for (and that name), for
+    # the refusal's usage record; empty: the body's model is recorded as it came.
+    model: str = ""
+    requested_model: str = ""
 
 
 @with_short_database_wait
@@ -317,9 +321,13 @@ def admit_messages(*, auth: Authenticated, body: dict, request_id: str) -> Admit
         errors.PLAN_EXPIRED,
     ):
         admitted = admit(auth=auth, body=chat_body, request_id=request_id, route=route)
+    alias = requested if model_name(requested) != route.model else ""
     if isinstance(admitted, Admitted):
         admitted.chat_body = chat_body
-        admitted.requested_model = requested if model_name(requested) != route.model else ""
+        admitted.requested_model = alias
+    elif alias:
+        # Refused after the alias was resolved: recorded as its served model, as if admitted.
+        admitted.model, admitted.requested_model = route.model, alias
     return admitted
 
 
@@ -585,7 +593,8 @@ def record_refusal(
         source=usage_source(refused.auth),
         request_id=request_id,
         client_request_id=client_request_id,
-        model=str((body or {}).get("model", ""))[:64],
+        model=refused.model or str((body or {}).get("model", ""))[:64],
+        requested_model=refused.requested_model[:100],
         endpoint=endpoint,
         stream=stream,
         status=refused.refusal.status,

@@ -443,3 +443,27 @@ async def test_the_anthropic_endpoint_skips_the_page_stack(funded):
     # The page middleware would add these (sessions, language, CSP).
     for header in ("Vary", "Content-Language", "Content-Security-Policy", "Set-Cookie"):
         assert header not in response, header
+
+
+@run_async
+async def test_a_refused_alias_is_recorded_under_the_model_that_would_have_served_it(funded):
+    from asgiref.sync import sync_to_async
+
+    from console.money import NANO_PER_UNIT
+    from projects.services import project_set_cap
+
+    account, raw, key = funded
+    project = await sync_to_async(lambda: key.project)()
+    await sync_to_async(project_set_cap)(
+        project=project, cap_nano=NANO_PER_UNIT // 100_000, mode="block", actor=None
+    )
+    body = {**BODY, "model": "claude-sonnet-4-5"}
+    assert (await post(raw, body)).status_code == 200  # the first spends past the tiny cap
+    refused = await post(raw, body)
+    assert (refused.status_code, error_of(refused)["code"]) == (429, "1122")
+    record = await UsageRecord.objects.aget(request_id=refused["request-id"])
+    assert (record.model, record.requested_model) == ("glm-4.7", "claude-sonnet-4-5")
+    unknown = await post(raw, {**BODY, "model": "claude-unknown-9"})
+    assert unknown.status_code == 404
+    record = await UsageRecord.objects.aget(request_id=unknown["request-id"])
+    assert (record.model, record.requested_model) == ("claude-unknown-9", "")
