@@ -265,6 +265,7 @@ NOT_INPUT_FIELDS = frozenset(
         "do_sample",
         "seed",
         "simulator",
+        "thinking",  # a switch ({"type": "enabled"}), not text the model reads
     }
 )
 

@@ -11,9 +11,12 @@ thinking blocks sent back, cache_control marks, documents, server tools, top_k a
 body as the client sent it."""
 
 import json
+import logging
 import math
 
 from console import api_errors
+
+logger = logging.getLogger(__name__)
 
 ROLES = {"user", "assistant"}
 
@@ -25,6 +28,7 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
     "sensitive": "refusal",
+    "model_context_window_exceeded": "model_context_window_exceeded",
 }
 
 # Anthropic's error type for each status the endpoint answers with.
@@ -207,9 +211,10 @@ def _user_messages(content) -> list[dict]:
                 parts.append(image)
         elif kind == "tool_result":
             inner = block.get("content")
-            results.append(
-                {"role": "tool", "tool_call_id": block["tool_use_id"], "content": _text_of(inner)}
-            )
+            text = _text_of(inner)
+            if block.get("is_error") is True:
+                text = "Error: " + text  # OpenAI's tool message has no error flag
+            results.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
             # An OpenAI tool message carries text only: its images follow in the user's.
             for part in inner if isinstance(inner, list) else []:
                 if part.get("type") == "image" and (image := _image_part(part)):
@@ -242,6 +247,10 @@ def _assistant_message(content) -> dict:
         if block.get("type") == "tool_use"
     ]
     message = {"role": "assistant", "content": _text_of(content)}
+    reasoning = "".join(block["thinking"] for block in content if block.get("type") == "thinking")
+    if reasoning:
+        # GLM takes its reasoning back beside tool results (interleaved thinking).
+        message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = calls
     return message
@@ -288,9 +297,11 @@ def openai_body(body: dict, model: str) -> dict:
         choice = body.get("tool_choice")
         if choice and (translated := _tool_choice(choice)) is not None:
             converted["tool_choice"] = translated
-    thinking = body.get("thinking")
-    if thinking and thinking.get("type") in ("enabled", "disabled"):
-        # GLM's own switch has the same name and values.
+    # GLM's own switch has the same name and values. Anthropic's models think only when
+    # asked; GLM-4.7 does unless told not to, so no `thinking` (or `adaptive`, left to the
+    # model) is passed on as the client meant it.
+    thinking = body.get("thinking") or {"type": "disabled"}
+    if thinking.get("type") in ("enabled", "disabled"):
         converted["thinking"] = {"type": thinking["type"]}
     if "simulator" in body:
         converted["simulator"] = body["simulator"]  # the built-in simulator's knobs
@@ -388,7 +399,12 @@ class StreamTranslator:
     then per content block (thinking, text, each tool call) content_block_start, its deltas,
     content_block_stop; then message_delta (stop reason, usage) and message_stop. Feed it
     chunks (`events_of`), then `closing_events`. `usage` is the upstream's OpenAI usage
-    object, once it reported one."""
+    object, once it reported one.
+
+    Anthropic's blocks cannot interleave, and OpenAI's tool calls can (parallel calls by
+    `index`, fragments of several calls in turn): the first call streams live; a call whose
+    fragments arrive while another block is open is gathered and sent whole at the end, one
+    block with one input_json_delta, so no fragment is lost or opens a nameless block."""
 
     def __init__(self, *, message_id: str, model: str, input_estimate: int):
         self.message_id = message_id
@@ -397,8 +413,12 @@ class StreamTranslator:
         self.usage: dict | None = None
         self.stop_reason: str | None = None
         self.index = -1  # the open block's index
-        self.open_kind: str | None = None  # thinking, text, or tool:<openai index>
+        self.open_kind: str | None = None  # thinking, text, or tool:<call key>
         self.output_deltas = 0  # deltas carrying output: the count where none is reported
+        # Tool calls by key (OpenAI's index, or the id where a call has none): id, name,
+        # arguments held back, and whether its block was streamed.
+        self.calls: dict = {}
+        self.last_call = None
 
     def opening_event(self) -> dict:
         return {
@@ -426,12 +446,65 @@ class StreamTranslator:
     def _close(self) -> list[dict]:
         if self.open_kind is None:
             return []
+        events = []
+        if self.open_kind == "thinking":
+            # Anthropic closes a thinking block with its signature; an OpenAI upstream has
+            # none to give (and thinking sent back is passed on as reasoning text).
+            delta = {"type": "signature_delta", "signature": ""}
+            events.append({"type": "content_block_delta", "index": self.index, "delta": delta})
         self.open_kind = None
-        return [{"type": "content_block_stop", "index": self.index}]
+        return [*events, {"type": "content_block_stop", "index": self.index}]
 
     def _delta(self, delta: dict) -> dict:
         self.output_deltas += 1
         return {"type": "content_block_delta", "index": self.index, "delta": delta}
+
+    def _tool_events(self, call: dict) -> list[dict]:
+        """One tool-call fragment: streamed into its open block, opening it when nothing
+        else is, or else held back for the end."""
+        function = _dict(call.get("function"))
+        call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else None
+        index = call.get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            key = index
+        elif call_id is not None and call_id not in self.calls:
+            key = call_id  # no index: a new id is a new call
+        else:
+            key = call_id or self.last_call
+        self.last_call = key
+        known = self.calls.setdefault(key, {"id": None, "name": "", "held": [], "streamed": False})
+        known["id"] = known["id"] or call_id
+        if not known["name"] and isinstance(function.get("name"), str):
+            known["name"] = function["name"]
+        arguments = function.get("arguments")
+        arguments = arguments if isinstance(arguments, str) else ""
+        self.output_deltas += bool(arguments)
+        kind = f"tool:{key}"
+        if self.open_kind == kind:
+            if not arguments:
+                return []
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            return [{"type": "content_block_delta", "index": self.index, "delta": delta}]
+        if known["streamed"] or (self.open_kind or "").startswith("tool:"):
+            known["held"].append(arguments)  # sent whole at the end
+            return []
+        known["streamed"] = True
+        events = self._open(kind, self._tool_block(key, known))
+        held = "".join([*known["held"], arguments])
+        known["held"] = []
+        if held:
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": self.index,
+                    "delta": {"type": "input_json_delta", "partial_json": held},
+                }
+            )
+        return events
+
+    def _tool_block(self, key, known: dict) -> dict:
+        call_id = known["id"] or f"toolu_{self.message_id}_{key}"
+        return {"type": "tool_use", "id": call_id, "name": known["name"], "input": {}}
 
     def events_of(self, chunk: dict) -> list[dict]:
         if isinstance(chunk.get("usage"), dict):
@@ -454,39 +527,45 @@ class StreamTranslator:
                     events += self._open("text", {"type": "text", "text": ""})
                 events.append(self._delta({"type": "text_delta", "text": str(delta["content"])}))
             for call in _list(delta.get("tool_calls")):
-                call = _dict(call)
-                function = _dict(call.get("function"))
-                kind = f"tool:{call.get('index', 0)}"
-                if self.open_kind != kind:
-                    block = {
-                        "type": "tool_use",
-                        "id": str(call.get("id") or f"toolu_{self.message_id}_{self.index + 1}"),
-                        "name": str(function.get("name") or ""),
-                        "input": {},
-                    }
-                    events += self._open(kind, block)
-                if function.get("arguments"):
-                    events.append(
-                        self._delta(
-                            {"type": "input_json_delta", "partial_json": str(function["arguments"])}
-                        )
-                    )
+                events += self._tool_events(_dict(call))
             if choice.get("finish_reason"):
                 self.stop_reason = _stop_reason(choice["finish_reason"])
         return events
 
     def closing_events(self) -> list[dict]:
-        """The last open block's stop, message_delta and message_stop. Where the upstream
-        reported no usage, the counts are the gateway's (as gateway.relay bills them: the
-        input estimate, a token per output delta)."""
+        """The open block's stop, the calls held back (each whole), message_delta and
+        message_stop. Where the upstream reported no usage, the counts are the gateway's
+        (as gateway.relay bills them: the input estimate, a token per output delta)."""
+        events = self._close()
+        for key, known in self.calls.items():
+            held = "".join(known["held"])
+            if known["streamed"] and not held:
+                continue
+            if known["streamed"]:
+                # Fragments of a call whose block text or thinking had closed before they
+                # came: a block cannot reopen. No upstream seen does this; say so if one does.
+                logger.warning("anthropic: tool call %s continued after its block closed", key)
+                continue
+            self.index += 1
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": self.index,
+                    "content_block": self._tool_block(key, known),
+                }
+            )
+            if held:
+                delta = {"type": "input_json_delta", "partial_json": held}
+                events.append({"type": "content_block_delta", "index": self.index, "delta": delta})
+            events.append({"type": "content_block_stop", "index": self.index})
         stop_reason = self.stop_reason or "end_turn"
-        if stop_reason == "end_turn" and self.open_kind and self.open_kind.startswith("tool:"):
+        if stop_reason == "end_turn" and self.calls:
             stop_reason = "tool_use"
         usage = usage_of(self.usage, input_estimate=self.input_estimate)
         if not isinstance(_dict(self.usage).get("completion_tokens"), int):
             usage["output_tokens"] = self.output_deltas
         return [
-            *self._close(),
+            *events,
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},

@@ -27,13 +27,28 @@ from gateway.protocol import upstream_body as openai_upstream_body
 logger = logging.getLogger(__name__)
 
 
+# Refusals a retry cannot cure before a person acts (a used-up plan window resets in hours;
+# money and caps need someone): Anthropic's SDKs retry every 429 after its Retry-After, and
+# the Python SDK would sleep until a 5-hour window resets. They obey x-should-retry.
+NOT_RETRIED = {
+    api_errors.PLAN_FIVE_HOURS.code,
+    api_errors.PLAN_WEEK_OR_MONTH.code,
+    api_errors.ARREARS.code,
+    api_errors.PROJECT_CAP.code,
+    api_errors.ACCOUNT_BUDGET.code,
+}
+
+
 def error_response(refusal, *, request_id: str, message=None, headers=None) -> JsonResponse:
     """A refusal in Anthropic's error shape, with the status this endpoint answers it with."""
     refusal = anthropic.refusal_for(refusal)
+    headers = dict(headers or {})
+    if refusal.code in NOT_RETRIED:
+        headers["x-should-retry"] = "false"
     response = JsonResponse(
         anthropic.error_body(refusal, message, request_id=request_id),
         status=refusal.status,
-        headers=headers or {},
+        headers=headers,
     )
     if refusal.status in (503, 529):
         response._has_been_logged = True  # as api_errors.error_response: logged once already
@@ -112,6 +127,7 @@ async def _upstream_events(admitted, body: dict, delivered, beta: str) -> AsyncI
         input_estimate=admitted.estimate.input_tokens,
     )
     yield translator.opening_event()
+    yield {"type": "ping"}  # as Anthropic sends one after message_start
     async for chunk in upstream.stream(route, openai_upstream_body(chat, route)):
         for event in translator.events_of(chunk):
             yield event

@@ -244,3 +244,120 @@ def test_refusals_take_anthropics_error_types_and_keep_bigmodels_codes():
         },
     }
     assert anthropic.refusal_for(anthropic.refusal_for(api_errors.UPSTREAM_ERROR)).status == 500
+
+
+def _call(index, arguments="", **fields):
+    function = {
+        "arguments": arguments,
+        **({"name": fields.pop("name")} if "name" in fields else {}),
+    }
+    call = {"function": function, **fields}
+    if index is not None:
+        call["index"] = index
+    return {"choices": [{"delta": {"tool_calls": [call]}}]}
+
+
+def _final_message(events):
+    snapshot, buffers = None, {}
+    for event in events:
+        snapshot = accumulate_event(
+            event=EVENT.validate_python(event), current_snapshot=snapshot, json_bufs=buffers
+        )
+    return snapshot
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        # Parallel calls whose fragments take turns (some upstreams stream them so).
+        [
+            _call(0, id="call_a", name="get_weather"),
+            _call(1, id="call_b", name="get_time"),
+            _call(0, '{"city":'),
+            _call(1, '{"tz":'),
+            _call(0, '"Paris"}'),
+            _call(1, '"UTC"}'),
+        ],
+        # One after the other, the usual way.
+        [
+            _call(0, '{"city":', id="call_a", name="get_weather"),
+            _call(0, '"Paris"}'),
+            _call(1, '{"tz":"UTC"}', id="call_b", name="get_time"),
+            _call(0, ""),  # a stray empty fragment of an earlier call
+        ],
+        # No index at all: each new id is a new call.
+        [
+            _call(None, '{"city":"Paris"}', id="call_a", name="get_weather"),
+            _call(None, '{"tz":"UTC"}', id="call_b", name="get_time"),
+        ],
+    ],
+)
+def test_parallel_tool_calls_become_whole_tool_use_blocks(chunks):
+    translator = anthropic.StreamTranslator(message_id="m", model="glm-4.7", input_estimate=1)
+    events = [translator.opening_event()]
+    for chunk in [*chunks, {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}]:
+        events += translator.events_of(chunk)
+    events += translator.closing_events()
+    message = _final_message(events)
+    calls = [(block.id, block.name, block.input) for block in message.content]
+    assert calls == [
+        ("call_a", "get_weather", {"city": "Paris"}),
+        ("call_b", "get_time", {"tz": "UTC"}),
+    ]
+    assert message.stop_reason == "tool_use"
+
+
+def test_a_thinking_block_closes_with_a_signature_and_tools_then_text_still_stop_for_tool_use():
+    translator = anthropic.StreamTranslator(message_id="m", model="glm-4.7", input_estimate=1)
+    events = [translator.opening_event()]
+    for chunk in [
+        {"choices": [{"delta": {"reasoning_content": "想"}}]},
+        _call(0, "{}", id="call_a", name="ls"),
+        {"choices": [{"delta": {"content": "Listing."}, "finish_reason": "stop"}]},
+    ]:
+        events += translator.events_of(chunk)
+    events += translator.closing_events()
+    message = _final_message(events)
+    assert [block.type for block in message.content] == ["thinking", "tool_use", "text"]
+    assert message.content[0].signature == "" and message.stop_reason == "tool_use"
+
+
+def test_an_error_result_and_thinking_sent_back_reach_an_openai_upstream():
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "run it"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "run the tool", "signature": "s"},
+                    {"type": "tool_use", "id": "t1", "name": "bash", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": "boom",
+                        "is_error": True,
+                    }
+                ],
+            },
+        ],
+    }
+    converted = anthropic.openai_body(body, "glm-4.7")
+    assert converted["messages"][1]["reasoning_content"] == "run the tool"
+    assert converted["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "Error: boom",
+    }
+    # Anthropic's models think only when asked; GLM-4.7 is told so.
+    assert converted["thinking"] == {"type": "disabled"}
+    enabled = anthropic.openai_body(
+        {**body, "thinking": {"type": "enabled", "budget_tokens": 9}}, "m"
+    )
+    assert enabled["thinking"] == {"type": "enabled"}
