@@ -55,6 +55,40 @@ def error_response(refusal, *, request_id: str, message=None, headers=None) -> J
     return response
 
 
+# The upstream refused the request itself (too long, a bad image, max_tokens over the
+# model's): the client's to fix, so not the 500 a retry would repeat; nothing is charged.
+UPSTREAM_REFUSED = api_errors.Refusal(
+    400, api_errors.INVALID_PARAMETERS.code, "The model service refused the request."
+)
+# The upstream is over its own rate limit: busy, so Anthropic's overloaded (retried later).
+UPSTREAM_BUSY = api_errors.Refusal(
+    529, api_errors.UPSTREAM_ERROR.code, "The model service is busy; nothing was charged."
+)
+
+
+def upstream_failure(failure: upstream.UpstreamFailed) -> tuple[api_errors.Refusal, str | None]:
+    """An upstream failure as this endpoint answers it, and the message to give. A 400, 413
+    or 422 of the upstream is the request's fault: refused with the upstream's own words
+    (and its code when it gave one, such as BigModel's), so Claude Code sees "prompt is too
+    long" and a client does not retry it. A 429 is a busy upstream; anything else (a 5xx, or
+    a 401/403/404 that says the route is misconfigured) is the gateway's 500."""
+    if failure.status in (400, 413, 422):
+        error = failure.error or {}
+        code = error.get("code")
+        code = str(code)[:16] if isinstance(code, str | int) and not isinstance(code, bool) else ""
+        said = error.get("message") if isinstance(error.get("message"), str) else ""
+        refusal = api_errors.Refusal(
+            413 if failure.status == 413 else 400,
+            code or UPSTREAM_REFUSED.code,
+            UPSTREAM_REFUSED.message,
+        )
+        message = f"{UPSTREAM_REFUSED.message} {said[:1000]}".strip() if said else None
+        return refusal, message
+    if failure.status == 429:
+        return UPSTREAM_BUSY, None
+    return anthropic.refusal_for(relay.upstream_refusal(failure)), None
+
+
 def _message_id(admitted) -> str:
     return "msg_" + admitted.request_id
 
@@ -87,10 +121,12 @@ async def answer(admitted, body: dict, headers: dict, *, beta: str = "") -> Json
                 input_estimate=admitted.estimate.input_tokens,
             )
     except upstream.UpstreamFailed as failure:
-        refusal = anthropic.refusal_for(relay.upstream_refusal(failure))
+        refusal, said = upstream_failure(failure)
         outcome = relay.outcome_since(started, status=refusal.status, code=refusal.code)
         await relay.finish(admitted, chat, outcome, "", False)
-        return error_response(refusal, request_id=admitted.request_id, headers=headers)
+        return error_response(
+            refusal, request_id=admitted.request_id, message=said, headers=headers
+        )
     except BaseException:
         await sync_to_async(services.release)(admitted)
         raise
@@ -206,7 +242,7 @@ async def stream_events(admitted, body: dict, *, beta: str = "") -> AsyncIterato
         yield await _closing_event(admitted, chat, outcome, {"type": "message_stop"})
     except upstream.UpstreamFailed as failure:
         settled = True
-        refusal = anthropic.refusal_for(relay.upstream_refusal(failure))
+        refusal, message = upstream_failure(failure)
         if delivered.output_deltas:
             # Part of the answer reached the client: billed as for a client that left.
             outcome = delivered.outcome(status=refusal.status, code=refusal.code, partial=True)
@@ -215,7 +251,6 @@ async def stream_events(admitted, body: dict, *, beta: str = "") -> AsyncIterato
             outcome = relay.outcome_since(
                 delivered.started, status=refusal.status, code=refusal.code
             )
-            message = None
         error = anthropic.error_body(refusal, message, request_id=admitted.request_id)
         yield await _closing_event(admitted, chat, outcome, error)
     finally:

@@ -13,9 +13,30 @@ from gateway.models import UpstreamRoute
 
 
 class UpstreamFailed(Exception):
-    def __init__(self, timeout: bool, detail: str):
+    """The upstream did not answer, or answered an error. `status` and `error` (its error
+    object, when it sent one) for an HTTP error status."""
+
+    def __init__(self, timeout: bool, detail: str, *, status: int | None = None, error=None):
         super().__init__(detail)
         self.timeout = timeout
+        self.status = status
+        self.error = error if isinstance(error, dict) else None
+
+
+def _error_status(response: httpx.Response, content: bytes) -> UpstreamFailed:
+    """An upstream's error status, with the error object it sent if it sent one (OpenAI's
+    and BigModel's {"error": {...}}, or Anthropic's {"type": "error", "error": {...}})."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    return UpstreamFailed(
+        False,
+        f"upstream answered {response.status_code}",
+        status=response.status_code,
+        error=error,
+    )
 
 
 _client: httpx.AsyncClient | None = None
@@ -75,7 +96,7 @@ async def _post(url: str, payload: dict, headers: dict, *, timeout: float) -> di
     except httpx.HTTPError as error:
         raise UpstreamFailed(False, str(error)) from error
     if response.status_code >= 400:
-        raise UpstreamFailed(False, f"upstream answered {response.status_code}")
+        raise _error_status(response, response.content)
     try:
         answer = response.json()
     except ValueError as error:
@@ -125,7 +146,7 @@ async def _events(url: str, payload: dict, headers: dict, *, timeout: float) -> 
             "POST", url, json=payload, headers=headers, timeout=timeout
         ) as response:
             if response.status_code >= 400:
-                raise UpstreamFailed(False, f"upstream answered {response.status_code}")
+                raise _error_status(response, (await response.aread())[:65536])
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue

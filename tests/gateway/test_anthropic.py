@@ -470,3 +470,61 @@ async def test_a_refused_alias_is_recorded_under_the_model_that_would_have_serve
     assert unknown.status_code == 404
     record = await UsageRecord.objects.aget(request_id=unknown["request-id"])
     assert (record.model, record.requested_model) == ("claude-unknown-9", "")
+
+
+@pytest.fixture
+def openai_upstream(funded):
+    upstream = OddUpstream()
+    UpstreamRoute.objects.filter(model="glm-4.7").update(
+        base_url=f"http://127.0.0.1:{upstream.server.server_port}/v1", timeout_seconds=5
+    )
+    yield upstream
+    upstream.server.shutdown()
+
+
+@run_async
+async def test_an_upstream_that_refuses_the_request_is_a_400_with_its_words_not_a_500(
+    funded, openai_upstream
+):
+    account, raw, _key = funded
+    openai_upstream.status = 400
+    openai_upstream.answers_json({"error": {"code": "1261", "message": "Prompt 超长"}})
+    response = await post(raw)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["type"] == "invalid_request_error" and error["code"] == "1261"
+    assert error["message"] == "1261: The model service refused the request. Prompt 超长"
+    assert "x-should-retry" not in response
+    record = await UsageRecord.objects.aget(request_id=response["request-id"])
+    assert (record.status, record.code, record.fee_nano) == (400, "1261", 0)
+    openai_upstream.status = 429
+    busy = await post(raw)
+    assert (busy.status_code, error_of(busy)["type"]) == (529, "overloaded_error")
+    openai_upstream.status = 404  # a route pointing nowhere: the gateway's fault
+    lost = await post(raw)
+    assert (lost.status_code, error_of(lost)["type"]) == (500, "api_error")
+    await nothing_held(shared_state(), account)
+    assert not await LedgerEntry.objects.filter(account=account, kind="charge").aexists()
+
+
+@run_async
+async def test_an_anthropic_upstreams_refusal_reaches_a_stream_as_its_error_event(
+    funded, anthropic_upstream
+):
+    account, raw, _key = funded
+    anthropic_upstream.status = 400
+    anthropic_upstream.answers_json(
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "prompt is too long: 210000 tokens > 200000 maximum",
+            },
+        }
+    )
+    events = await events_of(await post(raw, {**BODY, "stream": True}))
+    name, data = events[-1]
+    assert name == "error" and data["error"]["type"] == "invalid_request_error"
+    assert "prompt is too long" in data["error"]["message"]
+    record = await UsageRecord.objects.aget(account=account)
+    assert (record.status, record.code, record.fee_nano) == (400, "1210", 0)

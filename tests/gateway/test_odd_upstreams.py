@@ -32,6 +32,7 @@ class OddUpstream:
     def __init__(self):
         self.answer = b"{}"
         self.content_type = "application/json"
+        self.status = 200
         self.requests: list[tuple[str, dict, bytes]] = []
         upstream = self
 
@@ -39,7 +40,7 @@ class OddUpstream:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 upstream.requests.append((self.path, dict(self.headers), body))
-                self.send_response(200)
+                self.send_response(upstream.status)
                 self.send_header("Content-Type", upstream.content_type)
                 self.send_header("Content-Length", str(len(upstream.answer)))
                 self.end_headers()
