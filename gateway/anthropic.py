@@ -6,15 +6,15 @@ server-sent events. No database, no shared state, no upstream call (gateway/prot
 the OpenAI side).
 
 What does not translate to an OpenAI-protocol upstream is left out rather than refused:
-thinking blocks sent back, cache_control marks, documents, server tools, top_k and metadata
-(docs/api.md, "The Anthropic-compatible endpoint"). An Anthropic-protocol upstream gets the
-body as the client sent it."""
+cache_control marks, documents, server tools, top_k and metadata (thinking sent back goes
+as GLM's reasoning_content; docs/api.md, "The Anthropic-compatible endpoint"). An
+Anthropic-protocol upstream gets the body as the client sent it."""
 
 import json
 import logging
-import math
 
 from console import api_errors
+from gateway.protocol import as_dict, as_list, is_number, reported_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ ERROR_TYPES = {
 
 
 # --- The request ---------------------------------------------------------------------------
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_count(value, low: int, high: int) -> bool:
@@ -132,7 +128,7 @@ def validate(body) -> str | None:
         return problem + "."
     for name, low, high in (("temperature", 0, 1), ("top_p", 0, 1)):
         value = body.get(name)
-        if value is not None and (not _is_number(value) or not low <= value <= high):
+        if value is not None and (not is_number(value) or not low <= value <= high):
             return f"{name}: a number from {low} to {high}."
     if body.get("top_k") is not None and not _is_count(body["top_k"], 0, 10**6):
         return "top_k: a non-negative integer."
@@ -321,14 +317,6 @@ def upstream_body(body: dict, route, model: str) -> dict:
 # --- From the OpenAI-compatible answer -----------------------------------------------------
 
 
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
-
-
 def _arguments(text) -> dict:
     try:
         value = json.loads(text) if isinstance(text, str) and text else {}
@@ -346,22 +334,21 @@ def _stop_reason(finish_reason) -> str:
     )
 
 
-def usage_of(openai_usage, *, input_estimate: int = 0) -> dict:
-    """An OpenAI usage object as Anthropic's (input, output)."""
-    usage = _dict(openai_usage)
-    input_tokens = usage.get("prompt_tokens")
-    output_tokens = usage.get("completion_tokens")
+def usage_of(openai_usage, *, input_estimate: int = 0, output_estimate: int = 0) -> dict:
+    """An OpenAI usage object as Anthropic's (input, output): the counts the upstream
+    reported (gateway.protocol.reported_tokens), else the gateway's own, as it bills them."""
+    input_tokens, output_tokens = reported_tokens(openai_usage)
     return {
-        "input_tokens": input_tokens if isinstance(input_tokens, int) else input_estimate,
-        "output_tokens": output_tokens if isinstance(output_tokens, int) else 0,
+        "input_tokens": input_estimate if input_tokens is None else input_tokens,
+        "output_tokens": output_estimate if output_tokens is None else output_tokens,
     }
 
 
 def message_from_openai(answer: dict, *, message_id: str, model: str, input_estimate: int) -> dict:
     """An OpenAI chat completion as an Anthropic `message`: reasoning as a thinking block,
     the text, then each tool call as a tool_use block."""
-    choice = _dict(_list(answer.get("choices"))[0] if _list(answer.get("choices")) else {})
-    message = _dict(choice.get("message"))
+    choice = as_dict(as_list(answer.get("choices"))[0] if as_list(answer.get("choices")) else {})
+    message = as_dict(choice.get("message"))
     content = []
     if message.get("reasoning_content"):
         content.append(
@@ -369,12 +356,12 @@ def message_from_openai(answer: dict, *, message_id: str, model: str, input_esti
         )
     if message.get("content"):
         content.append({"type": "text", "text": str(message["content"])})
-    for index, call in enumerate(_list(message.get("tool_calls"))):
-        function = _dict(_dict(call).get("function"))
+    for index, call in enumerate(as_list(message.get("tool_calls"))):
+        function = as_dict(as_dict(call).get("function"))
         content.append(
             {
                 "type": "tool_use",
-                "id": str(_dict(call).get("id") or f"toolu_{message_id}_{index}"),
+                "id": str(as_dict(call).get("id") or f"toolu_{message_id}_{index}"),
                 "name": str(function.get("name") or ""),
                 "input": _arguments(function.get("arguments")),
             }
@@ -462,7 +449,7 @@ class StreamTranslator:
     def _tool_events(self, call: dict) -> list[dict]:
         """One tool-call fragment: streamed into its open block, opening it when nothing
         else is, or else held back for the end."""
-        function = _dict(call.get("function"))
+        function = as_dict(call.get("function"))
         call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else None
         index = call.get("index")
         if isinstance(index, int) and not isinstance(index, bool):
@@ -510,8 +497,8 @@ class StreamTranslator:
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         events = []
-        for choice in _list(chunk.get("choices")):
-            delta = _dict(_dict(choice).get("delta"))
+        for choice in as_list(chunk.get("choices")):
+            delta = as_dict(as_dict(choice).get("delta"))
             if delta.get("reasoning_content"):
                 if self.open_kind != "thinking":
                     events += self._open(
@@ -526,8 +513,8 @@ class StreamTranslator:
                 if self.open_kind != "text":
                     events += self._open("text", {"type": "text", "text": ""})
                 events.append(self._delta({"type": "text_delta", "text": str(delta["content"])}))
-            for call in _list(delta.get("tool_calls")):
-                events += self._tool_events(_dict(call))
+            for call in as_list(delta.get("tool_calls")):
+                events += self._tool_events(as_dict(call))
             if choice.get("finish_reason"):
                 self.stop_reason = _stop_reason(choice["finish_reason"])
         return events
@@ -561,9 +548,9 @@ class StreamTranslator:
         stop_reason = self.stop_reason or "end_turn"
         if stop_reason == "end_turn" and self.calls:
             stop_reason = "tool_use"
-        usage = usage_of(self.usage, input_estimate=self.input_estimate)
-        if not isinstance(_dict(self.usage).get("completion_tokens"), int):
-            usage["output_tokens"] = self.output_deltas
+        usage = usage_of(
+            self.usage, input_estimate=self.input_estimate, output_estimate=self.output_deltas
+        )
         return [
             *events,
             {
@@ -584,8 +571,8 @@ def reported_usage(message_usage, delta_usage=None) -> dict:
     prices no cache) and the output tokens. Counts it did not report stay out, so they are
     counted instead (gateway.relay)."""
     merged = {
-        **_dict(message_usage),
-        **{k: v for k, v in _dict(delta_usage).items() if v is not None},
+        **as_dict(message_usage),
+        **{k: v for k, v in as_dict(delta_usage).items() if v is not None},
     }
     usage = {}
     parts = [
@@ -603,8 +590,8 @@ def message_text(message: dict) -> tuple[str, str]:
     """A message's text (what the prompt log keeps), and its output to count where the
     upstream reported none: the text, thinking and tool inputs."""
     text, output = [], []
-    for block in _list(message.get("content")):
-        block = _dict(block)
+    for block in as_list(message.get("content")):
+        block = as_dict(block)
         if block.get("type") == "text":
             text.append(str(block.get("text") or ""))
         elif block.get("type") == "thinking":
@@ -619,7 +606,7 @@ def delta_text(event: dict) -> tuple[str | None, bool]:
     """A stream event's text delta (None if it has none), and whether it carries output."""
     if event.get("type") != "content_block_delta":
         return None, False
-    delta = _dict(event.get("delta"))
+    delta = as_dict(event.get("delta"))
     if delta.get("type") == "text_delta":
         return str(delta.get("text") or ""), True
     return None, delta.get("type") in ("input_json_delta", "thinking_delta")

@@ -60,7 +60,7 @@ def parse_body(raw: bytes):
     return body
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -119,7 +119,7 @@ def validate(body) -> tuple[api_errors.Refusal, str] | None:
         return api_errors.INVALID_PARAMETERS, "n must be 1: one choice per request is supported."
     for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1)):
         value = body.get(name)
-        if value is not None and (not _is_number(value) or not low <= value <= high):
+        if value is not None and (not is_number(value) or not low <= value <= high):
             return api_errors.INVALID_PARAMETERS, f"{name} must be a number from {low} to {high}."
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         return api_errors.INVALID_PARAMETERS, "stream must be true or false."
@@ -161,14 +161,15 @@ def response_headers(request_id: str, extra: dict | None = None) -> dict:
     return {"x-request-id": request_id, **(extra or {})}
 
 
-def _dict(value) -> dict:
+def as_dict(value) -> dict:
+    """`value` if it is an object, else an empty one (an odd upstream's answer, read safely)."""
     return value if isinstance(value, dict) else {}
 
 
 def reported_tokens(usage) -> tuple[int | None, int | None]:
     """The input and output tokens the upstream reported in `usage`; None for a count it did
     not report, or reported as something that is not a count."""
-    usage = _dict(usage)
+    usage = as_dict(usage)
     return _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
 
 
@@ -186,8 +187,8 @@ def answer_output(result: dict) -> tuple[str, str]:
     """An answer's text, and its output to count where the upstream reported none: the text
     and any tool calls."""
     choices = result.get("choices")
-    message = _dict(
-        _dict(choices[0] if isinstance(choices, list) and choices else {}).get("message")
+    message = as_dict(
+        as_dict(choices[0] if isinstance(choices, list) and choices else {}).get("message")
     )
     text = str(message.get("content") or "")
     calls = message.get("tool_calls")
@@ -198,7 +199,7 @@ def chunk_output(chunk: dict) -> list[str | None]:
     """A stream chunk's deltas that carry output, each as its text (None for a delta with
     only a tool call: its arguments are output as much as text is)."""
     choices = chunk.get("choices")
-    deltas = [_dict(_dict(choice).get("delta")) for choice in _list(choices)]
+    deltas = [as_dict(as_dict(choice).get("delta")) for choice in as_list(choices)]
     return [
         str(delta["content"]) if delta.get("content") else None
         for delta in deltas
@@ -206,7 +207,7 @@ def chunk_output(chunk: dict) -> list[str | None]:
     ]
 
 
-def _list(value) -> list:
+def as_list(value) -> list:
     return value if isinstance(value, list) else []
 
 
