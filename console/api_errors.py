@@ -96,11 +96,17 @@ def error_body(refusal: Refusal, message: str | None = None) -> dict:
     return {"error": {"code": refusal.code, "message": message or refusal.message}}
 
 
-def error_response(refusal: Refusal, *, message: str | None = None, headers=None) -> JsonResponse:
+def error_response(
+    refusal: Refusal, *, message: str | None = None, headers=None, body: dict | None = None
+) -> JsonResponse:
+    """The refusal's answer: BigModel's error body, or `body` where the API speaks another
+    protocol's (the Anthropic-compatible endpoint's, whose 529 is our 503)."""
     response = JsonResponse(
-        error_body(refusal, message), status=refusal.status, headers=headers or {}
+        error_body(refusal, message) if body is None else body,
+        status=refusal.status,
+        headers=headers or {},
     )
-    if refusal.status == 503:
+    if refusal.status in (503, 529):
         # A dependency is down: the gateway logged one warning line where it failed. Django
         # would log each 503 again as an ERROR, thousands a minute under load; this is
         # Django's own mark for a response already logged (django.utils.log.log_response).

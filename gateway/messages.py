@@ -45,14 +45,9 @@ def error_response(refusal, *, request_id: str, message=None, headers=None) -> J
     headers = dict(headers or {})
     if refusal.code in NOT_RETRIED:
         headers["x-should-retry"] = "false"
-    response = JsonResponse(
-        anthropic.error_body(refusal, message, request_id=request_id),
-        status=refusal.status,
-        headers=headers,
+    return api_errors.error_response(
+        refusal, headers=headers, body=anthropic.error_body(refusal, message, request_id=request_id)
     )
-    if refusal.status in (503, 529):
-        response._has_been_logged = True  # as api_errors.error_response: logged once already
-    return response
 
 
 # The upstream refused the request itself (too long, a bad image, max_tokens over the

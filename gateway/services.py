@@ -371,7 +371,7 @@ def admit_request(
             return refused
     if endpoint == UsageRecord.Endpoint.ANTHROPIC:
         refused.refusal = anthropic.refusal_for(refused.refusal)
-    if refused.refusal.code == errors.FREQUENCY.code and not _first_rate_refusal(refused.auth):
+    if refused.refusal == errors.FREQUENCY and not _first_rate_refusal(refused.auth):
         # Of the 1303 refusals only the first of each minute is recorded: a client that
         # keeps sending past its limit must not cost a write per request.
         return refused
@@ -390,7 +390,8 @@ def admit_request(
 def count_tokens(*, header: str | None, body, invalid: str | None) -> int | Refused:
     """POST /api/anthropic/v1/messages/count_tokens: the request's input tokens as
     admission estimates them. Free, and not a prompt: it counts in the account's per-minute
-    window, and writes no usage record and no history."""
+    window, and writes no usage record and no history. Its refusals take the endpoint's
+    statuses where the view answers them (gateway.messages.error_response)."""
     auth = authenticate(header)
     if isinstance(auth, Refused):
         return auth
@@ -398,7 +399,7 @@ def count_tokens(*, header: str | None, body, invalid: str | None) -> int | Refu
         limited, headers = _rate_window(auth)
     except Exception as error:
         logger.warning("gateway: shared state unavailable: %s", error)
-        return Refused(anthropic.refusal_for(errors.STATE_UNAVAILABLE), auth)
+        return Refused(errors.STATE_UNAVAILABLE, auth)
     if limited is not None:
         return limited
     if invalid is not None:
@@ -406,7 +407,7 @@ def count_tokens(*, header: str | None, body, invalid: str | None) -> int | Refu
     route = served_route(body["model"])
     if route is None:
         message = f"The model {body['model']!r} does not exist."
-        return Refused(anthropic.refusal_for(errors.UNKNOWN_MODEL), auth, message, headers)
+        return Refused(errors.UNKNOWN_MODEL, auth, message, headers)
     chat_body = anthropic.openai_body({"max_tokens": 1, **body}, route.model)
     return prompt_tokens_of(chat_body)
 

@@ -134,20 +134,13 @@ class Plan:
         self.stop_sequence = None
         stops = body.get("stop")
         for stop in [stops] if isinstance(stops, str) else stops if isinstance(stops, list) else []:
-            cut = next(
-                (
-                    i
-                    for i, token in enumerate(self.tokens)
-                    if isinstance(stop, str) and stop and stop in token
-                ),
-                None,
-            )
-            if cut is not None and (self.stop_sequence is None or cut < len(self.tokens)):
-                self.tokens, self.stop_sequence, self.finish_reason = (
-                    self.tokens[:cut],
-                    stop,
-                    "stop",
-                )
+            if not isinstance(stop, str) or not stop:
+                continue
+            # Each cut shortens the text, so the earliest stop sequence is the one kept.
+            cut = next((i for i, token in enumerate(self.tokens) if stop in token), None)
+            if cut is not None:
+                self.tokens, self.stop_sequence = self.tokens[:cut], stop
+                self.finish_reason = "stop"
         self.call = _tool_call(self.messages, body.get("tools"))
         if self.call is not None:
             self.arguments = json.dumps(self.call[1], ensure_ascii=False)
@@ -239,18 +232,11 @@ async def stream(body: dict) -> AsyncIterator[dict]:
 
 # --- Anthropic's Messages API ----------------------------------------------------------------
 
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-
 
 def _anthropic_plan(body: dict) -> Plan:
     """The answer to a Messages request: the same plan as for its OpenAI form (so the same
     prompt count admission estimates), answered in Anthropic's shapes."""
-    plan = Plan(
-        {
-            **anthropic.openai_body(body, str(body.get("model", ""))),
-            "simulator": body.get("simulator"),
-        }
-    )
+    plan = Plan(anthropic.openai_body(body, str(body.get("model", ""))))  # knobs included
     plan.id = "msg_sim_" + plan.id[-24:]
     return plan
 
@@ -258,7 +244,7 @@ def _anthropic_plan(body: dict) -> Plan:
 def _stop(plan: Plan) -> tuple[str, str | None]:
     if plan.stop_sequence is not None and plan.call is None:
         return "stop_sequence", plan.stop_sequence
-    return _STOP_REASONS[plan.finish_reason], None
+    return anthropic.STOP_REASONS[plan.finish_reason], None
 
 
 def _tool_use(plan: Plan) -> dict:

@@ -40,6 +40,8 @@ def _error_status(response: httpx.Response, content: bytes) -> UpstreamFailed:
 
 
 _client: httpx.AsyncClient | None = None
+# The Messages API version an Anthropic-protocol upstream is asked for.
+ANTHROPIC_VERSION = "2023-06-01"
 
 
 def client() -> httpx.AsyncClient:
@@ -71,9 +73,6 @@ def _messages_request(route: UpstreamRoute, body: dict, beta: str) -> tuple[str,
     if secret:
         headers["x-api-key"] = secret
     return route.base_url.rstrip("/") + "/v1/messages", body, headers
-
-
-ANTHROPIC_VERSION = "2023-06-01"
 
 
 async def complete(route: UpstreamRoute, body: dict) -> dict:

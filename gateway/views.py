@@ -60,9 +60,7 @@ answers_database_outage = _database_outage_answered(
     )
 )
 answers_database_outage_anthropic = _database_outage_answered(
-    lambda refusal, request_id: messages.error_response(
-        refusal, request_id=request_id, headers=_anthropic_headers(request_id)
-    )
+    lambda refusal, request_id: _refused(services.Refused(refusal), request_id)
 )
 
 
@@ -179,28 +177,19 @@ def _key_header(request) -> str | None:
     return f"Bearer {key}" if key else request.headers.get("Authorization")
 
 
-class _Answered(Exception):
-    """A request refused before its body is read: the answer to give."""
-
-    def __init__(self, response):
-        self.response = response
-
-
-def _messages_body(request, request_id: str, check) -> tuple[object, str | None]:
-    """The body, parsed, and what is malformed in it (`check`) or None; raises _Answered for
-    a method other than POST, or a body over GATEWAY_ANTHROPIC_MAX_BODY_BYTES. Read from the
-    stream: the endpoint's limit is its own, not the console's DATA_UPLOAD_MAX_MEMORY_SIZE."""
-    refusal = api_errors.METHOD if request.method != "POST" else None
+def _messages_body(request, check) -> tuple[object, str | None] | api_errors.Refusal:
+    """The body, parsed, and what is malformed in it (`check`) or None; the refusal instead
+    for a method other than POST, or a body over GATEWAY_ANTHROPIC_MAX_BODY_BYTES. Read from
+    the stream: the endpoint's limit is its own, not the console's DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    if request.method != "POST":
+        return api_errors.METHOD
     limit = settings.GATEWAY_ANTHROPIC_MAX_BODY_BYTES
     length = request.headers.get("Content-Length", "")
-    if refusal is None and length.isdigit() and int(length) > limit:
-        refusal = api_errors.BODY_TOO_LARGE
-    raw = request.read(limit + 1) if refusal is None else b""
+    if length.isdigit() and int(length) > limit:
+        return api_errors.BODY_TOO_LARGE  # refused before anything is read
+    raw = request.read(limit + 1)
     if len(raw) > limit:
-        refusal = api_errors.BODY_TOO_LARGE
-    if refusal is not None:
-        headers = _anthropic_headers(request_id)
-        raise _Answered(messages.error_response(refusal, request_id=request_id, headers=headers))
+        return api_errors.BODY_TOO_LARGE
     try:
         body = parse_body(raw)
     except InvalidBody as error:
@@ -223,10 +212,10 @@ def _refused(refused: services.Refused, request_id: str):
 async def anthropic_messages(request, request_id):
     """POST /api/anthropic/v1/messages: billed to the account's coding plan when it has one
     in force, else pay-as-you-go (gateway.services.admit_messages)."""
-    try:
-        body, invalid = _messages_body(request, request_id, anthropic.validate)
-    except _Answered as answered:
-        return answered.response
+    read = _messages_body(request, anthropic.validate)
+    if isinstance(read, api_errors.Refusal):
+        return _refused(services.Refused(read), request_id)
+    body, invalid = read
     stream = bool(isinstance(body, dict) and body.get("stream") is True)
     admitted = await sync_to_async(services.admit_request)(
         header=_key_header(request),
@@ -255,10 +244,10 @@ async def anthropic_messages(request, request_id):
 @answers_database_outage_anthropic
 async def anthropic_count_tokens(request, request_id):
     """POST /api/anthropic/v1/messages/count_tokens: free, no usage record, not a prompt."""
-    try:
-        body, invalid = _messages_body(request, request_id, anthropic.count_request_problem)
-    except _Answered as answered:
-        return answered.response
+    read = _messages_body(request, anthropic.count_request_problem)
+    if isinstance(read, api_errors.Refusal):
+        return _refused(services.Refused(read), request_id)
+    body, invalid = read
     counted = await sync_to_async(services.count_tokens)(
         header=_key_header(request), body=body, invalid=invalid
     )
@@ -274,9 +263,7 @@ async def simulator_messages(request):
     try:
         body = parse_body(request.body)
     except InvalidBody:
-        return JsonResponse(
-            {"type": "error", "error": {"type": "invalid_request_error"}}, status=400
-        )
+        body = None
     if request.method != "POST" or anthropic.validate(body) is not None:
         return JsonResponse(
             {"type": "error", "error": {"type": "invalid_request_error"}}, status=400
